@@ -1,0 +1,406 @@
+package conn
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tcpops/tcpops/sock"
+)
+
+// Closer ends the transport of a connection; reset asks for an RST instead
+// of a FIN where the transport can send one.
+type Closer func(c *Conn, reset bool) error
+
+// Spec describes a connection being added to the table.
+type Spec struct {
+	Proto     string // tcp, tls, ws, wss
+	Direction string // in, out
+	Listener  string
+	Local     netip.AddrPort
+	Remote    netip.AddrPort
+	State     State // StateAccepting or StateConnecting
+	// TCP is the kernel socket (under TLS or WebSocket too); nil while an
+	// outbound leg is still dialling.
+	TCP *net.TCPConn
+	// Close ends the transport. While dialling it cancels the dial.
+	Close Closer
+}
+
+// Conn is one connection in the table. Its methods are safe for concurrent use.
+type Conn struct {
+	ID        uint64
+	Proto     string
+	Direction string
+	Listener  string
+	Created   time.Time
+
+	t *Table
+
+	state       atomic.Int32
+	bytesIn     atomic.Uint64
+	bytesOut    atomic.Uint64
+	lastActive  atomic.Int64 // table clock, ns
+	closedEvent atomic.Bool
+
+	// mu guards the fields below.
+	mu       sync.Mutex
+	local    netip.AddrPort
+	remote   netip.AddrPort
+	tcp      *net.TCPConn
+	closer   Closer
+	peer     *Conn
+	lifetime time.Duration
+	anchor   int64 // table clock when the lifetime was last set
+	timer    *time.Timer
+	closing  bool
+	reason   Reason
+	errText  string
+	wsCode   int
+	wsReason string
+	ka       *sock.Keepalive // last read back from the kernel
+}
+
+// State returns the current state.
+func (c *Conn) State() State { return State(c.state.Load()) }
+
+// Touch records n bytes read from (in) or written to (out) the socket.
+// The first byte read makes an accepting connection usable.
+func (c *Conn) Touch(in, out int) {
+	if in > 0 {
+		c.bytesIn.Add(uint64(in))
+		c.state.CompareAndSwap(int32(StateAccepting), int32(StateOK))
+	}
+	if out > 0 {
+		c.bytesOut.Add(uint64(out))
+	}
+	c.lastActive.Store(c.t.clock())
+}
+
+// Established marks a connection usable: a dial or handshake finished.
+// tcp and closer replace the ones given at Add (nil keeps them).
+func (c *Conn) Established(tcp *net.TCPConn, closer Closer, state State) {
+	c.mu.Lock()
+	if tcp != nil {
+		c.tcp = tcp
+		c.local = addrPort(tcp.LocalAddr())
+		c.remote = addrPort(tcp.RemoteAddr())
+	}
+	if closer != nil {
+		c.closer = closer
+	}
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		// Closed while dialling: the new transport goes with it.
+		if closer != nil {
+			closer(c, false)
+		}
+		return
+	}
+	c.state.CompareAndSwap(int32(StateConnecting), int32(state))
+	c.lastActive.Store(c.t.clock())
+}
+
+// SawEOF marks that the peer sent FIN: the connection is being torn down
+// (the other direction may still drain).
+func (c *Conn) SawEOF() {
+	for {
+		s := c.state.Load()
+		if s < 0 {
+			return
+		}
+		if c.state.CompareAndSwap(s, int32(StateEOF)) {
+			return
+		}
+	}
+}
+
+// Peer returns the partner leg, or nil.
+func (c *Conn) Peer() *Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peer
+}
+
+// Pair makes a and b each other's partner: when one closes, so does the other.
+func Pair(a, b *Conn) {
+	a.mu.Lock()
+	a.peer = b
+	a.mu.Unlock()
+	b.mu.Lock()
+	b.peer = a
+	b.mu.Unlock()
+}
+
+// SetWSClose records a WebSocket close code and reason for the event.
+func (c *Conn) SetWSClose(code int, reason string) {
+	c.mu.Lock()
+	c.wsCode, c.wsReason = code, reason
+	c.mu.Unlock()
+}
+
+// syscallConn returns the kernel socket, or ErrNoSocket while dialling.
+func (c *Conn) syscallConn() (syscall.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return nil, ErrClosed
+	}
+	if c.tcp == nil {
+		return nil, ErrNoSocket
+	}
+	return c.tcp, nil
+}
+
+// Keepalive reads the socket's keepalive state from the kernel.
+func (c *Conn) Keepalive() (sock.Keepalive, error) {
+	s, err := c.syscallConn()
+	if err != nil {
+		return sock.Keepalive{}, err
+	}
+	return sock.GetKeepalive(s)
+}
+
+// SetKeepalive applies k to the socket and returns what the kernel holds
+// afterwards.
+func (c *Conn) SetKeepalive(k sock.KeepaliveConfig) (sock.Keepalive, error) {
+	s, err := c.syscallConn()
+	if err != nil {
+		return sock.Keepalive{}, err
+	}
+	if err := sock.SetKeepalive(s, k); err != nil {
+		return sock.Keepalive{}, err
+	}
+	ka, err := sock.GetKeepalive(s)
+	if err != nil {
+		return sock.Keepalive{}, err
+	}
+	c.mu.Lock()
+	c.ka = &ka
+	c.mu.Unlock()
+	return ka, nil
+}
+
+// TCPInfo reads the kernel's TCP_INFO of the socket.
+func (c *Conn) TCPInfo() (sock.TCPInfo, error) {
+	s, err := c.syscallConn()
+	if err != nil {
+		return sock.TCPInfo{}, err
+	}
+	return sock.GetTCPInfo(s)
+}
+
+// SetClosedEvent turns the closed event of this connection on or off.
+func (c *Conn) SetClosedEvent(on bool) error {
+	if on && c.t.cfg.ClosedEvent == ModeOff {
+		return ErrEventsOff
+	}
+	c.closedEvent.Store(on)
+	return nil
+}
+
+// ClosedEvent reports whether this connection's close will be published.
+func (c *Conn) ClosedEvent() bool { return c.closedEvent.Load() }
+
+// Lifetime returns the idle lifetime (0: none) and the time left until the
+// connection expires if it stays idle.
+func (c *Conn) Lifetime() (lifetime, expiresIn time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lifetime, c.expiresInLocked(c.t.clock())
+}
+
+func (c *Conn) expiresInLocked(now int64) time.Duration {
+	if c.lifetime == 0 {
+		return 0
+	}
+	base := max(c.anchor, c.lastActive.Load())
+	return max(time.Duration(base+int64(c.lifetime)-now), 0)
+}
+
+// SetLifetime sets the idle lifetime. The deadline moves to now + d at once
+// (shortening takes effect immediately); later traffic moves it to last
+// activity + d. d = 0 removes the limit.
+func (c *Conn) SetLifetime(d time.Duration) (expiresIn time.Duration, err error) {
+	if d < 0 {
+		return 0, ErrBadLifetime
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return 0, ErrClosed
+	}
+	c.setLifetimeLocked(d)
+	return c.expiresInLocked(c.t.clock()), nil
+}
+
+func (c *Conn) setLifetimeLocked(d time.Duration) {
+	c.lifetime = d
+	c.anchor = c.t.clock()
+	if d == 0 {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		return
+	}
+	if c.timer == nil {
+		c.timer = time.AfterFunc(d, c.lifetimeFired)
+	} else {
+		c.timer.Reset(d)
+	}
+}
+
+// lifetimeFired runs when the timer fires; the timer is set for the
+// earliest possible expiry, and traffic since then only pushes it on, so
+// an active connection costs one timer run per lifetime, not per packet.
+func (c *Conn) lifetimeFired() {
+	c.mu.Lock()
+	if c.closing || c.lifetime == 0 {
+		c.mu.Unlock()
+		return
+	}
+	left := c.expiresInLocked(c.t.clock())
+	if left > 0 {
+		c.timer.Reset(left)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.Close(ReasonLifetime, nil)
+}
+
+// Close closes the connection for reason r (err carries the socket error
+// for reason error and friends), removes it from the table, publishes its
+// closed event and closes its partner with reason peer. Only the first
+// Close counts; it reports whether this call was it.
+func (c *Conn) Close(r Reason, err error) bool { return c.close(r, err, false) }
+
+// Reset is Close with an RST instead of a FIN.
+func (c *Conn) Reset(r Reason) bool { return c.close(r, nil, true) }
+
+func (c *Conn) close(r Reason, err error, reset bool) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	c.closing = true
+	c.reason = r
+	if err != nil {
+		c.errText = err.Error()
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	closer, peer := c.closer, c.peer
+	c.mu.Unlock()
+
+	c.state.Store(int32(r.teardown()))
+	if closer != nil {
+		closer(c, reset)
+	}
+	c.t.remove(c)
+	if peer != nil {
+		pr := ReasonPeer
+		if c.t.shutdown.Load() {
+			pr = ReasonShutdown
+		} else if peer.State() == StateEOF {
+			// It had ended by itself (FIN) and was draining the other way.
+			pr = ReasonEOF
+		}
+		peer.Close(pr, nil)
+	}
+	return true
+}
+
+// event builds the closed event; c.mu must not be held.
+func (c *Conn) event(now time.Time) Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := Event{
+		Time: now, Reason: c.reason, ConnID: c.ID, Proto: c.Proto, Direction: c.Direction,
+		Listener: c.Listener, Local: addrString(c.local), Remote: addrString(c.remote),
+		Duration: now.Sub(c.Created), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
+		Error: c.errText, WSCloseCode: c.wsCode, WSCloseReason: c.wsReason,
+	}
+	if c.peer != nil {
+		e.Peer = c.peer.ID
+	}
+	return e
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// RemoteAddr returns the remote address (invalid while an outbound leg to
+// a host name is still dialling).
+func (c *Conn) RemoteAddr() netip.AddrPort {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.remote
+}
+
+func addrString(a netip.AddrPort) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// Info is a snapshot of a connection.
+type Info struct {
+	ID          uint64
+	Peer        uint64
+	Proto       string
+	Direction   string
+	Listener    string
+	Local       string
+	Remote      string
+	State       State
+	Created     time.Time
+	Idle        time.Duration
+	Lifetime    time.Duration
+	ExpiresIn   time.Duration
+	ClosedEvent bool
+	BytesIn     uint64
+	BytesOut    uint64
+	// Keepalive is what the kernel reported when keepalive was last set
+	// (nil before that); Conn.Keepalive reads it afresh.
+	Keepalive *sock.Keepalive
+	// RemoteAddr is Remote unformatted, for filters.
+	RemoteAddr netip.AddrPort
+}
+
+// Info takes a snapshot of c (without kernel state: see Keepalive, TCPInfo).
+func (c *Conn) Info() Info {
+	now := c.t.clock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	in := Info{
+		ID: c.ID, Proto: c.Proto, Direction: c.Direction, Listener: c.Listener,
+		Local: addrString(c.local), Remote: addrString(c.remote), RemoteAddr: c.remote,
+		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
+		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
+		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka,
+	}
+	if c.peer != nil {
+		in.Peer = c.peer.ID
+	}
+	return in
+}
+
+// TCP returns the kernel socket (nil while dialling).
+func (c *Conn) TCP() *net.TCPConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tcp
+}

@@ -1,0 +1,336 @@
+// Package daemon is the tcpops server process: flags, listeners, control
+// socket and the shutdown sequence.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/relay"
+	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/sock"
+)
+
+// Options are the daemon's settings, filled from flags.
+type Options struct {
+	Listen         []string
+	Backend        string
+	Socket         string
+	SocketMode     string
+	AdminGroup     string
+	Lifetime       string
+	Keepalive      string
+	ClosedEvent    string
+	MaxConns       int
+	MaxConnsPerIP  int
+	EventBuffer    int
+	BackendTimeout time.Duration
+	TLSCert        string
+	TLSKey         string
+	LogFormat      string
+	LogLevel       string
+}
+
+// Config is Options checked and parsed.
+type Config struct {
+	Listeners  []relay.Listener
+	Socket     string
+	SocketMode os.FileMode
+	AdminGroup string
+	Table      conn.Config
+	Relay      relay.Config
+}
+
+// Parse checks every option and names the bad one.
+func (o *Options) Parse() (*Config, error) {
+	cfg := &Config{Socket: o.Socket, AdminGroup: o.AdminGroup}
+	if err := relay.CheckBackend(o.Backend); err != nil {
+		return nil, fmt.Errorf("--backend: %w", err)
+	}
+	if len(o.Listen) == 0 {
+		return nil, errors.New("--listen: at least one listener is needed")
+	}
+	for _, raw := range o.Listen {
+		l, err := relay.ParseListener(raw, o.Backend)
+		if err != nil {
+			return nil, fmt.Errorf("--listen: %w", err)
+		}
+		cfg.Listeners = append(cfg.Listeners, l)
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = sock.DefaultSocketPath()
+	}
+	mode, err := strconv.ParseUint(o.SocketMode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return nil, fmt.Errorf("--socket-mode %q: want an octal file mode such as 0660", o.SocketMode)
+	}
+	cfg.SocketMode = os.FileMode(mode)
+	lt, err := ParseSeconds(o.Lifetime)
+	if err != nil {
+		return nil, fmt.Errorf("--lifetime: %w", err)
+	}
+	ka, err := sock.ParseKeepalive(o.Keepalive)
+	if err != nil {
+		return nil, fmt.Errorf("--keepalive: %w", err)
+	}
+	mode2, err := conn.ParseMode(o.ClosedEvent)
+	if err != nil {
+		return nil, fmt.Errorf("--closed-event: %w", err)
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+		min  int
+	}{{"--max-conns", o.MaxConns, 0}, {"--max-conns-per-ip", o.MaxConnsPerIP, 0}, {"--event-buffer", o.EventBuffer, 1}} {
+		if n.v < n.min {
+			return nil, fmt.Errorf("%s %d: must be >= %d", n.flag, n.v, n.min)
+		}
+	}
+	if o.BackendTimeout <= 0 {
+		return nil, fmt.Errorf("--backend-timeout %s: must be > 0", o.BackendTimeout)
+	}
+	cfg.Table = conn.Config{Lifetime: lt, ClosedEvent: mode2, EventBuffer: o.EventBuffer,
+		MaxConns: o.MaxConns, MaxConnsPerIP: o.MaxConnsPerIP}
+	cfg.Relay = relay.Config{Keepalive: ka, DialTimeout: o.BackendTimeout}
+	return cfg, nil
+}
+
+// ParseSeconds reads a duration as Go writes it (90s, 2m) or a plain
+// number of seconds (90), as Kamailio takes it. Negative is refused.
+func ParseSeconds(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		if f < 0 || f > 1e9 {
+			return 0, fmt.Errorf("%q: want seconds >= 0", s)
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q: want a duration such as 120s or 2m, or seconds (0 = none)", s)
+	}
+	return d, nil
+}
+
+// NewLogger builds the daemon's logger.
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// Run serves until ctx ends, then shuts down: listeners closed, every
+// connection closed with reason shutdown, those events delivered to
+// followers, the control socket removed. ready, if not nil, is called
+// once everything listens.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*Daemon)) error {
+	d, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(d)
+	}
+	<-ctx.Done()
+	return d.Shutdown(10 * time.Second)
+}
+
+// Daemon is a running tcpops.
+type Daemon struct {
+	Table     *conn.Table
+	Relay     *relay.Server
+	RPC       *rpc.Server
+	Listeners []ListenerAddr
+	log       *slog.Logger
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+// ListenerAddr is a listener and the address it got (port 0 resolved).
+type ListenerAddr struct {
+	relay.Listener
+	Bound string
+}
+
+// Start opens the control socket and every listener.
+func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, error) {
+	ctx, cancel := context.WithCancel(parent)
+	t := conn.NewTable(cfg.Table)
+	rs, err := relay.NewServer(t, cfg.Relay, log)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	d := &Daemon{Table: t, Relay: rs, log: log, cancel: cancel}
+	fail := func(err error) (*Daemon, error) {
+		cancel()
+		d.wg.Wait()
+		rs.Close()
+		return nil, err
+	}
+	ctl, err := sock.Listen(cfg.Socket, cfg.SocketMode)
+	if err != nil {
+		return fail(err)
+	}
+	d.RPC, err = rpc.NewServer(rpc.ServerConfig{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log})
+	if err != nil {
+		ctl.Close()
+		return fail(err)
+	}
+	for _, l := range cfg.Listeners {
+		ln, err := rs.Listen(ctx, l)
+		if err != nil {
+			ctl.Close()
+			return fail(err)
+		}
+		d.Listeners = append(d.Listeners, ListenerAddr{Listener: l, Bound: ln.Addr().String()})
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := rs.Serve(ctx, ln, l); err != nil {
+				log.Error("listener stopped", "listener", l.Name, "err", err)
+			}
+		}()
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.RPC.Serve(ctx, ctl)
+	}()
+	log.Info("tcpops started", "socket", cfg.Socket, "listeners", len(cfg.Listeners),
+		"lifetime", cfg.Table.Lifetime, "keepalive", cfg.Relay.Keepalive.String(), "closed_event", cfg.Table.ClosedEvent.String())
+	return d, nil
+}
+
+// Shutdown stops listeners and the control socket, closes every
+// connection with reason shutdown and waits (up to grace) for event
+// followers to receive those events.
+func (d *Daemon) Shutdown(grace time.Duration) error {
+	d.cancel()
+	n := d.Table.CloseAll(conn.ReasonShutdown)
+	d.Table.Events().Close()
+	done := make(chan struct{})
+	go func() {
+		d.wg.Wait()
+		d.RPC.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-time.After(grace):
+		err = fmt.Errorf("shutdown: followers or listeners still busy after %s", grace)
+	}
+	d.Relay.Close()
+	d.log.Info("tcpops stopped", "closed", n, "last_event_seq", d.Table.Events().LastSeq())
+	return err
+}
+
+// NewCommand builds the tcpops command.
+func NewCommand() *cobra.Command {
+	o := &Options{}
+	cmd := &cobra.Command{
+		Use:   "tcpops",
+		Short: "Relay TCP connections and steer each one live (keepalive, idle lifetime, closed events)",
+		Long: `tcpops accepts TCP connections on its listeners and relays each one to a backend
+(or to the built-in echo backend). Every connection, inbound and the outbound leg
+to its backend, sits in a connection table under a numeric id (conid) with
+Kamailio's tcp_conid_state numbers, a per-connection idle lifetime and kernel
+keepalive, and leaves a closed event with its reason when it ends.
+
+Operators inspect and steer connections through JSON-RPC 2.0 on a Unix socket,
+most easily with tcpopsctl.
+
+Signals: SIGTERM and SIGINT stop accepting, close every connection with reason
+"shutdown", deliver those events to followers, remove the socket and exit 0.
+
+Files: the control socket, by default $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock
+for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
+		Example: `  # echo server on 127.0.0.1:5060, the defaults
+  tcpops
+
+  # relay SIP over TCP to a backend, close connections idle for 10 minutes
+  tcpops --listen tcp://0.0.0.0:5060 --backend 10.0.0.5:5060 --lifetime 10m
+
+  # two listeners, one to echo, kernel keepalive 60 s idle, 5 probes, 5 s apart
+  tcpops --listen 'tcp://127.0.0.1:7000?backend=echo&name=test' \
+         --listen tcp://127.0.0.1:5060?backend=10.0.0.5:5060 --keepalive 60,5,5`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := o.Parse()
+			if err != nil {
+				return usageError{err}
+			}
+			log, err := NewLogger(cmd.ErrOrStderr(), o.LogFormat, o.LogLevel)
+			if err != nil {
+				return usageError{err}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return Run(ctx, cfg, log, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&o.Listen, "listen", []string{"tcp://127.0.0.1:5060"}, "listener URL, repeatable: SCHEME://HOST:PORT[?backend=HOST:PORT|echo&name=NAME]")
+	f.StringVar(&o.Backend, "backend", relay.Echo, "default backend of listeners: HOST:PORT or echo")
+	f.StringVarP(&o.Socket, "socket", "s", "", "control socket path (default $TCPOPS_SOCKET, /run/tcpops/tcpops.sock for root, $XDG_RUNTIME_DIR/tcpops.sock, /tmp/tcpops-UID.sock)")
+	f.StringVar(&o.SocketMode, "socket-mode", "0660", "file mode of the control socket (octal)")
+	f.StringVar(&o.AdminGroup, "admin-group", "", "group whose members may change connections (root and the daemon's user always may)")
+	f.StringVar(&o.Lifetime, "lifetime", "120s", "default idle lifetime of a connection (0 = none); seconds or a duration such as 2m")
+	f.StringVar(&o.Keepalive, "keepalive", "on", "TCP keepalive of every socket: off, on (kernel defaults) or IDLE,COUNT,INTERVAL in seconds")
+	f.StringVar(&o.ClosedEvent, "closed-event", "all", "closed events for: all connections, manual (enabled one by one), off")
+	f.IntVar(&o.MaxConns, "max-conns", 0, "most inbound connections at once (0 = no limit)")
+	f.IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", 0, "most inbound connections at once from one IP (0 = no limit)")
+	f.IntVar(&o.EventBuffer, "event-buffer", 65536, "closed events kept for replay (ring size)")
+	f.DurationVar(&o.BackendTimeout, "backend-timeout", 5*time.Second, "time allowed to connect to a backend")
+	f.StringVar(&o.TLSCert, "tls-cert", "", "certificate file (PEM) for tls:// and wss:// listeners")
+	f.StringVar(&o.TLSKey, "tls-key", "", "private key file (PEM) for tls:// and wss:// listeners")
+	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	return cmd
+}
+
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// Main runs tcpops and returns its exit code: 0 after a clean shutdown,
+// 2 for bad flags, 1 for anything else.
+func Main() int {
+	cmd := NewCommand()
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tcpops:", err)
+		var u usageError
+		if errors.As(err, &u) {
+			fmt.Fprintln(os.Stderr, "run 'tcpops --help' for usage")
+			return 2
+		}
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,152 @@
+package relay
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpops/tcpops/conn"
+)
+
+// A TCP connection costs no goroutine and no buffer while it is idle: its
+// socket is parked in the Server's Poller, and only when it turns readable
+// does a goroutine run pipe.ready, which copies what there is with a pooled
+// buffer, passes FIN on as CloseWrite, and parks the socket again once a
+// read would block. Writes block in Go's netpoller, so a receiver that
+// stops reading stops the sender's reads too (backpressure).
+
+// leg is one TCP socket of a relayed connection.
+type leg struct {
+	c   *conn.Conn
+	tcp *net.TCPConn
+	rc  syscall.RawConn
+}
+
+func newLeg(c *conn.Conn, tcp *net.TCPConn) (*leg, error) {
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return &leg{c: c, tcp: tcp, rc: rc}, nil
+}
+
+// pipe is one direction: bytes read from src are written to dst. For the
+// echo backend src and dst are the same leg and other is nil.
+type pipe struct {
+	s        *Server
+	src, dst *leg
+	other    *pipe
+	finished atomic.Bool // src sent FIN and it was passed on
+}
+
+const bufSize = 32 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+var errWouldBlock = errors.New("would block")
+
+// read reads once without waiting: errWouldBlock when nothing is there,
+// (0, nil) at EOF.
+func (l *leg) read(b []byte) (int, error) {
+	for {
+		var n int
+		var rerr error
+		if err := l.rc.Read(func(fd uintptr) bool {
+			n, rerr = unix.Read(int(fd), b)
+			return true
+		}); err != nil {
+			return 0, err
+		}
+		switch rerr {
+		case nil:
+			return n, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, errWouldBlock
+		}
+		return 0, os.NewSyscallError("read", rerr)
+	}
+}
+
+// arm parks the source socket until it is readable.
+func (p *pipe) arm() {
+	if err := p.s.poller.Arm(p.src.tcp, p.src.c.ID, p.ready); err != nil {
+		if p.src.c.State() >= 0 {
+			p.src.c.Close(conn.ReasonError, err)
+		}
+	}
+}
+
+// ready copies until a read would block, then parks the socket again.
+func (p *pipe) ready() {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := p.src.read(buf)
+		switch {
+		case err == errWouldBlock:
+			p.arm()
+			return
+		case err != nil:
+			closeFor(p.src.c, err)
+			return
+		case n == 0:
+			p.eof()
+			return
+		}
+		p.src.c.Touch(n, 0)
+		if _, err := p.dst.tcp.Write(buf[:n]); err != nil {
+			closeFor(p.dst.c, err)
+			return
+		}
+		p.dst.c.Touch(0, n)
+	}
+}
+
+// eof passes the FIN of src on; once both directions are finished the
+// connection is done.
+func (p *pipe) eof() {
+	p.src.c.SawEOF()
+	if p.other == nil {
+		// Echo: everything read has been written back already.
+		p.src.c.Close(conn.ReasonEOF, nil)
+		return
+	}
+	p.finished.Store(true)
+	if err := p.dst.tcp.CloseWrite(); err != nil {
+		closeFor(p.dst.c, err)
+		return
+	}
+	if p.other.finished.Load() {
+		p.src.c.Close(conn.ReasonEOF, nil)
+	}
+}
+
+// closeFor closes c for the reason a socket error says.
+func closeFor(c *conn.Conn, err error) {
+	if errors.Is(err, net.ErrClosed) {
+		return // closed on purpose; the closer recorded the reason
+	}
+	c.Close(ReasonFor(err), err)
+}
+
+// ReasonFor maps a read or write error to a close reason.
+func ReasonFor(err error) conn.Reason {
+	switch {
+	case err == nil, errors.Is(err, io.EOF):
+		return conn.ReasonEOF
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return conn.ReasonReset
+	case errors.Is(err, syscall.ETIMEDOUT):
+		return conn.ReasonTimeout
+	}
+	return conn.ReasonError
+}

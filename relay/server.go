@@ -1,0 +1,214 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/sock"
+)
+
+// Server accepts on listeners and relays each connection.
+type Server struct {
+	table       *conn.Table
+	poller      *sock.Poller
+	log         *slog.Logger
+	keepalive   sock.KeepaliveConfig
+	dialTimeout time.Duration
+
+	acceptErrors atomic.Uint64
+	wg           sync.WaitGroup // dials in flight
+}
+
+// Config configures a Server.
+type Config struct {
+	Keepalive   sock.KeepaliveConfig // applied to every accepted and dialled socket
+	DialTimeout time.Duration        // backend connect timeout (default 5s)
+}
+
+// NewServer starts a Server over the table. Close stops its poller.
+func NewServer(t *conn.Table, cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Keepalive.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	p, err := sock.NewPoller()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{table: t, poller: p, log: log, keepalive: cfg.Keepalive, dialTimeout: cfg.DialTimeout}
+	go func() {
+		if err := p.Run(); err != nil {
+			log.Error("poller stopped", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// Close stops the poller after waiting for dials in flight. Close the
+// connections (Table.CloseAll) first.
+func (s *Server) Close() error {
+	s.wg.Wait()
+	return s.poller.Close()
+}
+
+// AcceptErrors counts accept calls that failed (EMFILE and the like).
+func (s *Server) AcceptErrors() uint64 { return s.acceptErrors.Load() }
+
+// Parked counts sockets known to the poller.
+func (s *Server) Parked() int { return s.poller.Watched() }
+
+// Listen opens the listening socket of l. Go's own keepalive default is
+// switched off here: every accepted socket gets ours explicitly.
+func (s *Server) Listen(ctx context.Context, l Listener) (net.Listener, error) {
+	if l.Scheme != "tcp" {
+		return nil, fmt.Errorf("listen %s: scheme %s is not served by this build", l.Name, l.Scheme)
+	}
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", l.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", l.Name, err)
+	}
+	return ln, nil
+}
+
+// Serve accepts on ln until ctx ends, then closes ln. Temporary accept
+// errors (out of file descriptors) back off up to 1 s instead of spinning.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if temporary(err) {
+				s.acceptErrors.Add(1)
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; backing off", "listener", l.Name, "err", err, "backoff", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					return nil
+				}
+				continue
+			}
+			return fmt.Errorf("accept %s: %w", l.Name, err)
+		}
+		backoff = 0
+		s.accept(ctx, c.(*net.TCPConn), l)
+	}
+}
+
+func temporary(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// closeTCP is the Closer of a TCP leg.
+func (s *Server) closeTCP(c *conn.Conn, reset bool) error {
+	s.poller.Forget(c.ID)
+	tcp := c.TCP()
+	if tcp == nil {
+		return nil
+	}
+	if reset {
+		tcp.SetLinger(0)
+	}
+	return tcp.Close()
+}
+
+func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener) {
+	in, err := s.table.Add(conn.Spec{
+		Proto: "tcp", Direction: "in", Listener: l.Name,
+		Local: addrPort(tcp.LocalAddr()), Remote: addrPort(tcp.RemoteAddr()),
+		State: conn.StateAccepting, TCP: tcp, Close: s.closeTCP,
+	})
+	if err != nil {
+		s.log.Debug("connection refused by limit", "listener", l.Name, "remote", tcp.RemoteAddr().String(), "err", err)
+		tcp.SetLinger(0)
+		tcp.Close()
+		return
+	}
+	if _, err := in.SetKeepalive(s.keepalive); err != nil {
+		s.log.Error("keepalive on accepted socket failed; closing it", "conid", in.ID, "err", err)
+		in.Close(conn.ReasonError, err)
+		return
+	}
+	inLeg, err := newLeg(in, tcp)
+	if err != nil {
+		in.Close(conn.ReasonError, err)
+		return
+	}
+	if l.Backend == Echo {
+		p := &pipe{s: s, src: inLeg, dst: inLeg}
+		p.arm()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.dial(ctx, inLeg, l)
+	}()
+}
+
+// dial connects the outbound leg of in and starts relaying.
+func (s *Server) dial(ctx context.Context, in *leg, l Listener) {
+	ctx, cancel := context.WithTimeout(ctx, s.dialTimeout)
+	defer cancel()
+	remote, _ := netipAddrPort(l.Backend)
+	out, err := s.table.Add(conn.Spec{
+		Proto: "tcp", Direction: "out", Listener: l.Name, Remote: remote,
+		State: conn.StateConnecting,
+		Close: func(*conn.Conn, bool) error { cancel(); return nil },
+	})
+	if err != nil {
+		in.c.Close(conn.ReasonError, err)
+		return
+	}
+	conn.Pair(in.c, out)
+	d := net.Dialer{KeepAlive: -1}
+	nc, err := d.DialContext(ctx, "tcp", l.Backend)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("dial %s: no answer within %s", l.Backend, s.dialTimeout)
+		}
+		out.Close(conn.ReasonError, err)
+		return
+	}
+	tcp := nc.(*net.TCPConn)
+	out.Established(tcp, s.closeTCP, conn.StateOK)
+	if out.State() < 0 {
+		return
+	}
+	if _, err := out.SetKeepalive(s.keepalive); err != nil {
+		out.Close(conn.ReasonError, err)
+		return
+	}
+	outLeg, err := newLeg(out, tcp)
+	if err != nil {
+		out.Close(conn.ReasonError, err)
+		return
+	}
+	up := &pipe{s: s, src: in, dst: outLeg}
+	down := &pipe{s: s, src: outLeg, dst: in, other: up}
+	up.other = down
+	up.arm()
+	down.arm()
+}

@@ -1,0 +1,429 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/sock"
+)
+
+// table is the one list of methods: name, params, help, access, handler.
+func (s *Server) table() []*method {
+	return []*method{
+		{name: MethodAlive, params: "conid", readOnly: true, fn: (*call).alive,
+			help: "whether the connection is usable: alive true and code 1 when its state >= 1, else false and -1"},
+		{name: MethodState, params: "conid", readOnly: true, fn: (*call).state,
+			help: "the connection's state number and name (1 ok, 2 accepting, 3 connecting, -1 not_found, -2 eof, -3 error, -4 bad), with the close reason if it closed recently"},
+		{name: MethodKeepalive, params: "conid, enable (default true), idle, count, interval (seconds; all three to enable), user_timeout_ms (optional)", fn: (*call).keepalive,
+			help: "turn kernel TCP keepalive on or off; answers with the values read back from the socket"},
+		{name: MethodLifetime, params: "conid, lifetime (seconds, >= 0; 0 = no idle limit)", fn: (*call).lifetime,
+			help: "set the idle lifetime: the connection closes after that long without traffic, counted from now"},
+		{name: MethodClosedEvent, params: "conid, enable (default true)", fn: (*call).closedEvent,
+			help: "publish (or not) a closed event when this connection ends; for --closed-event manual"},
+		{name: MethodClose, params: "conid, reset (default false: FIN; true: RST)", fn: (*call).close,
+			help: "close the connection (reason local); its partner leg closes with reason peer"},
+		{name: MethodList, params: "state, proto, direction, listener, remote (IP, IP:port or CIDR), idle_min (seconds), limit, after (conid cursor); all optional", readOnly: true, fn: (*call).list,
+			help: "the connections, sorted by conid; next is the after cursor of the next page when a limit cut the list"},
+		{name: MethodInfo, params: "conid", readOnly: true, fn: (*call).info,
+			help: "one connection with its keepalive and the kernel's TCP_INFO"},
+		{name: MethodEvents, params: "since (seq, default 0 = all kept), follow (bool), reason (list), conid; all optional", readOnly: true, fn: (*call).events,
+			help: "closed events after since; with follow, later ones arrive as tcpops.event notifications and a gap as tcpops.events_lost"},
+		{name: MethodStats, readOnly: true, fn: (*call).stats,
+			help: "counts by state and proto, accepted, closed by reason, rejected by limit, event seq and losses, uptime, limits"},
+		{name: MethodVersion, readOnly: true, fn: func(*call) (any, error) { return versionInfo(), nil },
+			help: "the daemon's version, commit and Go version"},
+		{name: MethodListMethods, readOnly: true, fn: (*call).listMethods,
+			help: "the names of every method, sorted"},
+		{name: MethodHelp, params: "method", readOnly: true, fn: (*call).methodHelp,
+			help: "one line of help for a method, with its params"},
+	}
+}
+
+type conidParams struct {
+	ConnID *uint64 `json:"conid"`
+}
+
+func (cl *call) conid() (uint64, error) {
+	var p conidParams
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+		return 0, err
+	}
+	return conid(cl.m, p.ConnID)
+}
+
+func (cl *call) alive() (any, error) {
+	id, err := cl.conid()
+	if err != nil {
+		return nil, err
+	}
+	st, _ := cl.s.t.State(id)
+	r := AliveResult{ConnID: id, Alive: st.Alive(), Code: -1}
+	if r.Alive {
+		r.Code = 1
+	}
+	return r, nil
+}
+
+func (cl *call) state() (any, error) {
+	id, err := cl.conid()
+	if err != nil {
+		return nil, err
+	}
+	st, reason := cl.s.t.State(id)
+	return StateResult{ConnID: id, State: int(st), Name: st.String(), Reason: string(reason)}, nil
+}
+
+func (cl *call) keepalive() (any, error) {
+	var p struct {
+		ConnID        *uint64 `json:"conid"`
+		Enable        *bool   `json:"enable"`
+		Idle          *int    `json:"idle"`
+		Count         *int    `json:"count"`
+		Interval      *int    `json:"interval"`
+		UserTimeoutMs *int    `json:"user_timeout_ms"`
+	}
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+		return nil, err
+	}
+	id, err := conid(cl.m, p.ConnID)
+	if err != nil {
+		return nil, err
+	}
+	k := sock.KeepaliveConfig{Enable: p.Enable == nil || *p.Enable, UserTimeoutMs: -1}
+	if p.UserTimeoutMs != nil {
+		if *p.UserTimeoutMs < 0 || *p.UserTimeoutMs > math.MaxInt32 {
+			return nil, badParam("param user_timeout_ms %d out of range (want 0..%d; 0 = kernel default)", *p.UserTimeoutMs, math.MaxInt32)
+		}
+		k.UserTimeoutMs = *p.UserTimeoutMs
+	}
+	vals := []struct {
+		name string
+		v    *int
+		dst  *int
+	}{{"idle", p.Idle, &k.Idle}, {"count", p.Count, &k.Count}, {"interval", p.Interval, &k.Interval}}
+	for _, f := range vals {
+		switch {
+		case k.Enable && f.v == nil:
+			return nil, badParam("missing param %s for %s: enabling keepalive takes idle, count and interval (as tcp_keepalive_enable)", f.name, cl.m.name)
+		case !k.Enable && f.v != nil:
+			return nil, badParam("param %s of %s: only with enable true", f.name, cl.m.name)
+		case f.v != nil:
+			*f.dst = *f.v
+		}
+	}
+	if err := k.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := cl.get(id)
+	if err != nil {
+		return nil, err
+	}
+	ka, err := c.SetKeepalive(k)
+	if err != nil {
+		return nil, fmt.Errorf("conid %d: %w", id, err)
+	}
+	return KeepaliveResult{ConnID: id, Keepalive: ka}, nil
+}
+
+// maxLifetime keeps a lifetime within what time.Duration holds, with room.
+const maxLifetime = 10 * 365 * 24 * 3600
+
+func (cl *call) lifetime() (any, error) {
+	var p struct {
+		ConnID   *uint64  `json:"conid"`
+		Lifetime *float64 `json:"lifetime"`
+	}
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+		return nil, err
+	}
+	id, err := conid(cl.m, p.ConnID)
+	if err != nil {
+		return nil, err
+	}
+	if p.Lifetime == nil {
+		return nil, badParam("missing param lifetime for %s (seconds, 0 = no idle limit)", cl.m.name)
+	}
+	if lt := *p.Lifetime; lt < 0 || lt > maxLifetime || math.IsNaN(lt) {
+		return nil, badParam("param lifetime %v out of range (want 0..%d seconds; 0 = no idle limit)", lt, maxLifetime)
+	}
+	c, err := cl.get(id)
+	if err != nil {
+		return nil, err
+	}
+	d := time.Duration(*p.Lifetime * float64(time.Second))
+	left, err := c.SetLifetime(d)
+	if err != nil {
+		return nil, fmt.Errorf("conid %d: %w", id, err)
+	}
+	return LifetimeResult{ConnID: id, Lifetime: seconds(d), ExpiresIn: seconds(left)}, nil
+}
+
+func (cl *call) closedEvent() (any, error) {
+	var p struct {
+		ConnID *uint64 `json:"conid"`
+		Enable *bool   `json:"enable"`
+	}
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+		return nil, err
+	}
+	id, err := conid(cl.m, p.ConnID)
+	if err != nil {
+		return nil, err
+	}
+	c, err := cl.get(id)
+	if err != nil {
+		return nil, err
+	}
+	on := p.Enable == nil || *p.Enable
+	if err := c.SetClosedEvent(on); err != nil {
+		return nil, fmt.Errorf("conid %d: %w", id, err)
+	}
+	return ClosedEventResult{ConnID: id, ClosedEvent: c.ClosedEvent()}, nil
+}
+
+func (cl *call) close() (any, error) {
+	var p struct {
+		ConnID *uint64 `json:"conid"`
+		Reset  bool    `json:"reset"`
+	}
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+		return nil, err
+	}
+	id, err := conid(cl.m, p.ConnID)
+	if err != nil {
+		return nil, err
+	}
+	c, err := cl.get(id)
+	if err != nil {
+		return nil, err
+	}
+	var done bool
+	if p.Reset {
+		done = c.Reset(conn.ReasonLocal)
+	} else {
+		done = c.Close(conn.ReasonLocal, nil)
+	}
+	if !done {
+		return nil, fmt.Errorf("conid %d: %w", id, conn.ErrClosed)
+	}
+	return CloseResult{ConnID: id, Closed: true}, nil
+}
+
+func (cl *call) list() (any, error) {
+	var p struct {
+		State     any      `json:"state"`
+		Proto     string   `json:"proto"`
+		Direction string   `json:"direction"`
+		Listener  string   `json:"listener"`
+		Remote    string   `json:"remote"`
+		IdleMin   *float64 `json:"idle_min"`
+		Limit     *int     `json:"limit"`
+		After     uint64   `json:"after"`
+	}
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+		return nil, err
+	}
+	f := conn.Filter{Proto: p.Proto, Direction: p.Direction, Listener: p.Listener, After: p.After}
+	switch v := p.State.(type) {
+	case nil:
+	case string:
+		st, err := conn.ParseState(v)
+		if err != nil {
+			return nil, badParam("param state: %v", err)
+		}
+		f.State = st
+	case float64:
+		st, err := conn.ParseState(fmt.Sprint(v))
+		if err != nil {
+			return nil, badParam("param state: %v", err)
+		}
+		f.State = st
+	default:
+		return nil, badParam("param state: want a state name or number, got %v", v)
+	}
+	if f.Proto != "" && !slices.Contains([]string{"tcp", "tls", "ws", "wss"}, f.Proto) {
+		return nil, badParam("param proto %q: want tcp, tls, ws or wss", f.Proto)
+	}
+	if f.Direction != "" && f.Direction != "in" && f.Direction != "out" {
+		return nil, badParam("param direction %q: want in or out", f.Direction)
+	}
+	if p.Remote != "" {
+		pfx, port, err := conn.ParseRemote(p.Remote)
+		if err != nil {
+			return nil, badParam("param %v", err)
+		}
+		f.Remote, f.Port = pfx, port
+	}
+	if p.IdleMin != nil {
+		if *p.IdleMin < 0 || *p.IdleMin > maxLifetime {
+			return nil, badParam("param idle_min %v: want seconds >= 0", *p.IdleMin)
+		}
+		f.IdleMin = time.Duration(*p.IdleMin * float64(time.Second))
+	}
+	if p.Limit != nil {
+		if *p.Limit < 0 {
+			return nil, badParam("param limit %d: want >= 0 (0 = no limit)", *p.Limit)
+		}
+		f.Limit = *p.Limit
+	}
+	infos, next := cl.s.t.List(f)
+	out := ListResult{Connections: make([]Conn, len(infos)), Next: next}
+	for i := range infos {
+		out.Connections[i] = wireConn(infos[i])
+	}
+	return out, nil
+}
+
+func (cl *call) info() (any, error) {
+	id, err := cl.conid()
+	if err != nil {
+		return nil, err
+	}
+	c, err := cl.get(id)
+	if err != nil {
+		return nil, err
+	}
+	r := InfoResult{Conn: wireConn(c.Info())}
+	if ka, err := c.Keepalive(); err == nil {
+		r.Keepalive = &ka
+	}
+	if ti, err := c.TCPInfo(); err == nil {
+		r.TCPInfo = &ti
+	}
+	return r, nil
+}
+
+func (cl *call) events() (any, error) {
+	var p struct {
+		Since  uint64   `json:"since"`
+		Follow bool     `json:"follow"`
+		Reason []string `json:"reason"`
+		ConnID uint64   `json:"conid"`
+	}
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+		return nil, err
+	}
+	for _, r := range p.Reason {
+		if !conn.Reason(r).Valid() {
+			return nil, badParam("param reason %q: want one of %v", r, conn.Reasons)
+		}
+	}
+	match := func(e *conn.Event) bool {
+		return (p.ConnID == 0 || e.ConnID == p.ConnID) &&
+			(len(p.Reason) == 0 || slices.Contains(p.Reason, string(e.Reason)))
+	}
+	evs, last := cl.s.t.Events().Since(p.Since)
+	out := EventsResult{Events: []Event{}, NextSeq: last + 1}
+	for i := range evs {
+		if match(&evs[i]) {
+			out.Events = append(out.Events, wireEvent(&evs[i]))
+		}
+	}
+	if p.Follow {
+		sub := cl.s.t.Events().Subscribe(max(last, p.Since))
+		cl.s.followers.Add(1)
+		cl.after = func() { go cl.follow(sub, match) }
+	}
+	return out, nil
+}
+
+// follow pushes events as notifications until the client goes away or the
+// ring closes (shutdown), in which case the connection closes after the
+// last event so the client knows.
+func (cl *call) follow(sub *conn.Subscription, match func(*conn.Event) bool) {
+	defer cl.s.followers.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-cl.conn.DisconnectNotify():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		evs, lost, err := sub.Next(ctx, 256)
+		if errors.Is(err, conn.ErrEventsClosed) {
+			cl.conn.Close()
+			return
+		}
+		if err != nil {
+			return
+		}
+		if lost != nil {
+			if cl.conn.Notify(ctx, NotifyEventsLost, EventsLost{FromSeq: lost.From, ToSeq: lost.To}) != nil {
+				return
+			}
+			continue
+		}
+		for i := range evs {
+			if !match(&evs[i]) {
+				continue
+			}
+			if err := cl.conn.Notify(ctx, NotifyEvent, wireEvent(&evs[i])); err != nil {
+				cl.conn.Close()
+				return
+			}
+		}
+	}
+}
+
+func (cl *call) stats() (any, error) {
+	if err := decodeParams(cl.m, cl.params, &struct{}{}); err != nil {
+		return nil, err
+	}
+	st := cl.s.t.Stats()
+	cfg := cl.s.t.Config()
+	out := Stats{
+		Connections: st.Conns, ByState: st.ByState, ByProto: st.ByProto, Accepted: st.Accepted,
+		Dialled: st.Dialled, Closed: st.Closed, ClosedBy: map[string]uint64{}, Rejected: st.Rejected,
+		EventSeq: st.EventSeq, EventsLost: st.EventDrop, UptimeS: seconds(st.Uptime),
+		Limits: Limits{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, EventBuffer: cl.s.t.Events().Size(),
+			Lifetime: seconds(cfg.Lifetime), ClosedEvent: cfg.ClosedEvent.String()},
+	}
+	for r, n := range st.ByReason {
+		out.ClosedBy[string(r)] = n
+	}
+	if cl.s.cfg.Relay != nil {
+		out.AcceptErrors = cl.s.cfg.Relay.AcceptErrors()
+	}
+	return out, nil
+}
+
+func (cl *call) listMethods() (any, error) {
+	if err := decodeParams(cl.m, cl.params, &struct{}{}); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(cl.s.methods))
+	for n := range cl.s.methods {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+func (cl *call) methodHelp() (any, error) {
+	var p struct {
+		Method *string `json:"method"`
+	}
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+		return nil, err
+	}
+	if p.Method == nil {
+		return nil, badParam("missing param method for %s", cl.m.name)
+	}
+	m, ok := cl.s.methods[*p.Method]
+	if !ok {
+		return nil, badParam("param method: unknown method %q (system.listMethods lists them)", *p.Method)
+	}
+	access := "changes connections"
+	if m.readOnly {
+		access = "read-only"
+	}
+	return fmt.Sprintf("%s(%s): %s [%s]", m.name, m.params, m.help, access), nil
+}

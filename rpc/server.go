@@ -1,0 +1,295 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"os/user"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/sock"
+)
+
+// RelayStats is what the relay adds to tcpops.stats.
+type RelayStats interface {
+	AcceptErrors() uint64
+}
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	Table        *conn.Table
+	Relay        RelayStats // may be nil
+	AdminGroup   string     // group name whose members may change connections
+	Log          *slog.Logger
+	WriteTimeout time.Duration // per write to a client; default 10s
+}
+
+// Server answers JSON-RPC on the control socket.
+type Server struct {
+	cfg      ServerConfig
+	t        *conn.Table
+	log      *slog.Logger
+	adminGID int // -1: no admin group
+	methods  map[string]*method
+
+	followers sync.WaitGroup
+	connCtx   context.Context // ends every client connection
+	endConns  context.CancelFunc
+}
+
+// method is one entry of the handler table.
+type method struct {
+	name     string
+	params   string // for system.methodHelp and error messages
+	help     string
+	readOnly bool
+	fn       func(*call) (any, error)
+}
+
+// call is one request being handled.
+type call struct {
+	s      *Server
+	m      *method
+	conn   *jsonrpc2.Conn
+	cred   sock.Cred
+	params *json.RawMessage
+	after  func() // runs once the reply is written
+}
+
+// NewServer builds the server over the table.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, t: cfg.Table, log: cfg.Log, adminGID: -1}
+	if cfg.AdminGroup != "" {
+		g, err := user.LookupGroup(cfg.AdminGroup)
+		if err != nil {
+			return nil, fmt.Errorf("--admin-group %q: %w", cfg.AdminGroup, err)
+		}
+		s.adminGID, _ = strconv.Atoi(g.Gid)
+	}
+	s.connCtx, s.endConns = context.WithCancel(context.Background())
+	s.methods = map[string]*method{}
+	for _, m := range s.table() {
+		s.methods[m.name] = m
+	}
+	return s, nil
+}
+
+// Serve accepts control connections until ctx ends, then closes ln.
+// Connections already open stay until Wait.
+func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var backoff time.Duration
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("control accept failed; backing off", "err", err, "backoff", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.ServeConn(c)
+	}
+}
+
+// ServeConn serves one control connection.
+func (s *Server) ServeConn(c *net.UnixConn) {
+	cred, err := sock.PeerCred(c)
+	if err != nil {
+		s.log.Warn("control connection without peer credentials; closing it", "err", err)
+		c.Close()
+		return
+	}
+	st := newStream(c, true, s.cfg.WriteTimeout)
+	h := &handler{s: s, cred: cred}
+	jsonrpc2.NewConn(s.connCtx, st, h, jsonrpc2.SetLogger(discardLogger{}))
+}
+
+// Wait waits for events followers to deliver what is left in the ring (the
+// ring must be closed first), then closes every client connection.
+func (s *Server) Wait() {
+	s.followers.Wait()
+	s.endConns()
+}
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(string, ...any) {}
+
+type handler struct {
+	s    *Server
+	cred sock.Cred
+}
+
+// Handle runs one request in order on the connection's read goroutine.
+func (h *handler) Handle(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2.Request) {
+	s := h.s
+	var res any
+	var err error
+	cl := &call{s: s, conn: c, cred: h.cred, params: req.Params}
+	m, ok := s.methods[req.Method]
+	switch {
+	case !ok:
+		err = &jsonrpc2.Error{Code: CodeMethodNotFound, Message: fmt.Sprintf("unknown method %q (system.listMethods lists them)", req.Method)}
+	case !m.readOnly && !s.admin(h.cred):
+		err = &jsonrpc2.Error{Code: CodeDenied, Message: fmt.Sprintf("permission denied: %s changes connections; uid %d may only read (allowed: root, uid %d%s)",
+			m.name, h.cred.UID, os.Geteuid(), s.groupHint())}
+		s.log.Warn("rpc denied", "uid", h.cred.UID, "pid", h.cred.PID, "method", m.name)
+	default:
+		cl.m = m
+		if !m.readOnly {
+			s.log.Info("rpc", "uid", h.cred.UID, "pid", h.cred.PID, "method", m.name, "params", rawString(req.Params))
+		}
+		res, err = m.fn(cl)
+	}
+	if req.Notif {
+		return
+	}
+	if err != nil {
+		c.ReplyWithError(ctx, req.ID, s.rpcError(err))
+		return
+	}
+	if err := c.Reply(ctx, req.ID, res); err != nil {
+		return
+	}
+	if cl.after != nil {
+		cl.after()
+	}
+}
+
+func rawString(r *json.RawMessage) string {
+	if r == nil {
+		return "{}"
+	}
+	return string(*r)
+}
+
+func (s *Server) groupHint() string {
+	if s.cfg.AdminGroup == "" {
+		return ""
+	}
+	return ", group " + s.cfg.AdminGroup
+}
+
+// admin reports whether the caller may change connections.
+func (s *Server) admin(c sock.Cred) bool {
+	if c.UID == 0 || int(c.UID) == os.Geteuid() {
+		return true
+	}
+	if s.adminGID < 0 {
+		return false
+	}
+	if int(c.GID) == s.adminGID {
+		return true
+	}
+	u, err := user.LookupId(strconv.Itoa(int(c.UID)))
+	if err != nil {
+		return false
+	}
+	gids, err := u.GroupIds()
+	return err == nil && slices.Contains(gids, strconv.Itoa(s.adminGID))
+}
+
+// rpcError turns any error of a handler into its JSON-RPC error.
+func (s *Server) rpcError(err error) *jsonrpc2.Error {
+	var je *jsonrpc2.Error
+	var pe *ParamError
+	var se *sock.ParamError
+	var oe *sock.OpError
+	switch {
+	case errors.As(err, &je):
+		return je
+	case errors.As(err, &pe):
+		return &jsonrpc2.Error{Code: CodeInvalidParams, Message: pe.Msg}
+	case errors.As(err, &se):
+		return &jsonrpc2.Error{Code: CodeInvalidParams, Message: "param " + se.Error()}
+	case errors.Is(err, conn.ErrNotFound), errors.Is(err, conn.ErrClosed):
+		return &jsonrpc2.Error{Code: CodeNotFound, Message: err.Error()}
+	case errors.Is(err, conn.ErrEventsOff), errors.Is(err, conn.ErrBadLifetime):
+		return &jsonrpc2.Error{Code: CodeInvalidParams, Message: err.Error()}
+	case errors.As(err, &oe), errors.Is(err, conn.ErrNoSocket):
+		return &jsonrpc2.Error{Code: CodeSocket, Message: err.Error()}
+	}
+	s.log.Error("rpc internal error", "err", err)
+	return &jsonrpc2.Error{Code: CodeInternal, Message: "internal error: " + err.Error()}
+}
+
+// notFound is the error of a changing method given an unknown conid.
+func notFound(id uint64) error {
+	return fmt.Errorf("conid %d: %w (see tcpops.list)", id, conn.ErrNotFound)
+}
+
+func (cl *call) get(id uint64) (*conn.Conn, error) {
+	c, ok := cl.s.t.Get(id)
+	if !ok {
+		return nil, notFound(id)
+	}
+	return c, nil
+}
+
+func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 1000 }
+
+// wireConn converts a snapshot.
+func wireConn(in conn.Info) Conn {
+	return Conn{
+		ConnID: in.ID, Peer: in.Peer, Proto: in.Proto, Direction: in.Direction, Listener: in.Listener,
+		Local: in.Local, Remote: in.Remote, State: int(in.State), StateName: in.State.String(),
+		Created: in.Created.UTC(), IdleS: seconds(in.Idle), Lifetime: seconds(in.Lifetime),
+		ExpiresIn: seconds(in.ExpiresIn), Keepalive: in.Keepalive, ClosedEvent: in.ClosedEvent,
+		BytesIn: in.BytesIn, BytesOut: in.BytesOut,
+	}
+}
+
+// wireEvent converts a closed event.
+func wireEvent(e *conn.Event) Event {
+	return Event{
+		Seq: e.Seq, Time: e.Time.UTC(), Event: e.Name(), Reason: string(e.Reason), ConnID: e.ConnID,
+		Peer: e.Peer, Proto: e.Proto, Direction: e.Direction, Listener: e.Listener, Local: e.Local,
+		Remote: e.Remote, DurationS: seconds(e.Duration), BytesIn: e.BytesIn, BytesOut: e.BytesOut,
+		Error: e.Error, WSCloseCode: e.WSCloseCode, WSCloseReason: e.WSCloseReason,
+	}
+}
+
+// BuildVersion and BuildCommit are set at build time with -ldflags -X; Commit falls
+// back to the VCS revision Go records.
+var (
+	BuildVersion = "0.1.0-dev"
+	BuildCommit  = ""
+)
+
+func versionInfo() Version {
+	v := Version{Version: BuildVersion, Commit: BuildCommit, Go: runtime.Version()}
+	if v.Commit == "" {
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, kv := range bi.Settings {
+				if kv.Key == "vcs.revision" {
+					v.Commit = kv.Value
+				}
+			}
+		}
+	}
+	return v
+}

@@ -1,0 +1,188 @@
+// Package rpc is the JSON-RPC 2.0 control interface of tcpops: method
+// names, wire types, the server over the connection table, and a typed
+// client.
+package rpc
+
+import (
+	"time"
+
+	"github.com/tcpops/tcpops/sock"
+)
+
+// Method names.
+const (
+	MethodAlive       = "tcpops.alive"
+	MethodState       = "tcpops.state"
+	MethodKeepalive   = "tcpops.keepalive"
+	MethodLifetime    = "tcpops.lifetime"
+	MethodClosedEvent = "tcpops.closed_event"
+	MethodClose       = "tcpops.close"
+	MethodList        = "tcpops.list"
+	MethodInfo        = "tcpops.info"
+	MethodEvents      = "tcpops.events"
+	MethodStats       = "tcpops.stats"
+	MethodVersion     = "core.version"
+	MethodListMethods = "system.listMethods"
+	MethodHelp        = "system.methodHelp"
+
+	// Notifications sent to an events follower.
+	NotifyEvent      = "tcpops.event"
+	NotifyEventsLost = "tcpops.events_lost"
+)
+
+// Error codes beyond JSON-RPC's own.
+const (
+	CodeParseError     = -32700
+	CodeInvalidRequest = -32600
+	CodeMethodNotFound = -32601
+	CodeInvalidParams  = -32602
+	CodeInternal       = -32603
+	CodeNotFound       = -32001
+	CodeSocket         = -32002
+	CodeDenied         = -32003
+)
+
+// MaxLine is the largest request line the server reads.
+const MaxLine = 1 << 20
+
+// AliveResult answers tcpops.alive.
+type AliveResult struct {
+	ConnID uint64 `json:"conid"`
+	Alive  bool   `json:"alive"`
+	Code   int    `json:"code"`
+}
+
+// StateResult answers tcpops.state.
+type StateResult struct {
+	ConnID uint64 `json:"conid"`
+	State  int    `json:"state"`
+	Name   string `json:"name"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// KeepaliveResult answers tcpops.keepalive with what the kernel holds.
+type KeepaliveResult struct {
+	ConnID    uint64         `json:"conid"`
+	Keepalive sock.Keepalive `json:"keepalive"`
+}
+
+// LifetimeResult answers tcpops.lifetime (seconds).
+type LifetimeResult struct {
+	ConnID    uint64  `json:"conid"`
+	Lifetime  float64 `json:"lifetime"`
+	ExpiresIn float64 `json:"expires_in"`
+}
+
+// ClosedEventResult answers tcpops.closed_event.
+type ClosedEventResult struct {
+	ConnID      uint64 `json:"conid"`
+	ClosedEvent bool   `json:"closed_event"`
+}
+
+// CloseResult answers tcpops.close.
+type CloseResult struct {
+	ConnID uint64 `json:"conid"`
+	Closed bool   `json:"closed"`
+}
+
+// Conn is one connection as tcpops.list and tcpops.info show it.
+type Conn struct {
+	ConnID      uint64          `json:"conid"`
+	Peer        uint64          `json:"peer,omitempty"`
+	Proto       string          `json:"proto"`
+	Direction   string          `json:"direction"`
+	Listener    string          `json:"listener"`
+	Local       string          `json:"local"`
+	Remote      string          `json:"remote"`
+	State       int             `json:"state"`
+	StateName   string          `json:"state_name"`
+	Created     time.Time       `json:"created"`
+	IdleS       float64         `json:"idle_s"`
+	Lifetime    float64         `json:"lifetime"`
+	ExpiresIn   float64         `json:"expires_in"`
+	Keepalive   *sock.Keepalive `json:"keepalive,omitempty"`
+	ClosedEvent bool            `json:"closed_event"`
+	BytesIn     uint64          `json:"bytes_in"`
+	BytesOut    uint64          `json:"bytes_out"`
+}
+
+// ListResult answers tcpops.list; Next is the after cursor of the next page.
+type ListResult struct {
+	Connections []Conn `json:"connections"`
+	Next        uint64 `json:"next,omitempty"`
+}
+
+// InfoResult answers tcpops.info.
+type InfoResult struct {
+	Conn
+	TCPInfo *sock.TCPInfo `json:"tcp_info,omitempty"`
+}
+
+// Event is one closed event.
+type Event struct {
+	Seq           uint64    `json:"seq"`
+	Time          time.Time `json:"time"`
+	Event         string    `json:"event"`
+	Reason        string    `json:"reason"`
+	ConnID        uint64    `json:"conid"`
+	Peer          uint64    `json:"peer,omitempty"`
+	Proto         string    `json:"proto"`
+	Direction     string    `json:"direction"`
+	Listener      string    `json:"listener"`
+	Local         string    `json:"local"`
+	Remote        string    `json:"remote"`
+	DurationS     float64   `json:"duration_s"`
+	BytesIn       uint64    `json:"bytes_in"`
+	BytesOut      uint64    `json:"bytes_out"`
+	Error         string    `json:"error,omitempty"`
+	WSCloseCode   int       `json:"ws_close_code,omitempty"`
+	WSCloseReason string    `json:"ws_close_reason,omitempty"`
+}
+
+// EventsResult answers tcpops.events. NextSeq is the seq the next event
+// will get: poll again with since = NextSeq-1. With follow, later events
+// arrive as tcpops.event notifications.
+type EventsResult struct {
+	Events  []Event `json:"events"`
+	NextSeq uint64  `json:"next_seq"`
+}
+
+// EventsLost is the tcpops.events_lost notification: the follower fell
+// more than the ring behind and missed these seqs.
+type EventsLost struct {
+	FromSeq uint64 `json:"from_seq"`
+	ToSeq   uint64 `json:"to_seq"`
+}
+
+// Stats answers tcpops.stats.
+type Stats struct {
+	Connections  int               `json:"connections"`
+	ByState      map[string]int    `json:"by_state"`
+	ByProto      map[string]int    `json:"by_proto"`
+	Accepted     uint64            `json:"accepted"`
+	Dialled      uint64            `json:"dialled"`
+	Closed       uint64            `json:"closed"`
+	ClosedBy     map[string]uint64 `json:"closed_by_reason"`
+	Rejected     uint64            `json:"rejected_by_limit"`
+	AcceptErrors uint64            `json:"accept_errors"`
+	EventSeq     uint64            `json:"event_seq"`
+	EventsLost   uint64            `json:"events_lost"`
+	UptimeS      float64           `json:"uptime_s"`
+	Limits       Limits            `json:"limits"`
+}
+
+// Limits are the daemon's configured limits and defaults.
+type Limits struct {
+	MaxConns      int     `json:"max_conns"`
+	MaxConnsPerIP int     `json:"max_conns_per_ip"`
+	EventBuffer   int     `json:"event_buffer"`
+	Lifetime      float64 `json:"lifetime"`
+	ClosedEvent   string  `json:"closed_event"`
+}
+
+// Version answers core.version.
+type Version struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit"`
+	Go      string `json:"go"`
+}
