@@ -52,6 +52,9 @@ type Config struct {
 	AdminGroup string
 	Table      conn.Config
 	Relay      relay.Config
+	// RPCWriteTimeout cuts off a control client that stops reading
+	// (default 10s).
+	RPCWriteTimeout time.Duration
 }
 
 // Parse checks every option and names the bad one.
@@ -194,7 +197,7 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 	if err != nil {
 		return fail(err)
 	}
-	d.RPC, err = rpc.NewServer(rpc.ServerConfig{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log})
+	d.RPC, err = rpc.NewServer(rpc.ServerConfig{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log, WriteTimeout: cfg.RPCWriteTimeout})
 	if err != nil {
 		ctl.Close()
 		return fail(err)
@@ -248,6 +251,20 @@ func (d *Daemon) Shutdown(grace time.Duration) error {
 	return err
 }
 
+// ParseArgs parses daemon flags (without running anything) into a Config.
+func ParseArgs(args []string) (*Config, error) {
+	o := &Options{}
+	cmd := &cobra.Command{}
+	addFlags(cmd, o)
+	if err := cmd.ParseFlags(args); err != nil {
+		return nil, err
+	}
+	if cmd.Flags().NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", cmd.Flags().Args())
+	}
+	return o.Parse()
+}
+
 // NewCommand builds the tcpops command.
 func NewCommand() *cobra.Command {
 	o := &Options{}
@@ -294,7 +311,14 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 			return Run(ctx, cfg, log, nil)
 		},
 	}
+	addFlags(cmd, o)
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	return cmd
+}
+
+func addFlags(cmd *cobra.Command, o *Options) {
 	f := cmd.Flags()
+	f.SortFlags = false
 	f.StringArrayVar(&o.Listen, "listen", []string{"tcp://127.0.0.1:5060"}, "listener URL, repeatable: SCHEME://HOST:PORT[?backend=HOST:PORT|echo&name=NAME]")
 	f.StringVar(&o.Backend, "backend", relay.Echo, "default backend of listeners: HOST:PORT or echo")
 	f.StringVarP(&o.Socket, "socket", "s", "", "control socket path (default $TCPOPS_SOCKET, /run/tcpops/tcpops.sock for root, $XDG_RUNTIME_DIR/tcpops.sock, /tmp/tcpops-UID.sock)")
@@ -311,8 +335,6 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 	f.StringVar(&o.TLSKey, "tls-key", "", "private key file (PEM) for tls:// and wss:// listeners")
 	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	return cmd
 }
 
 type usageError struct{ error }
@@ -334,3 +356,6 @@ func Main() int {
 	}
 	return 0
 }
+
+// Log returns the daemon's logger.
+func (d *Daemon) Log() *slog.Logger { return d.log }

@@ -135,6 +135,12 @@ func closeFor(c *conn.Conn, err error) {
 	if errors.Is(err, net.ErrClosed) {
 		return // closed on purpose; the closer recorded the reason
 	}
+	if c.State() == conn.StateEOF {
+		// The peer closed first (FIN); a reset or ENOTCONN on what we
+		// still sent after that is the same ending, not a new one.
+		c.Close(conn.ReasonEOF, nil)
+		return
+	}
 	c.Close(ReasonFor(err), err)
 }
 

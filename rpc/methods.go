@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -337,6 +336,9 @@ func (cl *call) events() (any, error) {
 // last event so the client knows.
 func (cl *call) follow(sub *conn.Subscription, match func(*conn.Event) bool) {
 	defer cl.s.followers.Done()
+	// Whatever ends the loop (shutdown drained, a write that missed its
+	// deadline, the client gone) ends the connection, so the client knows.
+	defer cl.conn.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -348,10 +350,6 @@ func (cl *call) follow(sub *conn.Subscription, match func(*conn.Event) bool) {
 	}()
 	for {
 		evs, lost, err := sub.Next(ctx, 256)
-		if errors.Is(err, conn.ErrEventsClosed) {
-			cl.conn.Close()
-			return
-		}
 		if err != nil {
 			return
 		}
@@ -362,12 +360,10 @@ func (cl *call) follow(sub *conn.Subscription, match func(*conn.Event) bool) {
 			continue
 		}
 		for i := range evs {
-			if !match(&evs[i]) {
-				continue
-			}
-			if err := cl.conn.Notify(ctx, NotifyEvent, wireEvent(&evs[i])); err != nil {
-				cl.conn.Close()
-				return
+			if match(&evs[i]) {
+				if cl.conn.Notify(ctx, NotifyEvent, wireEvent(&evs[i])) != nil {
+					return
+				}
 			}
 		}
 	}
@@ -386,6 +382,7 @@ func (cl *call) stats() (any, error) {
 		Limits: Limits{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, EventBuffer: cl.s.t.Events().Size(),
 			Lifetime: seconds(cfg.Lifetime), ClosedEvent: cfg.ClosedEvent.String()},
 	}
+	out.RPC = RPCStats{Clients: cl.s.clients.Load(), WriteTimeouts: cl.s.writeTimeouts.Load(), BadRequests: cl.s.badRequests.Load()}
 	for r, n := range st.ByReason {
 		out.ClosedBy[string(r)] = n
 	}

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
@@ -44,6 +45,10 @@ type Server struct {
 	log      *slog.Logger
 	adminGID int // -1: no admin group
 	methods  map[string]*method
+
+	clients       atomic.Int64  // control connections open
+	writeTimeouts atomic.Uint64 // clients cut off for not reading
+	badRequests   atomic.Uint64 // lines answered by the stream itself
 
 	followers sync.WaitGroup
 	connCtx   context.Context // ends every client connection
@@ -124,8 +129,18 @@ func (s *Server) ServeConn(c *net.UnixConn) {
 		return
 	}
 	st := newStream(c, true, s.cfg.WriteTimeout)
+	st.onBad = func(int) { s.badRequests.Add(1) }
+	st.onTimeout = func() {
+		s.writeTimeouts.Add(1)
+		s.log.Warn("control client stopped reading; cut off", "uid", cred.UID, "pid", cred.PID)
+	}
 	h := &handler{s: s, cred: cred}
-	jsonrpc2.NewConn(s.connCtx, st, h, jsonrpc2.SetLogger(discardLogger{}))
+	s.clients.Add(1)
+	jc := jsonrpc2.NewConn(s.connCtx, st, h, jsonrpc2.SetLogger(discardLogger{}))
+	go func() {
+		<-jc.DisconnectNotify()
+		s.clients.Add(-1)
+	}()
 }
 
 // Wait waits for events followers to deliver what is left in the ring (the

@@ -24,6 +24,7 @@ type stream struct {
 	server       bool // check requests (a client reads responses)
 	writeTimeout time.Duration
 	onBad        func(code int) // counts rejected lines; may be nil
+	onTimeout    func()         // counts writes that missed their deadline; may be nil
 
 	// wmu guards writes.
 	wmu sync.Mutex
@@ -57,6 +58,10 @@ func (s *stream) writeLine(b []byte) error {
 		b = append(b, '\n')
 	}
 	_, err := s.conn.Write(b)
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() && s.onTimeout != nil {
+		s.onTimeout()
+	}
 	return err
 }
 

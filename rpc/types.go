@@ -169,6 +169,14 @@ type Stats struct {
 	EventsLost   uint64            `json:"events_lost"`
 	UptimeS      float64           `json:"uptime_s"`
 	Limits       Limits            `json:"limits"`
+	RPC          RPCStats          `json:"rpc"`
+}
+
+// RPCStats counts the control socket's clients.
+type RPCStats struct {
+	Clients       int64  `json:"clients"`
+	WriteTimeouts uint64 `json:"write_timeouts"`
+	BadRequests   uint64 `json:"bad_requests"`
 }
 
 // Limits are the daemon's configured limits and defaults.

@@ -1,0 +1,127 @@
+// Package daemontest runs a real tcpops daemon inside a test process, on
+// a temporary control socket and listeners on 127.0.0.1.
+package daemontest
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcpops/tcpops/daemon"
+	"github.com/tcpops/tcpops/rpc"
+)
+
+// D is a running daemon.
+type D struct {
+	*daemon.Daemon
+	Socket string
+	log    *lockedWriter
+	stop   context.CancelFunc
+}
+
+// Start runs the daemon with the given flags; --socket and, without
+// --listen, one echo listener on 127.0.0.1:0 are added. It stops at the
+// end of the test.
+func Start(t testing.TB, args ...string) *D {
+	t.Helper()
+	return StartWith(t, nil, args...)
+}
+
+// StartWith is Start with a hook to adjust the parsed configuration.
+func StartWith(t testing.TB, configure func(*daemon.Config), args ...string) *D {
+	t.Helper()
+	// sun_path holds 108 bytes: keep the socket path short.
+	dir, err := os.MkdirTemp("", "tcpops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sockPath := filepath.Join(dir, "s")
+	hasListen := false
+	for _, a := range args {
+		if strings.HasPrefix(a, "--listen") {
+			hasListen = true
+		}
+	}
+	if !hasListen {
+		args = append(args, "--listen", "tcp://127.0.0.1:0?backend=echo")
+	}
+	args = append([]string{"--socket", sockPath}, args...)
+	cfg, err := daemon.ParseArgs(args)
+	if err != nil {
+		t.Fatalf("daemon flags %q: %v", args, err)
+	}
+	if configure != nil {
+		configure(cfg)
+	}
+	lw := &lockedWriter{}
+	log := slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := daemon.Start(ctx, cfg, log)
+	if err != nil {
+		cancel()
+		t.Fatalf("daemon start: %v", err)
+	}
+	td := &D{Daemon: d, Socket: cfg.Socket, log: lw, stop: cancel}
+	t.Cleanup(func() { td.Stop() })
+	return td
+}
+
+// Stop shuts the daemon down (once).
+func (d *D) Stop() {
+	if d.stop == nil {
+		return
+	}
+	d.stop()
+	d.stop = nil
+	d.Shutdown(10 * time.Second)
+}
+
+// Logs returns what the daemon logged so far.
+func (d *D) Logs() string { return d.log.String() }
+
+// Addr is the bound address of listener i.
+func (d *D) Addr(i int) string { return d.Listeners[i].Bound }
+
+// Client dials the control socket.
+func (d *D) Client(t testing.TB) *rpc.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := rpc.Dial(ctx, d.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Dial opens a TCP connection to listener i and waits until the daemon
+// has it in its table; it returns the connection and its conid.
+func (d *D) Dial(t testing.TB, i int) (*net.TCPConn, uint64) {
+	t.Helper()
+	before := d.Table.Stats().Accepted
+	c, err := net.Dial("tcp", d.Addr(i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	local := c.LocalAddr().String()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if d.Table.Stats().Accepted > before {
+			infos, _ := d.Table.List(filterRemote(local))
+			if len(infos) == 1 {
+				return c.(*net.TCPConn), infos[0].ID
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatalf("daemon did not table the connection from %s", local)
+	return nil, 0
+}

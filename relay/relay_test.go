@@ -1,0 +1,462 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/sock"
+)
+
+// env is a relay serving one listener on 127.0.0.1.
+type env struct {
+	t     *testing.T
+	table *conn.Table
+	srv   *Server
+	addr  string
+	sub   *conn.Subscription
+}
+
+func start(t *testing.T, tcfg conn.Config, rcfg Config, listen string) *env {
+	t.Helper()
+	tb := conn.NewTable(tcfg)
+	if rcfg.Keepalive == (sock.KeepaliveConfig{}) {
+		rcfg.Keepalive = sock.KeepaliveConfig{Enable: true, Idle: 30, Count: 4, Interval: 5, UserTimeoutMs: -1}
+	}
+	srv, err := NewServer(tb, rcfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ParseListener(listen, Echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := srv.Listen(ctx, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ctx, ln, l)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		tb.CloseAll(conn.ReasonShutdown)
+		srv.Close()
+	})
+	return &env{t: t, table: tb, srv: srv, addr: ln.Addr().String(), sub: tb.Events().Subscribe(0)}
+}
+
+func (e *env) dial() *net.TCPConn {
+	e.t.Helper()
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// event waits (up to 10 s) for the next closed event.
+func (e *env) event() conn.Event {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	evs, lost, err := e.sub.Next(ctx, 1)
+	if err != nil || lost != nil {
+		e.t.Fatalf("waiting for a closed event: %v %v", err, lost)
+	}
+	return evs[0]
+}
+
+// events waits for n closed events and returns them by conid.
+func (e *env) events(n int) map[uint64]conn.Event {
+	e.t.Helper()
+	out := map[uint64]conn.Event{}
+	for range n {
+		ev := e.event()
+		out[ev.ConnID] = ev
+	}
+	return out
+}
+
+// waitConns waits until the table holds n connections in state st.
+func (e *env) waitConns(n int, st conn.State) []conn.Info {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		infos, _ := e.table.List(conn.Filter{State: st})
+		if len(infos) == n {
+			return infos
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("table has %d connections in state %v, want %d", len(infos), st, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// backend is a TCP test server; handle runs per connection.
+func backend(t *testing.T, handle func(*net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// upper answers each line in upper case and, on EOF, sends "bye" and FIN.
+func upper(c *net.TCPConn) {
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			c.Write([]byte("bye\n"))
+			return
+		}
+		c.Write([]byte(strings.ToUpper(line)))
+	}
+}
+
+func readLine(t *testing.T, c net.Conn) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b []byte
+	one := make([]byte, 1)
+	for {
+		if _, err := c.Read(one); err != nil {
+			t.Fatalf("read: %v (after %q)", err, b)
+		}
+		if one[0] == '\n' {
+			return string(b)
+		}
+		b = append(b, one[0])
+	}
+}
+
+func TestEcho(t *testing.T) {
+	e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend=echo")
+	c := e.dial()
+	if st := e.waitConns(1, conn.StateAccepting); st[0].Direction != "in" {
+		t.Fatalf("accepted conn: %+v", st[0])
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB, more than the socket buffers
+	go c.Write(big)
+	got := make([]byte, len(big))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, big) {
+		t.Fatal("echo returned different bytes")
+	}
+	in := e.waitConns(1, conn.StateOK)[0]
+	if in.BytesIn != uint64(len(big)) || in.BytesOut != uint64(len(big)) {
+		t.Fatalf("bytes in/out = %d/%d, want %d each", in.BytesIn, in.BytesOut, len(big))
+	}
+	c.Close()
+	ev := e.event()
+	if ev.Reason != conn.ReasonEOF || ev.BytesIn != uint64(len(big)) {
+		t.Fatalf("event = %+v, want eof", ev)
+	}
+}
+
+func TestRelayBothWaysAndHalfClose(t *testing.T) {
+	be := backend(t, upper)
+	e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend="+be)
+	c := e.dial()
+	c.Write([]byte("hello\n"))
+	if got := readLine(t, c); got != "HELLO" {
+		t.Fatalf("got %q, want HELLO", got)
+	}
+	legs := e.waitConns(2, conn.StateOK)
+	in, out := legs[0], legs[1]
+	if in.Direction != "in" || out.Direction != "out" || in.Peer != out.ID || out.Peer != in.ID {
+		t.Fatalf("legs not paired: %+v %+v", in, out)
+	}
+	if out.Remote != be {
+		t.Fatalf("outbound remote = %q, want %q", out.Remote, be)
+	}
+	// Half-close: our FIN reaches the backend, which still answers.
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLine(t, c); got != "bye" {
+		t.Fatalf("after half-close got %q, want bye", got)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("read after backend FIN = %d, %v; want EOF", n, err)
+	}
+	evs := e.events(2)
+	if evs[in.ID].Reason != conn.ReasonEOF || evs[out.ID].Reason != conn.ReasonEOF {
+		t.Fatalf("reasons in=%q out=%q, want eof both", evs[in.ID].Reason, evs[out.ID].Reason)
+	}
+	if evs[in.ID].BytesIn != 6 || evs[in.ID].BytesOut != 10 {
+		t.Fatalf("inbound bytes in/out = %d/%d, want 6/10", evs[in.ID].BytesIn, evs[in.ID].BytesOut)
+	}
+}
+
+func TestCloseReasons(t *testing.T) {
+	be := backend(t, upper)
+	refused := func() string {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		a := ln.Addr().String()
+		ln.Close()
+		return a
+	}()
+	resetter := backend(t, func(c *net.TCPConn) {
+		bufio.NewReader(c).ReadString('\n')
+		c.SetLinger(0)
+	})
+	tests := []struct {
+		name     string
+		backend  string
+		lifetime time.Duration
+		act      func(e *env, c *net.TCPConn, in conn.Info)
+		wantIn   conn.Reason
+		wantOut  conn.Reason // "" for echo
+		wantRead error       // what the client reads at the end (nil: EOF)
+	}{
+		{name: "client FIN", backend: be, wantIn: conn.ReasonEOF, wantOut: conn.ReasonEOF,
+			act: func(e *env, c *net.TCPConn, in conn.Info) { c.Close() }},
+		{name: "client RST", backend: be, wantIn: conn.ReasonReset, wantOut: conn.ReasonPeer,
+			act: func(e *env, c *net.TCPConn, in conn.Info) { c.SetLinger(0); c.Close() }},
+		{name: "backend RST", backend: resetter, wantIn: conn.ReasonPeer, wantOut: conn.ReasonReset,
+			act: func(e *env, c *net.TCPConn, in conn.Info) { c.Write([]byte("x\n")) }},
+		{name: "lifetime", backend: be, lifetime: 300 * time.Millisecond, wantIn: conn.ReasonLifetime, wantOut: conn.ReasonPeer,
+			act: func(e *env, c *net.TCPConn, in conn.Info) {}},
+		{name: "api close", backend: be, wantIn: conn.ReasonLocal, wantOut: conn.ReasonPeer,
+			act: func(e *env, c *net.TCPConn, in conn.Info) { cc, _ := e.table.Get(in.ID); cc.Close(conn.ReasonLocal, nil) }},
+		{name: "api reset", backend: Echo, wantIn: conn.ReasonLocal, wantRead: syscall.ECONNRESET,
+			act: func(e *env, c *net.TCPConn, in conn.Info) { cc, _ := e.table.Get(in.ID); cc.Reset(conn.ReasonLocal) }},
+		{name: "api close of outbound leg", backend: be, wantIn: conn.ReasonPeer, wantOut: conn.ReasonLocal,
+			act: func(e *env, c *net.TCPConn, in conn.Info) { cc, _ := e.table.Get(in.Peer); cc.Close(conn.ReasonLocal, nil) }},
+		{name: "shutdown", backend: be, wantIn: conn.ReasonShutdown, wantOut: conn.ReasonShutdown,
+			act: func(e *env, c *net.TCPConn, in conn.Info) { e.table.CloseAll(conn.ReasonShutdown) }},
+		{name: "backend refused", backend: refused, wantIn: conn.ReasonPeer, wantOut: conn.ReasonError,
+			act: func(e *env, c *net.TCPConn, in conn.Info) {}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t, conn.Config{Lifetime: tt.lifetime}, Config{}, "tcp://127.0.0.1:0?backend="+tt.backend)
+			c := e.dial()
+			var in conn.Info
+			if tt.wantOut == conn.ReasonError {
+				// The dial fails; nothing to wait for.
+			} else if tt.backend == Echo {
+				in = e.waitConns(1, conn.StateAccepting)[0]
+			} else if tt.backend == resetter {
+				e.waitConns(1, conn.StateOK) // the outbound leg; the inbound one has read nothing yet
+				in = e.waitConns(1, conn.StateAccepting)[0]
+			} else {
+				c.Write([]byte("a\n"))
+				if tt.backend == be {
+					readLine(t, c)
+				}
+				in = e.waitConns(2, conn.StateOK)[0]
+			}
+			tt.act(e, c, in)
+			n := 2
+			if tt.wantOut == "" {
+				n = 1
+			}
+			evs := e.events(n)
+			if tt.name == "lifetime" {
+				// Both legs idle for the same time: either may expire
+				// first and close the other, or both expire together.
+				for _, ev := range evs {
+					if ev.Direction == "in" {
+						tt.wantIn = ev.Reason
+					} else {
+						tt.wantOut = ev.Reason
+					}
+				}
+				if (tt.wantIn != conn.ReasonLifetime && tt.wantOut != conn.ReasonLifetime) ||
+					(tt.wantIn != conn.ReasonLifetime && tt.wantIn != conn.ReasonPeer) ||
+					(tt.wantOut != conn.ReasonLifetime && tt.wantOut != conn.ReasonPeer) {
+					t.Errorf("reasons in=%q out=%q, want lifetime and lifetime or peer", tt.wantIn, tt.wantOut)
+				}
+			}
+			for _, ev := range evs {
+				want := tt.wantIn
+				if ev.Direction == "out" {
+					want = tt.wantOut
+				}
+				if ev.Reason != want {
+					t.Errorf("%s leg reason = %q (error %q), want %q", ev.Direction, ev.Reason, ev.Error, want)
+				}
+				if ev.Direction == "out" && tt.wantOut == conn.ReasonError && !strings.Contains(ev.Error, "refused") {
+					t.Errorf("refused dial event error = %q, want the errno text", ev.Error)
+				}
+			}
+			if e.table.Len() != 0 {
+				t.Errorf("table still holds %d", e.table.Len())
+			}
+			if tt.name == "client FIN" || tt.name == "client RST" {
+				return
+			}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err := io.Copy(io.Discard, c)
+			if tt.wantRead == nil && err != nil {
+				t.Errorf("client read ended with %v, want EOF", err)
+			}
+			if tt.wantRead != nil && !errors.Is(err, tt.wantRead) {
+				t.Errorf("client read ended with %v, want %v", err, tt.wantRead)
+			}
+		})
+	}
+}
+
+func TestKeepaliveApplied(t *testing.T) {
+	be := backend(t, upper)
+	idle, cnt, intvl := kernelKeepalive(t)
+	tests := []struct {
+		name string
+		ka   sock.KeepaliveConfig
+		want sock.Keepalive
+	}{
+		{"explicit", sock.KeepaliveConfig{Enable: true, Idle: 31, Count: 4, Interval: 6, UserTimeoutMs: -1},
+			sock.Keepalive{Enabled: true, Idle: 31, Count: 4, Interval: 6}},
+		{"on is the kernel's, not Go's 15 s", sock.KeepaliveConfig{Enable: true, UserTimeoutMs: -1},
+			sock.Keepalive{Enabled: true, Idle: idle, Count: cnt, Interval: intvl}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t, conn.Config{}, Config{Keepalive: tt.ka}, "tcp://127.0.0.1:0?backend="+be)
+			c := e.dial()
+			c.Write([]byte("a\n"))
+			readLine(t, c)
+			for _, in := range e.waitConns(2, conn.StateOK) {
+				cc, _ := e.table.Get(in.ID)
+				got, err := sock.GetKeepalive(cc.TCP())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != tt.want {
+					t.Errorf("%s leg keepalive = %+v, want %+v", in.Direction, got, tt.want)
+				}
+			}
+		})
+	}
+	t.Run("off", func(t *testing.T) {
+		e := start(t, conn.Config{}, Config{Keepalive: sock.KeepaliveConfig{UserTimeoutMs: -1}}, "tcp://127.0.0.1:0?backend="+be)
+		c := e.dial()
+		c.Write([]byte("a\n"))
+		readLine(t, c)
+		for _, in := range e.waitConns(2, conn.StateOK) {
+			cc, _ := e.table.Get(in.ID)
+			got, _ := sock.GetKeepalive(cc.TCP())
+			if got.Enabled {
+				t.Errorf("%s leg has keepalive on with --keepalive off: %+v", in.Direction, got)
+			}
+		}
+	})
+	t.Run("ss shows the timer", func(t *testing.T) {
+		ss, err := exec.LookPath("ss")
+		if err != nil {
+			t.Skip("ss (iproute2) not installed")
+		}
+		e := start(t, conn.Config{}, Config{Keepalive: sock.KeepaliveConfig{Enable: true, Idle: 77, Count: 3, Interval: 9, UserTimeoutMs: -1}}, "tcp://127.0.0.1:0?backend=echo")
+		c := e.dial()
+		_, port, _ := net.SplitHostPort(e.addr)
+		e.waitConns(1, conn.StateAccepting)
+		out, err := exec.Command(ss, "-tnoi", "state", "established", "sport", "= :"+port).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ss: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "timer:(keepalive,1min1") && !strings.Contains(string(out), "timer:(keepalive,1min16") {
+			t.Fatalf("ss does not show a ~77 s keepalive timer on the accepted socket:\n%s", out)
+		}
+		_ = c
+	})
+}
+
+func kernelKeepalive(t *testing.T) (int, int, int) {
+	read := func(n string) int {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/" + n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v int
+		for _, ch := range strings.TrimSpace(string(b)) {
+			v = v*10 + int(ch-'0')
+		}
+		return v
+	}
+	return read("tcp_keepalive_time"), read("tcp_keepalive_probes"), read("tcp_keepalive_intvl")
+}
+
+func TestLimitsRejectAtOnce(t *testing.T) {
+	e := start(t, conn.Config{MaxConns: 2}, Config{}, "tcp://127.0.0.1:0?backend=echo")
+	e.dial()
+	e.dial()
+	e.waitConns(2, conn.StateAccepting)
+	// The kernel completes the handshake; tcpops then resets at once,
+	// which the client sees at connect or at its first read.
+	if c, err := net.Dial("tcp", e.addr); err == nil {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) && err != io.EOF {
+			t.Fatalf("third connection past --max-conns 2: read err = %v, want reset or EOF", err)
+		}
+		c.Close()
+	}
+	if s := e.table.Stats(); s.Rejected != 1 || s.Conns != 2 {
+		t.Fatalf("rejected=%d conns=%d, want 1 and 2", s.Rejected, s.Conns)
+	}
+}
+
+func TestIdleCostsNoGoroutine(t *testing.T) {
+	e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend=echo")
+	const n = 200
+	cs := make([]*net.TCPConn, n)
+	for i := range cs {
+		cs[i] = e.dial()
+		cs[i].Write([]byte("x\n"))
+	}
+	for _, c := range cs {
+		readLine(t, c)
+	}
+	e.waitConns(n, conn.StateOK)
+	time.Sleep(50 * time.Millisecond) // let the last copies park
+	if g := runtime.NumGoroutine(); g > 50 {
+		t.Fatalf("%d goroutines for %d idle connections: idle connections must not hold one", g, n)
+	}
+	if p := e.srv.Parked(); p != n {
+		t.Fatalf("poller watches %d sockets, want %d", p, n)
+	}
+	// And they still work after parking.
+	cs[n/2].Write([]byte("again\n"))
+	if got := readLine(t, cs[n/2]); got != "again" {
+		t.Fatalf("got %q", got)
+	}
+}
