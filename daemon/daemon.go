@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -81,7 +80,7 @@ func (o *Options) Parse() (*Config, error) {
 		return nil, fmt.Errorf("--socket-mode %q: want an octal file mode such as 0660", o.SocketMode)
 	}
 	cfg.SocketMode = os.FileMode(mode)
-	lt, err := ParseSeconds(o.Lifetime)
+	lt, err := rpc.ParseSeconds(o.Lifetime)
 	if err != nil {
 		return nil, fmt.Errorf("--lifetime: %w", err)
 	}
@@ -109,23 +108,6 @@ func (o *Options) Parse() (*Config, error) {
 		MaxConns: o.MaxConns, MaxConnsPerIP: o.MaxConnsPerIP}
 	cfg.Relay = relay.Config{Keepalive: ka, DialTimeout: o.BackendTimeout}
 	return cfg, nil
-}
-
-// ParseSeconds reads a duration as Go writes it (90s, 2m) or a plain
-// number of seconds (90), as Kamailio takes it. Negative is refused.
-func ParseSeconds(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if f, err := strconv.ParseFloat(s, 64); err == nil {
-		if f < 0 || f > 1e9 {
-			return 0, fmt.Errorf("%q: want seconds >= 0", s)
-		}
-		return time.Duration(f * float64(time.Second)), nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("%q: want a duration such as 120s or 2m, or seconds (0 = none)", s)
-	}
-	return d, nil
 }
 
 // NewLogger builds the daemon's logger.

@@ -256,11 +256,17 @@ func TestCloseReasons(t *testing.T) {
 		{name: "lifetime", backend: be, lifetime: 300 * time.Millisecond, wantIn: conn.ReasonLifetime, wantOut: conn.ReasonPeer,
 			act: func(e *env, c *net.TCPConn, in conn.Info) {}},
 		{name: "api close", backend: be, wantIn: conn.ReasonLocal, wantOut: conn.ReasonPeer,
-			act: func(e *env, c *net.TCPConn, in conn.Info) { cc, _ := e.table.Get(in.ID); cc.Close(conn.ReasonLocal, nil) }},
+			act: func(e *env, c *net.TCPConn, in conn.Info) {
+				cc, _ := e.table.Get(in.ID)
+				cc.Close(conn.ReasonLocal, nil)
+			}},
 		{name: "api reset", backend: Echo, wantIn: conn.ReasonLocal, wantRead: syscall.ECONNRESET,
 			act: func(e *env, c *net.TCPConn, in conn.Info) { cc, _ := e.table.Get(in.ID); cc.Reset(conn.ReasonLocal) }},
 		{name: "api close of outbound leg", backend: be, wantIn: conn.ReasonPeer, wantOut: conn.ReasonLocal,
-			act: func(e *env, c *net.TCPConn, in conn.Info) { cc, _ := e.table.Get(in.Peer); cc.Close(conn.ReasonLocal, nil) }},
+			act: func(e *env, c *net.TCPConn, in conn.Info) {
+				cc, _ := e.table.Get(in.Peer)
+				cc.Close(conn.ReasonLocal, nil)
+			}},
 		{name: "shutdown", backend: be, wantIn: conn.ReasonShutdown, wantOut: conn.ReasonShutdown,
 			act: func(e *env, c *net.TCPConn, in conn.Info) { e.table.CloseAll(conn.ReasonShutdown) }},
 		{name: "backend refused", backend: refused, wantIn: conn.ReasonPeer, wantOut: conn.ReasonError,

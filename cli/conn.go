@@ -1,0 +1,489 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tcpops/tcpops/rpc"
+)
+
+// parseConid reads a CONID argument.
+func parseConid(s string) (uint64, error) {
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || id == 0 {
+		return 0, usageErr("CONID %q: want a connection id, a positive integer (see 'tcpopsctl list')", s)
+	}
+	return id, nil
+}
+
+// args checks the number of arguments as a usage error.
+func args(min, max int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if len(a) < min || len(a) > max {
+			want := fmt.Sprintf("%d", min)
+			if max != min {
+				want = fmt.Sprintf("%d to %d", min, max)
+			}
+			return usageErr("%s takes %s argument(s), got %d (usage: %s)", cmd.CommandPath(), want, len(a), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+func newListCmd(o *Options) *cobra.Command {
+	var p rpc.ListParams
+	var idleMin time.Duration
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List connections, with filters",
+		Long: `List the daemon's connections sorted by conid: both legs of each relayed
+connection (direction in and out), their state, addresses, idle time, time left
+before the idle lifetime closes them, keepalive (IDLE/COUNT/INTERVAL in seconds,
+or off) and bytes in and out.
+
+Filters combine with AND. --remote takes an IP, IP:port or CIDR. With --limit,
+one page is printed and the cursor of the next one is given as --after.`,
+		Example: `  tcpopsctl list
+  tcpopsctl ls --state ok --proto tcp --remote 10.1.0.0/16
+  tcpopsctl list --idle-min 10m            # idle for 10 minutes or more
+  tcpopsctl -o json list | jq '.connections[].conid'`,
+		Args: args(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("idle-min") {
+				if idleMin < 0 {
+					return usageErr("--idle-min %s: must be >= 0", idleMin)
+				}
+				s := idleMin.Seconds()
+				p.IdleMin = &s
+			}
+			if p.Limit < 0 {
+				return usageErr("--limit %d: must be >= 0", p.Limit)
+			}
+			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+				r, err := c.List(ctx, p)
+				if err != nil {
+					return err
+				}
+				if o.Output == "json" {
+					return printJSON(o.Stdout, r)
+				}
+				rows := make([][]string, 0, len(r.Connections))
+				for _, cn := range r.Connections {
+					rows = append(rows, []string{
+						strconv.FormatUint(cn.ConnID, 10), orDash(cn.Peer), cn.Proto, cn.Direction, cn.StateName,
+						orDashS(cn.Remote), orDashS(cn.Local), secs(cn.IdleS), expiresH(cn.Lifetime, cn.ExpiresIn),
+						keepaliveH(cn.Keepalive), bytesH(cn.BytesIn), bytesH(cn.BytesOut),
+					})
+				}
+				if err := table(o.Stdout, []string{"CONID", "PEER", "PROTO", "DIR", "STATE", "REMOTE", "LOCAL", "IDLE", "EXPIRES", "KEEPALIVE", "IN", "OUT"}, rows); err != nil {
+					return err
+				}
+				if r.Next != 0 {
+					fmt.Fprintf(o.Stderr, "more connections: add --after %d\n", r.Next)
+				}
+				return nil
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&p.State, "state", "", "only this state: ok, accepting, connecting, eof, error, bad (or its number)")
+	f.StringVar(&p.Proto, "proto", "", "only this protocol: tcp, tls, ws, wss")
+	f.StringVar(&p.Direction, "direction", "", "only in (from clients) or out (to backends)")
+	f.StringVar(&p.Listener, "listener", "", "only connections of this listener (its name or URL)")
+	f.StringVar(&p.Remote, "remote", "", "only this remote: IP, IP:port or CIDR")
+	f.DurationVar(&idleMin, "idle-min", 0, "only connections idle at least this long (e.g. 30s, 10m)")
+	f.IntVar(&p.Limit, "limit", 0, "at most this many (0 = all)")
+	f.Uint64Var(&p.After, "after", 0, "only conids after this one (the cursor of the next page)")
+	cmd.RegisterFlagCompletionFunc("state", fixed("ok", "accepting", "connecting", "eof", "error", "bad"))
+	cmd.RegisterFlagCompletionFunc("proto", fixed("tcp", "tls", "ws", "wss"))
+	cmd.RegisterFlagCompletionFunc("direction", fixed("in", "out"))
+	return cmd
+}
+
+func orDash(n uint64) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.FormatUint(n, 10)
+}
+
+func orDashS(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func expiresH(lifetime, expiresIn float64) string {
+	if lifetime == 0 {
+		return "never"
+	}
+	return secs(expiresIn)
+}
+
+func newInfoCmd(o *Options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "info CONID",
+		Short: "Show one connection with its kernel TCP_INFO",
+		Long: `Show everything about one connection: addresses, state, idle time and lifetime,
+keepalive and the closed-event flag, bytes, and the kernel's TCP_INFO (TCP state,
+round-trip time, retransmissions, keepalive probes sent, unacknowledged segments,
+time since the last data in each direction). Keepalive and TCP_INFO are read
+from the socket when you ask.`,
+		Example:           "  tcpopsctl info 42\n  tcpopsctl -o json info 42 | jq .tcp_info.rtt_us",
+		Args:              args(1, 1),
+		ValidArgsFunction: conidCompletion(o),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			id, err := parseConid(a[0])
+			if err != nil {
+				return err
+			}
+			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+				r, err := c.Info(ctx, id)
+				if err != nil {
+					return err
+				}
+				if o.Output == "json" {
+					return printJSON(o.Stdout, r)
+				}
+				kv := [][2]string{
+					{"conid", strconv.FormatUint(r.ConnID, 10)}, {"peer", orDash(r.Peer)},
+					{"proto", r.Proto}, {"direction", r.Direction}, {"listener", r.Listener},
+					{"local", orDashS(r.Local)}, {"remote", orDashS(r.Remote)},
+					{"state", fmt.Sprintf("%d (%s)", r.State, r.StateName)},
+					{"created", r.Created.Format(time.RFC3339)}, {"idle", secs(r.IdleS)},
+					{"lifetime", lifetimeH(r.Lifetime)}, {"expires in", expiresH(r.Lifetime, r.ExpiresIn)},
+					{"keepalive", keepaliveLong(r)}, {"closed event", strconv.FormatBool(r.ClosedEvent)},
+					{"bytes in", fmt.Sprintf("%d (%s)", r.BytesIn, bytesH(r.BytesIn))},
+					{"bytes out", fmt.Sprintf("%d (%s)", r.BytesOut, bytesH(r.BytesOut))},
+				}
+				if ti := r.TCPInfo; ti != nil {
+					kv = append(kv,
+						[2]string{"tcp state", ti.StateName},
+						[2]string{"rtt", fmt.Sprintf("%.3fms (var %.3fms)", float64(ti.RttUs)/1000, float64(ti.RttvarUs)/1000)},
+						[2]string{"rto", fmt.Sprintf("%.0fms", float64(ti.RtoUs)/1000)},
+						[2]string{"retransmits", fmt.Sprintf("%d now, %d total", ti.Retransmits, ti.TotalRetrans)},
+						[2]string{"keepalive probes", strconv.Itoa(int(ti.Probes))},
+						[2]string{"unacked", strconv.Itoa(int(ti.Unacked))},
+						[2]string{"last data recv", fmt.Sprintf("%dms ago", ti.LastDataRecvMs)},
+						[2]string{"last data sent", fmt.Sprintf("%dms ago", ti.LastDataSentMs)},
+						[2]string{"bytes acked", strconv.FormatUint(ti.BytesAcked, 10)},
+						[2]string{"bytes received", strconv.FormatUint(ti.BytesReceived, 10)},
+					)
+				}
+				return keyValues(o.Stdout, kv)
+			})
+		},
+	}
+}
+
+func lifetimeH(l float64) string {
+	if l == 0 {
+		return "none"
+	}
+	return secs(l)
+}
+
+func keepaliveLong(r rpc.InfoResult) string {
+	k := r.Keepalive
+	switch {
+	case k == nil:
+		return "-"
+	case !k.Enabled:
+		return "off"
+	}
+	s := fmt.Sprintf("on: idle %ds, %d probes every %ds", k.Idle, k.Count, k.Interval)
+	if k.UserTimeoutMs > 0 {
+		s += fmt.Sprintf(", user timeout %dms", k.UserTimeoutMs)
+	}
+	return s
+}
+
+func newAliveCmd(o *Options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "alive CONID",
+		Short: "Exit 0 if the connection is usable, 1 if not (tcp_conid_alive)",
+		Long: `Check whether a connection is usable, as Kamailio's tcp_conid_alive: it prints
+"alive" (code 1) and exits 0 when the connection's state is >= 1, and prints
+"not alive" (code -1) and exits 1 otherwise, including for an unknown conid.
+Any other exit code means the answer could not be had (see tcpopsctl --help).`,
+		Example:           "  if tcpopsctl alive 42; then echo still there; fi\n  tcpopsctl -o json alive 42",
+		Args:              args(1, 1),
+		ValidArgsFunction: conidCompletion(o),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			id, err := parseConid(a[0])
+			if err != nil {
+				return err
+			}
+			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+				r, err := c.Alive(ctx, id)
+				if err != nil {
+					return err
+				}
+				if o.Output == "json" {
+					err = printJSONLine(o.Stdout, r)
+				} else if r.Alive {
+					_, err = fmt.Fprintf(o.Stdout, "conid %d: alive (%d)\n", id, r.Code)
+				} else {
+					_, err = fmt.Fprintf(o.Stdout, "conid %d: not alive (%d)\n", id, r.Code)
+				}
+				if err == nil && !r.Alive {
+					return negative
+				}
+				return err
+			})
+		},
+	}
+}
+
+func newStateCmd(o *Options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "state CONID",
+		Short: "Print the connection's state (tcp_conid_state); exit 1 if it is below 1",
+		Long: `Print a connection's state number and name, as Kamailio's tcp_conid_state:
+  1 ok          established and usable
+  2 accepting   accepted, nothing read yet (or handshake not finished)
+  3 connecting  outbound leg, dial in progress
+ -1 not_found   no such conid, or closed (with the reason if it closed recently)
+ -2 eof         the peer sent FIN, the connection is being torn down
+ -3 error       a socket error was seen, the connection will close
+ -4 bad         any other bad state, the connection will close
+Exit 0 when the state is >= 1, 1 otherwise.`,
+		Example:           "  tcpopsctl state 42\n  state=$(tcpopsctl -o json state 42 | jq .state)",
+		Args:              args(1, 1),
+		ValidArgsFunction: conidCompletion(o),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			id, err := parseConid(a[0])
+			if err != nil {
+				return err
+			}
+			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+				r, err := c.State(ctx, id)
+				if err != nil {
+					return err
+				}
+				if o.Output == "json" {
+					err = printJSONLine(o.Stdout, r)
+				} else if r.Reason != "" {
+					_, err = fmt.Fprintf(o.Stdout, "conid %d: %d %s (closed: %s)\n", id, r.State, r.Name, r.Reason)
+				} else {
+					_, err = fmt.Fprintf(o.Stdout, "conid %d: %d %s\n", id, r.State, r.Name)
+				}
+				if err == nil && r.State < 1 {
+					return negative
+				}
+				return err
+			})
+		},
+	}
+}
+
+func newKeepaliveCmd(o *Options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "keepalive",
+		Short: "Turn kernel TCP keepalive of a connection on or off",
+		Long: `Turn kernel TCP keepalive of one connection on (with idle, probe count and
+interval, as Kamailio's tcp_keepalive_enable) or off (tcp_keepalive_disable).
+What is printed is read back from the socket, not echoed from the request.`,
+		Example: "  tcpopsctl keepalive enable 42 60 5 5\n  tcpopsctl keepalive disable 42",
+		Args:    args(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return usageErr("keepalive needs a subcommand: enable or disable (see 'tcpopsctl keepalive --help')")
+		},
+	}
+	var userTimeout time.Duration
+	enable := &cobra.Command{
+		Use:   "enable CONID IDLE COUNT INTERVAL",
+		Short: "Turn keepalive on: first probe after IDLE s idle, COUNT probes INTERVAL s apart",
+		Long: `Turn kernel TCP keepalive on for one connection, in the argument order of
+Kamailio's tcp_keepalive_enable: IDLE seconds without data before the first
+probe (1..32767), COUNT unanswered probes before the connection is dropped
+(1..127), INTERVAL seconds between probes (1..32767). A dead peer is then
+found within IDLE + COUNT x INTERVAL seconds and the connection closes with
+reason timeout. --user-timeout also sets TCP_USER_TIMEOUT: how long sent data
+may stay unacknowledged before the connection is dropped.`,
+		Example:           "  tcpopsctl keepalive enable 42 60 5 5\n  tcpopsctl keepalive enable 42 30 3 10 --user-timeout 60s",
+		Args:              args(4, 4),
+		ValidArgsFunction: conidCompletion(o),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			id, err := parseConid(a[0])
+			if err != nil {
+				return err
+			}
+			p := rpc.KeepaliveParams{ConnID: id, Enable: true}
+			for i, dst := range []**int{&p.Idle, &p.Count, &p.Interval} {
+				n, err := strconv.Atoi(a[i+1])
+				if err != nil {
+					return usageErr("%s %q: want a whole number", []string{"IDLE", "COUNT", "INTERVAL"}[i], a[i+1])
+				}
+				*dst = &n
+			}
+			if cmd.Flags().Changed("user-timeout") {
+				ms := int(userTimeout.Milliseconds())
+				p.UserTimeoutMs = &ms
+			}
+			return o.keepalive(cmd, p)
+		},
+	}
+	enable.Flags().DurationVar(&userTimeout, "user-timeout", 0, "also set TCP_USER_TIMEOUT (e.g. 30s; 0 = kernel default)")
+	disable := &cobra.Command{
+		Use:               "disable CONID",
+		Short:             "Turn keepalive off (tcp_keepalive_disable)",
+		Long:              "Turn kernel TCP keepalive off for one connection (SO_KEEPALIVE 0), as Kamailio's tcp_keepalive_disable.",
+		Example:           "  tcpopsctl keepalive disable 42",
+		Args:              args(1, 1),
+		ValidArgsFunction: conidCompletion(o),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			id, err := parseConid(a[0])
+			if err != nil {
+				return err
+			}
+			return o.keepalive(cmd, rpc.KeepaliveParams{ConnID: id, Enable: false})
+		},
+	}
+	cmd.AddCommand(enable, disable)
+	return cmd
+}
+
+func (o *Options) keepalive(cmd *cobra.Command, p rpc.KeepaliveParams) error {
+	return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+		r, err := c.Keepalive(ctx, p)
+		if err != nil {
+			return err
+		}
+		if o.Output == "json" {
+			return printJSONLine(o.Stdout, r)
+		}
+		k := r.Keepalive
+		if !k.Enabled {
+			_, err = fmt.Fprintf(o.Stdout, "conid %d: keepalive off (read back from the kernel)\n", r.ConnID)
+			return err
+		}
+		ut := ""
+		if k.UserTimeoutMs > 0 {
+			ut = fmt.Sprintf(", user timeout %dms", k.UserTimeoutMs)
+		}
+		_, err = fmt.Fprintf(o.Stdout, "conid %d: keepalive on: idle %ds, %d probes every %ds%s (read back from the kernel)\n",
+			r.ConnID, k.Idle, k.Count, k.Interval, ut)
+		return err
+	})
+}
+
+func newLifetimeCmd(o *Options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "lifetime CONID SECONDS",
+		Short: "Set the connection's idle lifetime (tcp_set_connection_lifetime)",
+		Long: `Set how long a connection may stay idle (no traffic either way) before it is
+closed with reason lifetime, as Kamailio's tcp_set_connection_lifetime. The
+deadline moves to now + SECONDS at once, so shortening takes effect
+immediately; later traffic moves it to the last activity + SECONDS. SECONDS
+may be a duration such as 10m; 0 removes the limit.`,
+		Example:           "  tcpopsctl lifetime 42 3600\n  tcpopsctl lifetime 42 10m\n  tcpopsctl lifetime 42 0      # never close for idleness",
+		Args:              args(2, 2),
+		ValidArgsFunction: conidCompletion(o),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			id, err := parseConid(a[0])
+			if err != nil {
+				return err
+			}
+			d, err := rpc.ParseSeconds(a[1])
+			if err != nil {
+				return usageErr("SECONDS %v", err)
+			}
+			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+				r, err := c.Lifetime(ctx, id, d)
+				if err != nil {
+					return err
+				}
+				if o.Output == "json" {
+					return printJSONLine(o.Stdout, r)
+				}
+				if r.Lifetime == 0 {
+					_, err = fmt.Fprintf(o.Stdout, "conid %d: no idle lifetime\n", id)
+				} else {
+					_, err = fmt.Fprintf(o.Stdout, "conid %d: lifetime %s, closes in %s unless there is traffic\n", id, secs(r.Lifetime), secs(r.ExpiresIn))
+				}
+				return err
+			})
+		},
+	}
+}
+
+func newClosedEventCmd(o *Options) *cobra.Command {
+	var off bool
+	cmd := &cobra.Command{
+		Use:   "closed-event CONID",
+		Short: "Publish a closed event when this connection ends (tcp_enable_closed_event)",
+		Long: `Ask for a closed event when this connection ends, as Kamailio's
+tcp_enable_closed_event; meant for a daemon run with --closed-event manual,
+where only connections enabled this way produce events. --off takes it back.`,
+		Example:           "  tcpopsctl closed-event 42\n  tcpopsctl closed-event 42 --off",
+		Args:              args(1, 1),
+		ValidArgsFunction: conidCompletion(o),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			id, err := parseConid(a[0])
+			if err != nil {
+				return err
+			}
+			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+				r, err := c.ClosedEvent(ctx, id, !off)
+				if err != nil {
+					return err
+				}
+				if o.Output == "json" {
+					return printJSONLine(o.Stdout, r)
+				}
+				state := "off"
+				if r.ClosedEvent {
+					state = "on"
+				}
+				_, err = fmt.Fprintf(o.Stdout, "conid %d: closed event %s\n", id, state)
+				return err
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&off, "off", false, "turn the closed event of this connection off")
+	return cmd
+}
+
+func newCloseCmd(o *Options) *cobra.Command {
+	var reset bool
+	cmd := &cobra.Command{
+		Use:   "close CONID",
+		Short: "Close a connection (FIN, or RST with --reset)",
+		Long: `Close one connection with reason local; its partner leg (the other side of the
+relay) closes with reason peer. By default the close is orderly (FIN); --reset
+sends an RST instead.`,
+		Example:           "  tcpopsctl close 42\n  tcpopsctl close 42 --reset",
+		Args:              args(1, 1),
+		ValidArgsFunction: conidCompletion(o),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			id, err := parseConid(a[0])
+			if err != nil {
+				return err
+			}
+			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+				r, err := c.CloseConn(ctx, id, reset)
+				if err != nil {
+					return err
+				}
+				if o.Output == "json" {
+					return printJSONLine(o.Stdout, r)
+				}
+				how := "FIN"
+				if reset {
+					how = "RST"
+				}
+				_, err = fmt.Fprintf(o.Stdout, "conid %d: closed (%s)\n", id, how)
+				return err
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&reset, "reset", false, "reset the connection (RST) instead of closing it (FIN)")
+	return cmd
+}

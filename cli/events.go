@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/rpc"
+)
+
+func newEventsCmd(o *Options) *cobra.Command {
+	var p rpc.EventsParams
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Print closed events; -f follows them live",
+		Long: `Print the closed events the daemon keeps (one line each, logfmt; with -o json one
+JSON object per line), then with -f follow new ones as they happen, like
+Kamailio's event_route[tcp:closed]. seq is gap-free: a follower too slow for
+the daemon's ring gets a line saying which seqs it lost instead of a silent
+gap. When the daemon goes away, -f says so on stderr and exits 3.
+
+Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
+		Example: `  tcpopsctl events
+  tcpopsctl events -f --reason reset --reason timeout
+  tcpopsctl events --since 1200
+  tcpopsctl -o json events -f | jq -c 'select(.reason == "lifetime")'`,
+		Args: args(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, r := range p.Reason {
+				if !conn.Reason(r).Valid() {
+					return usageErr("--reason %q: want one of %v", r, conn.Reasons)
+				}
+			}
+			print := func(e rpc.Event) error { return printEvent(o, e) }
+			if !follow {
+				return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+					r, err := c.Events(ctx, p)
+					if err != nil {
+						return err
+					}
+					for _, e := range r.Events {
+						if err := print(e); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			callCtx, cancel := context.WithTimeout(ctx, o.Timeout)
+			defer cancel()
+			c, err := rpc.Dial(callCtx, o.socketPath())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var last uint64
+			err = c.Follow(ctx, callCtx, p, func(e rpc.Event) error {
+				last = e.Seq
+				return print(e)
+			}, func(l rpc.EventsLost) error {
+				fmt.Fprintf(o.Stderr, "tcpopsctl: events %d..%d lost: this follower fell behind the daemon's ring\n", l.FromSeq, l.ToSeq)
+				if o.Output == "json" {
+					return printJSONLine(o.Stdout, map[string]any{"event": rpc.NotifyEventsLost, "from_seq": l.FromSeq, "to_seq": l.ToSeq})
+				}
+				return nil
+			})
+			if errors.Is(err, rpc.ErrDisconnected) {
+				return &exitError{code: ExitUnreachable, err: fmt.Errorf("tcpops at %s went away; last event seen: seq %d", o.socketPath(), last)}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
+	f.Uint64Var(&p.Since, "since", 0, "only events with a seq above this one")
+	f.StringArrayVar(&p.Reason, "reason", nil, "only these reasons (repeatable)")
+	f.Uint64Var(&p.ConnID, "conid", 0, "only events of this connection")
+	cmd.RegisterFlagCompletionFunc("reason", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		out := make([]cobra.Completion, len(conn.Reasons))
+		for i, r := range conn.Reasons {
+			out[i] = cobra.CompletionWithDesc(string(r), conn.Reason(r).Event())
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	})
+	return cmd
+}
+
+// printEvent writes one event: JSON, or a logfmt line for people and grep.
+func printEvent(o *Options, e rpc.Event) error {
+	if o.Output == "json" {
+		return printJSONLine(o.Stdout, e)
+	}
+	var b strings.Builder
+	kv := func(k, v string) {
+		if v == "" {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		if strings.ContainsAny(v, " \"=") {
+			v = strconv.Quote(v)
+		}
+		b.WriteString(v)
+	}
+	kv("seq", strconv.FormatUint(e.Seq, 10))
+	kv("time", e.Time.Format(time.RFC3339Nano))
+	kv("event", e.Event)
+	kv("reason", e.Reason)
+	kv("conid", strconv.FormatUint(e.ConnID, 10))
+	if e.Peer != 0 {
+		kv("peer", strconv.FormatUint(e.Peer, 10))
+	}
+	kv("proto", e.Proto)
+	kv("dir", e.Direction)
+	kv("listener", e.Listener)
+	kv("remote", e.Remote)
+	kv("local", e.Local)
+	kv("duration", strconv.FormatFloat(e.DurationS, 'f', -1, 64)+"s")
+	kv("in", strconv.FormatUint(e.BytesIn, 10))
+	kv("out", strconv.FormatUint(e.BytesOut, 10))
+	kv("error", e.Error)
+	if e.WSCloseCode != 0 {
+		kv("ws_code", strconv.Itoa(e.WSCloseCode))
+	}
+	kv("ws_reason", e.WSCloseReason)
+	b.WriteByte('\n')
+	_, err := io.WriteString(o.Stdout, b.String())
+	return err
+}

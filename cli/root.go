@@ -1,0 +1,207 @@
+// Package cli is tcpopsctl, the command line of tcpops: one cobra command
+// per kamcmd-style verb, all talking to the daemon through rpc.Client.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
+	"github.com/spf13/cobra"
+
+	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/sock"
+)
+
+// Exit codes of tcpopsctl.
+const (
+	ExitOK          = 0
+	ExitNegative    = 1 // not alive, state < 0, conid not found
+	ExitUsage       = 2 // bad flag, argument or value (also the daemon's -32602)
+	ExitUnreachable = 3 // no socket, refused, timed out, daemon went away
+	ExitFailed      = 4 // the daemon refused or failed
+)
+
+// Options are the global flags.
+type Options struct {
+	Socket  string
+	Output  string
+	Timeout time.Duration
+
+	Stdout io.Writer
+	Stderr io.Writer
+
+	// ready is set once flags and arguments were accepted; an error
+	// before that is a usage error whatever cobra called it.
+	ready bool
+}
+
+// exitError carries an exit code; a message of "" prints nothing.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageErr(format string, a ...any) error {
+	return &exitError{code: ExitUsage, err: fmt.Errorf(format, a...)}
+}
+
+// negative is a negative answer that was already printed.
+var negative = &exitError{code: ExitNegative}
+
+// ExitCode maps an error of a command to the exit code of SPEC.
+func ExitCode(err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	var de *rpc.DialError
+	if errors.As(err, &de) || errors.Is(err, rpc.ErrDisconnected) {
+		return ExitUnreachable
+	}
+	var je *jsonrpc2.Error
+	if errors.As(err, &je) {
+		switch je.Code {
+		case rpc.CodeNotFound:
+			return ExitNegative
+		case rpc.CodeInvalidParams, rpc.CodeMethodNotFound, rpc.CodeInvalidRequest, rpc.CodeParseError:
+			return ExitUsage
+		}
+		return ExitFailed
+	}
+	return ExitFailed
+}
+
+// NewRootCmd builds the whole command tree.
+func NewRootCmd(o *Options) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "tcpopsctl",
+		Short: "Inspect and steer the live connections of a tcpops daemon",
+		Long: `tcpopsctl talks to a running tcpops daemon over its control socket (JSON-RPC 2.0)
+to inspect and steer its connections one by one, as Kamailio's tcpops module
+does from a routing script: check a connection (alive, state), turn kernel
+keepalive on or off, set its idle lifetime, ask for its closed event, close it,
+and follow the closed events live.
+
+Exit codes, for shells, cron and Ansible:
+  0  done; for alive and state: the connection is usable (state >= 1)
+  1  negative answer: not alive, state < 0, conid not found
+  2  usage error: bad flag, argument or value
+  3  daemon unreachable: no socket, refused, timed out, went away
+  4  the daemon refused or failed: permission, socket operation, internal
+
+The socket is --socket, else $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock for
+root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
+		Example: `  tcpopsctl list --state ok --remote 10.0.0.0/8
+  tcpopsctl keepalive enable 42 60 5 5
+  tcpopsctl lifetime 42 3600
+  if tcpopsctl alive 42; then echo usable; fi
+  tcpopsctl -o json events -f --reason reset`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		DisableAutoGenTag: true,
+		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: false},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVarP(&o.Socket, "socket", "s", "", "control socket of the daemon (default $TCPOPS_SOCKET or the daemon's default path)")
+	pf.StringVarP(&o.Output, "output", "o", "table", "output format: table or json")
+	pf.DurationVar(&o.Timeout, "timeout", 5*time.Second, "time allowed to reach the daemon and get an answer")
+	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if o.Output != "table" && o.Output != "json" {
+			return usageErr("--output %q: want table or json", o.Output)
+		}
+		if o.Timeout <= 0 {
+			return usageErr("--timeout %s: must be > 0", o.Timeout)
+		}
+		o.ready = true
+		return nil
+	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usageErr("%v (see '%s --help')", err, cmd.CommandPath())
+	})
+	root.AddGroup(&cobra.Group{ID: "conn", Title: "Connections:"}, &cobra.Group{ID: "daemon", Title: "Daemon:"})
+	for _, c := range []*cobra.Command{
+		newListCmd(o), newInfoCmd(o), newAliveCmd(o), newStateCmd(o), newKeepaliveCmd(o),
+		newLifetimeCmd(o), newClosedEventCmd(o), newCloseCmd(o), newEventsCmd(o),
+	} {
+		c.GroupID = "conn"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{newStatsCmd(o), newCallCmd(o), newMethodsCmd(o), newVersionCmd(o)} {
+		c.GroupID = "daemon"
+		root.AddCommand(c)
+	}
+	root.SetOut(o.Stdout)
+	root.SetErr(o.Stderr)
+	return root
+}
+
+// socketPath is the socket to use.
+func (o *Options) socketPath() string {
+	if o.Socket != "" {
+		return o.Socket
+	}
+	return sock.DefaultSocketPath()
+}
+
+// client dials the daemon within the timeout; ctx bounds the calls.
+func (o *Options) client(cmd *cobra.Command) (*rpc.Client, context.Context, context.CancelFunc, error) {
+	ctx, cancel := context.WithTimeout(cmd.Context(), o.Timeout)
+	c, err := rpc.Dial(ctx, o.socketPath())
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return c, ctx, func() { c.Close(); cancel() }, nil
+}
+
+// call dials, makes one call and closes.
+func (o *Options) call(cmd *cobra.Command, fn func(ctx context.Context, c *rpc.Client) error) error {
+	c, ctx, done, err := o.client(cmd)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return fn(ctx, c)
+}
+
+// Run runs tcpopsctl with args and returns its exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o := &Options{Stdout: stdout, Stderr: stderr}
+	root := NewRootCmd(o)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	var ee *exitError
+	if err != nil && !o.ready && !errors.As(err, &ee) {
+		err = usageErr("%v (see 'tcpopsctl --help')", err)
+	}
+	var je *jsonrpc2.Error
+	switch {
+	case errors.As(err, &je):
+		fmt.Fprintf(stderr, "tcpopsctl: tcpops says: %s (code %d)\n", je.Message, je.Code)
+	case err != nil && err.Error() != "":
+		fmt.Fprintln(stderr, "tcpopsctl:", err)
+	}
+	return ExitCode(err)
+}
+
+// Main is tcpopsctl's main.
+func Main() int {
+	return Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
+}
