@@ -87,10 +87,12 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 	f.Uint64Var(&p.Since, "since", 0, "only events with a seq above this one")
 	f.StringArrayVar(&p.Reason, "reason", nil, "only these reasons (repeatable)")
 	f.Uint64Var(&p.ConnID, "conid", 0, "only events of this connection")
-	cmd.RegisterFlagCompletionFunc("reason", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		out := make([]cobra.Completion, len(conn.Reasons))
-		for i, r := range conn.Reasons {
-			out[i] = cobra.CompletionWithDesc(string(r), conn.Reason(r).Event())
+	cmd.RegisterFlagCompletionFunc("reason", func(_ *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		var out []cobra.Completion
+		for _, r := range conn.Reasons {
+			if strings.HasPrefix(string(r), toComplete) {
+				out = append(out, cobra.CompletionWithDesc(string(r), r.Event()))
+			}
 		}
 		return out, cobra.ShellCompDirectiveNoFileComp
 	})
