@@ -183,12 +183,13 @@ func (t *Table) remove(c *Conn) {
 	c.mu.Lock()
 	r := c.reason
 	c.mu.Unlock()
-	if i := r.index(); i >= 0 {
-		t.closed[i].Add(1)
-	}
 	t.remember(c.ID, r)
 	if t.cfg.ClosedEvent != ModeOff && c.closedEvent.Load() {
 		t.events.Publish(c.event(time.Now()))
+	}
+	// Counted last: a close that shows in the counters has its event out.
+	if i := r.index(); i >= 0 {
+		t.closed[i].Add(1)
 	}
 }
 

@@ -37,8 +37,6 @@ type Options struct {
 	MaxConnsPerIP  int
 	EventBuffer    int
 	BackendTimeout time.Duration
-	TLSCert        string
-	TLSKey         string
 	LogFormat      string
 	LogLevel       string
 }
@@ -313,8 +311,6 @@ func addFlags(cmd *cobra.Command, o *Options) {
 	f.IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", 0, "most inbound connections at once from one IP (0 = no limit)")
 	f.IntVar(&o.EventBuffer, "event-buffer", 65536, "closed events kept for replay (ring size)")
 	f.DurationVar(&o.BackendTimeout, "backend-timeout", 5*time.Second, "time allowed to connect to a backend")
-	f.StringVar(&o.TLSCert, "tls-cert", "", "certificate file (PEM) for tls:// and wss:// listeners")
-	f.StringVar(&o.TLSKey, "tls-key", "", "private key file (PEM) for tls:// and wss:// listeners")
 	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 }

@@ -81,6 +81,25 @@ func (l *line) call(s string) reply {
 	return l.recv()
 }
 
+// waitEvents polls tcpops.events until it returns n events (10 s at most).
+func waitEvents(t *testing.T, c *rpc.Client, p rpc.EventsParams, n int) []rpc.Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := c.Events(t.Context(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Events) >= n {
+			return r.Events
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events for %+v, want %d", len(r.Events), p, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // code returns the JSON-RPC error code of err (0 if none).
 func code(err error) int {
 	var je *jsonrpc2.Error
@@ -204,9 +223,9 @@ func TestLifetimeAndClose(t *testing.T) {
 	if _, err := tc.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("read after lifetime = %v, want EOF", err)
 	}
-	ev, err := c.Events(ctx, rpc.EventsParams{ConnID: id})
-	if err != nil || len(ev.Events) != 1 || ev.Events[0].Reason != "lifetime" || ev.Events[0].Event != "tcp:timeout" {
-		t.Fatalf("events = %+v, %v", ev, err)
+	ev := waitEvents(t, c, rpc.EventsParams{ConnID: id}, 1)
+	if ev[0].Reason != "lifetime" || ev[0].Event != "tcp:timeout" {
+		t.Fatalf("events = %+v", ev)
 	}
 	_, err = c.Lifetime(ctx, id, time.Second)
 	if code(err) != rpc.CodeNotFound {
@@ -245,7 +264,7 @@ func TestClosedEventManual(t *testing.T) {
 	a.Close()
 	b.Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for d.Table.Len() > 0 && time.Now().Before(deadline) {
+	for d.Table.Stats().Closed < 2 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	ev, _ := c.Events(ctx, rpc.EventsParams{})

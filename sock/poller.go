@@ -76,7 +76,9 @@ func (p *Poller) Arm(c syscall.Conn, tok uint64, ready func()) error {
 	_, known := p.ready[tok]
 	p.ready[tok] = ready
 	p.mu.Unlock()
-	return control(c, func(fd int) error {
+	// The token is known before the socket is armed, so an event that
+	// fires at once finds it.
+	err := control(c, func(fd int) error {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 		setToken(&ev, tok)
 		op := unix.EPOLL_CTL_MOD
@@ -92,6 +94,10 @@ func (p *Poller) Arm(c syscall.Conn, tok uint64, ready func()) error {
 		}
 		return nil
 	})
+	if err != nil && !known {
+		p.Forget(tok)
+	}
+	return err
 }
 
 // Forget drops the token; call it when the socket is closed (the kernel
