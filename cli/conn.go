@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -65,12 +66,18 @@ one page is printed and the cursor of the next one is given as --after.`,
 				return usageErr("--limit %d: must be >= 0", p.Limit)
 			}
 			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+				if o.Output == "json" {
+					// Passed through as the daemon wrote it: no decoding of
+					// thousands of connections just to encode them again.
+					var raw json.RawMessage
+					if err := c.Call(ctx, rpc.MethodList, p, &raw); err != nil {
+						return err
+					}
+					return printRaw(o.Stdout, raw)
+				}
 				r, err := c.List(ctx, p)
 				if err != nil {
 					return err
-				}
-				if o.Output == "json" {
-					return printJSON(o.Stdout, r)
 				}
 				rows := make([][]string, 0, len(r.Connections))
 				for _, cn := range r.Connections {

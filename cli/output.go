@@ -22,6 +22,17 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// printRaw writes a JSON result as it came, indented like printJSON.
+func printRaw(w io.Writer, raw json.RawMessage) error {
+	var b bytes.Buffer
+	if err := json.Indent(&b, raw, "", "  "); err != nil {
+		return err
+	}
+	b.WriteByte('\n')
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
 // printJSONLine writes v as one line of JSON.
 func printJSONLine(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -363,8 +363,8 @@ type Info struct {
 	Proto       string
 	Direction   string
 	Listener    string
-	Local       string
-	Remote      string
+	Local       netip.AddrPort
+	Remote      netip.AddrPort
 	State       State
 	Created     time.Time
 	Idle        time.Duration
@@ -376,8 +376,6 @@ type Info struct {
 	// Keepalive is what the kernel reported when keepalive was last set
 	// (nil before that); Conn.Keepalive reads it afresh.
 	Keepalive *sock.Keepalive
-	// RemoteAddr is Remote unformatted, for filters.
-	RemoteAddr netip.AddrPort
 }
 
 // Info takes a snapshot of c (without kernel state: see Keepalive, TCPInfo).
@@ -387,7 +385,7 @@ func (c *Conn) Info() Info {
 	defer c.mu.Unlock()
 	in := Info{
 		ID: c.ID, Proto: c.Proto, Direction: c.Direction, Listener: c.Listener,
-		Local: addrString(c.local), Remote: addrString(c.remote), RemoteAddr: c.remote,
+		Local: c.local, Remote: c.remote,
 		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
 		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka,

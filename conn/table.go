@@ -296,10 +296,10 @@ func (f *Filter) match(in *Info) bool {
 		return false
 	}
 	if f.Remote.IsValid() {
-		if !f.Remote.Contains(in.RemoteAddr.Addr().Unmap()) {
+		if !f.Remote.Contains(in.Remote.Addr().Unmap()) {
 			return false
 		}
-		if f.Port != 0 && in.RemoteAddr.Port() != f.Port {
+		if f.Port != 0 && in.Remote.Port() != f.Port {
 			return false
 		}
 	}

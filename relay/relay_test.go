@@ -203,7 +203,7 @@ func TestRelayBothWaysAndHalfClose(t *testing.T) {
 	if in.Direction != "in" || out.Direction != "out" || in.Peer != out.ID || out.Peer != in.ID {
 		t.Fatalf("legs not paired: %+v %+v", in, out)
 	}
-	if out.Remote != be {
+	if out.Remote.String() != be {
 		t.Fatalf("outbound remote = %q, want %q", out.Remote, be)
 	}
 	// Half-close: our FIN reaches the backend, which still answers.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
@@ -13,18 +14,6 @@ import (
 
 	"github.com/tcpops/tcpops/sock"
 )
-
-// Client is a typed client of the control socket.
-type Client struct {
-	path  string
-	conn  *jsonrpc2.Conn
-	notes chan notification
-}
-
-type notification struct {
-	method string
-	params json.RawMessage
-}
 
 // DialError says the daemon could not be reached.
 type DialError struct {
@@ -57,6 +46,37 @@ func describe(err error) string {
 // ErrDisconnected is returned when the daemon closes the connection.
 var ErrDisconnected = errors.New("connection to tcpops closed")
 
+// Client is a typed client of the control socket. It frames requests and
+// matches responses itself: the library's client decodes every message
+// into interface{} to tell requests from responses, which for a list of
+// 10,000 connections cost more than the daemon's whole answer. Calls may
+// be made from several goroutines.
+type Client struct {
+	path  string
+	st    *stream
+	notes chan notification
+	done  chan struct{} // closed when the read loop ends
+
+	// mu guards the fields below.
+	mu      sync.Mutex
+	nextID  uint64
+	pending map[uint64]chan *reply
+}
+
+type notification struct {
+	method string
+	params json.RawMessage
+}
+
+// reply is a response (or, with Method set, a notification) as read.
+type reply struct {
+	ID     *uint64         `json:"id"`
+	Result json.RawMessage `json:"result"`
+	Error  *jsonrpc2.Error `json:"error"`
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params"`
+}
+
 // Dial connects to the control socket at path.
 func Dial(ctx context.Context, path string) (*Client, error) {
 	d := net.Dialer{}
@@ -64,49 +84,99 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	if err != nil {
 		return nil, &DialError{Path: path, Err: err}
 	}
-	c := &Client{path: path, notes: make(chan notification, 1024)}
-	c.conn = jsonrpc2.NewConn(context.Background(), newStream(nc, false, 0), clientHandler{c}, jsonrpc2.SetLogger(discardLogger{}))
+	c := &Client{path: path, st: newStream(nc, false, 0), notes: make(chan notification, 1024),
+		done: make(chan struct{}), pending: map[uint64]chan *reply{}}
+	go c.read()
 	return c, nil
 }
 
-type clientHandler struct{ c *Client }
-
-// Handle queues notifications in order; a full queue stops reading, so the
-// daemon's write deadline, not our memory, bounds a slow reader.
-func (h clientHandler) Handle(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) {
-	if !req.Notif {
-		return
-	}
-	var p json.RawMessage
-	if req.Params != nil {
-		p = *req.Params
-	}
-	select {
-	case h.c.notes <- notification{req.Method, p}:
-	case <-ctx.Done():
+// read delivers responses to their callers and notifications, in order,
+// to the notes queue; a full queue stops reading, so the daemon's write
+// deadline, not our memory, bounds a slow reader.
+func (c *Client) read() {
+	defer close(c.done)
+	for {
+		line, err := c.st.readLine()
+		if err != nil {
+			return
+		}
+		var r reply
+		if err := json.Unmarshal(line, &r); err != nil {
+			return
+		}
+		if r.ID == nil {
+			if r.Method != "" {
+				c.notes <- notification{r.Method, r.Params}
+			}
+			continue
+		}
+		c.mu.Lock()
+		ch := c.pending[*r.ID]
+		delete(c.pending, *r.ID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- &r
+		}
 	}
 }
 
 // Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+func (c *Client) Close() error {
+	err := c.st.Close()
+	<-c.done
+	return err
+}
 
 // Path is the socket path the client talks to.
 func (c *Client) Path() string { return c.path }
 
 // Call calls any method; params may be nil. An error from the daemon is a
-// *jsonrpc2.Error with its code.
+// *jsonrpc2.Error with its code; result may be a *json.RawMessage.
 func (c *Client) Call(ctx context.Context, method string, params, result any) error {
 	if params == nil {
 		params = struct{}{}
 	}
-	err := c.conn.Call(ctx, method, params, result)
-	if errors.Is(err, jsonrpc2.ErrClosed) {
+	p, err := marshal(params)
+	if err != nil {
+		return err
+	}
+	ch := make(chan *reply, 1)
+	c.mu.Lock()
+	c.nextID++
+	id := c.nextID
+	c.pending[id] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+	}()
+	m, _ := marshal(method)
+	head := fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%d,"method":%s,"params":`, id, m)
+	if err := c.st.write(head, p, []byte("}\n")); err != nil {
+		return fmt.Errorf("%s: %w (%v)", method, ErrDisconnected, err)
+	}
+	select {
+	case r := <-ch:
+		if r.Error != nil {
+			return r.Error
+		}
+		if result == nil {
+			return nil
+		}
+		if raw, ok := result.(*json.RawMessage); ok {
+			*raw = r.Result
+			return nil
+		}
+		return json.Unmarshal(r.Result, result)
+	case <-c.done:
 		return fmt.Errorf("%s: %w", method, ErrDisconnected)
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return &DialError{Path: c.path, Err: fmt.Errorf("%s: %w", method, timeoutError{})}
+		}
+		return ctx.Err()
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return &DialError{Path: c.path, Err: fmt.Errorf("%s: %w", method, timeoutError{})}
-	}
-	return err
 }
 
 type timeoutError struct{}
@@ -238,7 +308,7 @@ func (c *Client) Follow(ctx, callCtx context.Context, p EventsParams, onEvent fu
 			if err := handle(n); err != nil {
 				return err
 			}
-		case <-c.conn.DisconnectNotify():
+		case <-c.done:
 			// Deliver what arrived before the close.
 			for {
 				select {

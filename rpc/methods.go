@@ -271,11 +271,7 @@ func (cl *call) list() (any, error) {
 		f.Limit = *p.Limit
 	}
 	infos, next := cl.s.t.List(f)
-	out := ListResult{Connections: make([]Conn, len(infos)), Next: next}
-	for i := range infos {
-		out.Connections[i] = wireConn(infos[i])
-	}
-	return out, nil
+	return rawJSON(appendList(make([]byte, 0, 512*len(infos)+32), infos, next)), nil
 }
 
 func (cl *call) info() (any, error) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"os/user"
 	"runtime"
@@ -134,7 +135,7 @@ func (s *Server) ServeConn(c *net.UnixConn) {
 		s.writeTimeouts.Add(1)
 		s.log.Warn("control client stopped reading; cut off", "uid", cred.UID, "pid", cred.PID)
 	}
-	h := &handler{s: s, cred: cred}
+	h := &handler{s: s, cred: cred, st: st}
 	s.clients.Add(1)
 	jc := jsonrpc2.NewConn(s.connCtx, st, h, jsonrpc2.SetLogger(discardLogger{}))
 	go func() {
@@ -157,6 +158,7 @@ func (discardLogger) Printf(string, ...any) {}
 type handler struct {
 	s    *Server
 	cred sock.Cred
+	st   *stream
 }
 
 // Handle runs one request in order on the connection's read goroutine.
@@ -187,7 +189,8 @@ func (h *handler) Handle(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2.Re
 		c.ReplyWithError(ctx, req.ID, s.rpcError(err))
 		return
 	}
-	if err := c.Reply(ctx, req.ID, res); err != nil {
+	if err := h.st.writeResult(req.ID, res); err != nil {
+		c.Close()
 		return
 	}
 	if cl.after != nil {
@@ -271,11 +274,18 @@ func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 10
 func wireConn(in conn.Info) Conn {
 	return Conn{
 		ConnID: in.ID, Peer: in.Peer, Proto: in.Proto, Direction: in.Direction, Listener: in.Listener,
-		Local: in.Local, Remote: in.Remote, State: int(in.State), StateName: in.State.String(),
+		Local: addrString(in.Local), Remote: addrString(in.Remote), State: int(in.State), StateName: in.State.String(),
 		Created: in.Created.UTC(), IdleS: seconds(in.Idle), Lifetime: seconds(in.Lifetime),
 		ExpiresIn: seconds(in.ExpiresIn), Keepalive: in.Keepalive, ClosedEvent: in.ClosedEvent,
 		BytesIn: in.BytesIn, BytesOut: in.BytesOut,
 	}
+}
+
+func addrString(a netip.AddrPort) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 // wireEvent converts a closed event.

@@ -1,0 +1,153 @@
+package rpc
+
+import (
+	"math"
+	"net/netip"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/sock"
+)
+
+// rawJSON is a result already encoded; the server writes it as it is.
+type rawJSON []byte
+
+// appendList encodes a list result by hand, straight from the table's
+// snapshots. A list of 10,000 connections is the largest answer the daemon
+// gives, and reflection-based encoding of wire structs was most of its
+// cost; TestAppendListMatchesEncodingJSON keeps the output identical to
+// encoding/json of ListResult.
+func appendList(b []byte, infos []conn.Info, next uint64) []byte {
+	b = append(b, `{"connections":[`...)
+	for i := range infos {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendConn(b, &infos[i])
+	}
+	b = append(b, ']')
+	if next != 0 {
+		b = append(b, `,"next":`...)
+		b = strconv.AppendUint(b, next, 10)
+	}
+	return append(b, '}')
+}
+
+// appendConn writes wireConn(*in) as JSON.
+func appendConn(b []byte, in *conn.Info) []byte {
+	b = append(b, `{"conid":`...)
+	b = strconv.AppendUint(b, in.ID, 10)
+	if in.Peer != 0 {
+		b = append(b, `,"peer":`...)
+		b = strconv.AppendUint(b, in.Peer, 10)
+	}
+	b = appendStr(b, `,"proto":`, in.Proto)
+	b = appendStr(b, `,"direction":`, in.Direction)
+	b = appendStr(b, `,"listener":`, in.Listener)
+	b = appendAddr(b, `,"local":`, in.Local)
+	b = appendAddr(b, `,"remote":`, in.Remote)
+	b = append(b, `,"state":`...)
+	b = strconv.AppendInt(b, int64(in.State), 10)
+	b = appendStr(b, `,"state_name":`, in.State.String())
+	b = append(b, `,"created":"`...)
+	b = in.Created.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	b = appendFloat(b, `,"idle_s":`, seconds(in.Idle))
+	b = appendFloat(b, `,"lifetime":`, seconds(in.Lifetime))
+	b = appendFloat(b, `,"expires_in":`, seconds(in.ExpiresIn))
+	if k := in.Keepalive; k != nil {
+		b = appendKeepalive(b, k)
+	}
+	b = append(b, `,"closed_event":`...)
+	b = strconv.AppendBool(b, in.ClosedEvent)
+	b = append(b, `,"bytes_in":`...)
+	b = strconv.AppendUint(b, in.BytesIn, 10)
+	b = append(b, `,"bytes_out":`...)
+	b = strconv.AppendUint(b, in.BytesOut, 10)
+	return append(b, '}')
+}
+
+func appendAddr(b []byte, key string, a netip.AddrPort) []byte {
+	b = append(b, key...)
+	b = append(b, '"')
+	if a.IsValid() {
+		b = a.AppendTo(b)
+	}
+	return append(b, '"')
+}
+
+func appendKeepalive(b []byte, k *sock.Keepalive) []byte {
+	b = append(b, `,"keepalive":{"enabled":`...)
+	b = strconv.AppendBool(b, k.Enabled)
+	b = append(b, `,"idle":`...)
+	b = strconv.AppendInt(b, int64(k.Idle), 10)
+	b = append(b, `,"count":`...)
+	b = strconv.AppendInt(b, int64(k.Count), 10)
+	b = append(b, `,"interval":`...)
+	b = strconv.AppendInt(b, int64(k.Interval), 10)
+	b = append(b, `,"user_timeout_ms":`...)
+	b = strconv.AppendInt(b, int64(k.UserTimeoutMs), 10)
+	return append(b, '}')
+}
+
+// appendFloat writes a float as encoding/json does for the values we
+// send (seconds rounded to milliseconds, never huge).
+func appendFloat(b []byte, key string, f float64) []byte {
+	b = append(b, key...)
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, '0')
+	}
+	return strconv.AppendFloat(b, f, 'f', -1, 64)
+}
+
+const hex = "0123456789abcdef"
+
+// appendStr writes key and s as a JSON string, escaped as encoding/json
+// does with HTML escaping off.
+func appendStr(b []byte, key, s string) []byte {
+	b = append(b, key...)
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			if r == utf8.RuneError {
+				b = append(b, `\ufffd`...)
+			} else {
+				b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			}
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

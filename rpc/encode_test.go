@@ -1,0 +1,41 @@
+package rpc
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/sock"
+)
+
+func TestAppendListMatchesEncodingJSON(t *testing.T) {
+	infos := []conn.Info{
+		{ID: 1, Proto: "tcp", Direction: "in", Listener: "tcp://127.0.0.1:5060", Local: netip.MustParseAddrPort("127.0.0.1:5060"),
+			Remote: netip.MustParseAddrPort("127.0.0.1:40000"), State: conn.StateAccepting, Created: time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.Local),
+			Idle: 1234 * time.Millisecond, Lifetime: 120 * time.Second, ExpiresIn: 118766 * time.Millisecond, ClosedEvent: true, BytesOut: 99},
+		{ID: 2, Peer: 1, Proto: "ws", Direction: "out", Listener: "odd \"name\" \\ \n\t\x01 é \u2028 <&>",
+			Remote: netip.MustParseAddrPort("[::1]:80"), State: conn.StateEOF, Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+			Keepalive: &sock.Keepalive{Enabled: true, Idle: 60, Count: 5, Interval: 5, UserTimeoutMs: 7000}, BytesIn: 1 << 40, BytesOut: 3},
+		{ID: 3, Listener: "bad utf8 \xff", Keepalive: &sock.Keepalive{}, Idle: time.Millisecond, ExpiresIn: 123456789 * time.Millisecond, State: 9},
+	}
+	for _, next := range []uint64{0, 3} {
+		got := appendList(nil, infos, next)
+		wire := ListResult{Next: next}
+		for _, in := range infos {
+			wire.Connections = append(wire.Connections, wireConn(in))
+		}
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		enc.Encode(wire)
+		if string(got) != string(bytes.TrimSpace(want.Bytes())) {
+			t.Fatalf("hand encoding differs:\n got %s\nwant %s", got, want.Bytes())
+		}
+	}
+	if got := string(appendList(nil, nil, 0)); got != `{"connections":[]}` {
+		t.Fatalf("empty list = %s", got)
+	}
+}
