@@ -195,7 +195,7 @@ func TestTimeout(t *testing.T) {
 func TestEventsFollowDaemonGoesAway(t *testing.T) {
 	d := daemontest.Start(t)
 	tc, id := d.Dial(t, 0)
-	var out, errb syncBuffer
+	var out, errb daemontest.Buffer
 	done := make(chan int, 1)
 	go func() { done <- cli.Run(context.Background(), []string{"-s", d.Socket, "events", "-f"}, &out, &errb) }()
 	// Wait until the follower is attached, then make an event.

@@ -27,16 +27,21 @@ func fixed(vals ...string) cobra.CompletionFunc {
 	}
 }
 
-// completionClient dials quickly; nil when the daemon is not there, so the
-// shell simply offers nothing.
-func (o *Options) completionClient(cmd *cobra.Command) (*rpc.Client, context.Context, func()) {
+// complete asks the daemon for completions within a short time; when the
+// daemon is not there the shell simply offers nothing.
+func (o *Options) complete(list func(ctx context.Context, c *rpc.Client) ([]cobra.Completion, error)) ([]cobra.Completion, cobra.ShellCompDirective) {
 	ctx, cancel := context.WithTimeout(context.Background(), min(o.Timeout, completionTimeout))
+	defer cancel()
 	c, err := rpc.Dial(ctx, o.socketPath())
 	if err != nil {
-		cancel()
-		return nil, nil, nil
+		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	return c, ctx, func() { c.Close(); cancel() }
+	defer c.Close()
+	out, err := list(ctx, c)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
 // conidCompletion completes a command's first argument with the live
@@ -46,30 +51,26 @@ func conidCompletion(o *Options) cobra.CompletionFunc {
 		if len(args) != 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		c, ctx, done := o.completionClient(cmd)
-		if c == nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		defer done()
-		var out []cobra.Completion
-		var after uint64
-		for {
-			r, err := c.List(ctx, rpc.ListParams{After: after, Limit: 5000})
-			if err != nil {
-				return nil, cobra.ShellCompDirectiveNoFileComp
-			}
-			for _, cn := range r.Connections {
-				id := strconv.FormatUint(cn.ConnID, 10)
-				if strings.HasPrefix(id, toComplete) {
-					out = append(out, cobra.CompletionWithDesc(id, fmt.Sprintf("%s %s %s %s", cn.Proto, cn.Direction, orDashS(cn.Remote), cn.StateName)))
+		return o.complete(func(ctx context.Context, c *rpc.Client) ([]cobra.Completion, error) {
+			var out []cobra.Completion
+			var after uint64
+			for {
+				r, err := c.List(ctx, rpc.ListParams{After: after, Limit: 5000})
+				if err != nil {
+					return nil, err
 				}
+				for _, cn := range r.Connections {
+					id := strconv.FormatUint(cn.ConnID, 10)
+					if strings.HasPrefix(id, toComplete) {
+						out = append(out, cobra.CompletionWithDesc(id, fmt.Sprintf("%s %s %s %s", cn.Proto, cn.Direction, orDashS(cn.Remote), cn.StateName)))
+					}
+				}
+				if r.Next == 0 {
+					return out, nil
+				}
+				after = r.Next
 			}
-			if r.Next == 0 {
-				break
-			}
-			after = r.Next
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp
+		})
 	}
 }
 
@@ -79,21 +80,15 @@ func methodCompletion(o *Options) cobra.CompletionFunc {
 		if len(args) != 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		c, ctx, done := o.completionClient(cmd)
-		if c == nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		defer done()
-		ms, err := c.Methods(ctx)
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		var out []cobra.Completion
-		for _, m := range ms {
-			if strings.HasPrefix(m, toComplete) {
-				out = append(out, m)
+		return o.complete(func(ctx context.Context, c *rpc.Client) ([]cobra.Completion, error) {
+			ms, err := c.Methods(ctx)
+			var out []cobra.Completion
+			for _, m := range ms {
+				if strings.HasPrefix(m, toComplete) {
+					out = append(out, m)
+				}
 			}
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp
+			return out, err
+		})
 	}
 }

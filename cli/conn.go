@@ -21,6 +21,24 @@ func parseConid(s string) (uint64, error) {
 	return id, nil
 }
 
+// onConn parses the CONID argument and runs fn with a client.
+func (o *Options) onConn(cmd *cobra.Command, arg string, fn func(ctx context.Context, c *rpc.Client, id uint64) error) error {
+	id, err := parseConid(arg)
+	if err != nil {
+		return err
+	}
+	return o.call(cmd, func(ctx context.Context, c *rpc.Client) error { return fn(ctx, c, id) })
+}
+
+// report prints a result: one JSON line with -o json, else the line for people.
+func (o *Options) report(r any, format string, a ...any) error {
+	if o.Output == "json" {
+		return printJSONLine(o.Stdout, r)
+	}
+	_, err := fmt.Fprintf(o.Stdout, format+"\n", a...)
+	return err
+}
+
 // args checks the number of arguments as a usage error.
 func args(min, max int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, a []string) error {
@@ -84,7 +102,7 @@ one page is printed and the cursor of the next one is given as --after.`,
 					rows = append(rows, []string{
 						strconv.FormatUint(cn.ConnID, 10), orDash(cn.Peer), cn.Proto, cn.Direction, cn.StateName,
 						orDashS(cn.Remote), orDashS(cn.Local), secs(cn.IdleS), expiresH(cn.Lifetime, cn.ExpiresIn),
-						keepaliveH(cn.Keepalive), bytesH(cn.BytesIn), bytesH(cn.BytesOut),
+						keepaliveH(cn.Keepalive, false), bytesH(cn.BytesIn), bytesH(cn.BytesOut),
 					})
 				}
 				if err := table(o.Stdout, []string{"CONID", "PEER", "PROTO", "DIR", "STATE", "REMOTE", "LOCAL", "IDLE", "EXPIRES", "KEEPALIVE", "IN", "OUT"}, rows); err != nil {
@@ -146,11 +164,7 @@ from the socket when you ask.`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			id, err := parseConid(a[0])
-			if err != nil {
-				return err
-			}
-			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
 				r, err := c.Info(ctx, id)
 				if err != nil {
 					return err
@@ -165,7 +179,7 @@ from the socket when you ask.`,
 					{"state", fmt.Sprintf("%d (%s)", r.State, r.StateName)},
 					{"created", r.Created.Format(time.RFC3339)}, {"idle", secs(r.IdleS)},
 					{"lifetime", lifetimeH(r.Lifetime)}, {"expires in", expiresH(r.Lifetime, r.ExpiresIn)},
-					{"keepalive", keepaliveLong(r)}, {"closed event", strconv.FormatBool(r.ClosedEvent)},
+					{"keepalive", keepaliveH(r.Keepalive, true)}, {"closed event", strconv.FormatBool(r.ClosedEvent)},
 					{"bytes in", fmt.Sprintf("%d (%s)", r.BytesIn, bytesH(r.BytesIn))},
 					{"bytes out", fmt.Sprintf("%d (%s)", r.BytesOut, bytesH(r.BytesOut))},
 				}
@@ -196,21 +210,6 @@ func lifetimeH(l float64) string {
 	return secs(l)
 }
 
-func keepaliveLong(r rpc.InfoResult) string {
-	k := r.Keepalive
-	switch {
-	case k == nil:
-		return "-"
-	case !k.Enabled:
-		return "off"
-	}
-	s := fmt.Sprintf("on: idle %ds, %d probes every %ds", k.Idle, k.Count, k.Interval)
-	if k.UserTimeoutMs > 0 {
-		s += fmt.Sprintf(", user timeout %dms", k.UserTimeoutMs)
-	}
-	return s
-}
-
 func newAliveCmd(o *Options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "alive CONID",
@@ -223,26 +222,19 @@ Any other exit code means the answer could not be had (see tcpopsctl --help).`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			id, err := parseConid(a[0])
-			if err != nil {
-				return err
-			}
-			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
 				r, err := c.Alive(ctx, id)
 				if err != nil {
 					return err
 				}
-				if o.Output == "json" {
-					err = printJSONLine(o.Stdout, r)
-				} else if r.Alive {
-					_, err = fmt.Fprintf(o.Stdout, "conid %d: alive (%d)\n", id, r.Code)
-				} else {
-					_, err = fmt.Fprintf(o.Stdout, "conid %d: not alive (%d)\n", id, r.Code)
+				not := ""
+				if !r.Alive {
+					not = "not "
 				}
-				if err == nil && !r.Alive {
-					return negative
+				if err := o.report(r, "conid %d: %salive (%d)", id, not, r.Code); err != nil || r.Alive {
+					return err
 				}
-				return err
+				return negative
 			})
 		},
 	}
@@ -265,26 +257,19 @@ Exit 0 when the state is >= 1, 1 otherwise.`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			id, err := parseConid(a[0])
-			if err != nil {
-				return err
-			}
-			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
 				r, err := c.State(ctx, id)
 				if err != nil {
 					return err
 				}
-				if o.Output == "json" {
-					err = printJSONLine(o.Stdout, r)
-				} else if r.Reason != "" {
-					_, err = fmt.Fprintf(o.Stdout, "conid %d: %d %s (closed: %s)\n", id, r.State, r.Name, r.Reason)
-				} else {
-					_, err = fmt.Fprintf(o.Stdout, "conid %d: %d %s\n", id, r.State, r.Name)
+				closed := ""
+				if r.Reason != "" {
+					closed = " (closed: " + r.Reason + ")"
 				}
-				if err == nil && r.State < 1 {
-					return negative
+				if err := o.report(r, "conid %d: %d %s%s", id, r.State, r.Name, closed); err != nil || r.State >= 1 {
+					return err
 				}
-				return err
+				return negative
 			})
 		},
 	}
@@ -334,7 +319,7 @@ may stay unacknowledged before the connection is dropped.`,
 				ms := int(userTimeout.Milliseconds())
 				p.UserTimeoutMs = &ms
 			}
-			return o.keepalive(cmd, p)
+			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error { return o.keepalive(ctx, c, p) })
 		},
 	}
 	enable.Flags().DurationVar(&userTimeout, "user-timeout", 0, "also set TCP_USER_TIMEOUT (e.g. 30s; 0 = kernel default)")
@@ -346,39 +331,21 @@ may stay unacknowledged before the connection is dropped.`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			id, err := parseConid(a[0])
-			if err != nil {
-				return err
-			}
-			return o.keepalive(cmd, rpc.KeepaliveParams{ConnID: id, Enable: false})
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
+				return o.keepalive(ctx, c, rpc.KeepaliveParams{ConnID: id, Enable: false})
+			})
 		},
 	}
 	cmd.AddCommand(enable, disable)
 	return cmd
 }
 
-func (o *Options) keepalive(cmd *cobra.Command, p rpc.KeepaliveParams) error {
-	return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
-		r, err := c.Keepalive(ctx, p)
-		if err != nil {
-			return err
-		}
-		if o.Output == "json" {
-			return printJSONLine(o.Stdout, r)
-		}
-		k := r.Keepalive
-		if !k.Enabled {
-			_, err = fmt.Fprintf(o.Stdout, "conid %d: keepalive off (read back from the kernel)\n", r.ConnID)
-			return err
-		}
-		ut := ""
-		if k.UserTimeoutMs > 0 {
-			ut = fmt.Sprintf(", user timeout %dms", k.UserTimeoutMs)
-		}
-		_, err = fmt.Fprintf(o.Stdout, "conid %d: keepalive on: idle %ds, %d probes every %ds%s (read back from the kernel)\n",
-			r.ConnID, k.Idle, k.Count, k.Interval, ut)
+func (o *Options) keepalive(ctx context.Context, c *rpc.Client, p rpc.KeepaliveParams) error {
+	r, err := c.Keepalive(ctx, p)
+	if err != nil {
 		return err
-	})
+	}
+	return o.report(r, "conid %d: keepalive %s (read back from the kernel)", r.ConnID, keepaliveH(&r.Keepalive, true))
 }
 
 func newLifetimeCmd(o *Options) *cobra.Command {
@@ -394,28 +361,19 @@ may be a duration such as 10m; 0 removes the limit.`,
 		Args:              args(2, 2),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			id, err := parseConid(a[0])
-			if err != nil {
-				return err
-			}
 			d, err := rpc.ParseSeconds(a[1])
 			if err != nil {
 				return usageErr("SECONDS %v", err)
 			}
-			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
 				r, err := c.Lifetime(ctx, id, d)
 				if err != nil {
 					return err
 				}
-				if o.Output == "json" {
-					return printJSONLine(o.Stdout, r)
-				}
 				if r.Lifetime == 0 {
-					_, err = fmt.Fprintf(o.Stdout, "conid %d: no idle lifetime\n", id)
-				} else {
-					_, err = fmt.Fprintf(o.Stdout, "conid %d: lifetime %s, closes in %s unless there is traffic\n", id, secs(r.Lifetime), secs(r.ExpiresIn))
+					return o.report(r, "conid %d: no idle lifetime", id)
 				}
-				return err
+				return o.report(r, "conid %d: lifetime %s, closes in %s unless there is traffic", id, secs(r.Lifetime), secs(r.ExpiresIn))
 			})
 		},
 	}
@@ -433,24 +391,16 @@ where only connections enabled this way produce events. --off takes it back.`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			id, err := parseConid(a[0])
-			if err != nil {
-				return err
-			}
-			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
 				r, err := c.ClosedEvent(ctx, id, !off)
 				if err != nil {
 					return err
-				}
-				if o.Output == "json" {
-					return printJSONLine(o.Stdout, r)
 				}
 				state := "off"
 				if r.ClosedEvent {
 					state = "on"
 				}
-				_, err = fmt.Fprintf(o.Stdout, "conid %d: closed event %s\n", id, state)
-				return err
+				return o.report(r, "conid %d: closed event %s", id, state)
 			})
 		},
 	}
@@ -470,24 +420,16 @@ sends an RST instead.`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			id, err := parseConid(a[0])
-			if err != nil {
-				return err
-			}
-			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
 				r, err := c.CloseConn(ctx, id, reset)
 				if err != nil {
 					return err
-				}
-				if o.Output == "json" {
-					return printJSONLine(o.Stdout, r)
 				}
 				how := "FIN"
 				if reset {
 					how = "RST"
 				}
-				_, err = fmt.Fprintf(o.Stdout, "conid %d: closed (%s)\n", id, how)
-				return err
+				return o.report(r, "conid %d: closed (%s)", id, how)
 			})
 		},
 	}

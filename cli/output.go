@@ -120,17 +120,20 @@ func bytesH(n uint64) string {
 	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// keepaliveH formats keepalive as IDLE/COUNT/INTERVAL or off.
-func keepaliveH(k *sock.Keepalive) string {
+// keepaliveH formats keepalive: IDLE/COUNT/INTERVAL for a table column,
+// or spelled out.
+func keepaliveH(k *sock.Keepalive, long bool) string {
 	switch {
 	case k == nil:
 		return "-"
 	case !k.Enabled:
 		return "off"
+	case long && k.UserTimeoutMs > 0:
+		return fmt.Sprintf("on: idle %ds, %d probes every %ds, user timeout %dms", k.Idle, k.Count, k.Interval, k.UserTimeoutMs)
+	case long:
+		return fmt.Sprintf("on: idle %ds, %d probes every %ds", k.Idle, k.Count, k.Interval)
+	case k.UserTimeoutMs > 0:
+		return fmt.Sprintf("%d/%d/%d ut%dms", k.Idle, k.Count, k.Interval, k.UserTimeoutMs)
 	}
-	s := fmt.Sprintf("%d/%d/%d", k.Idle, k.Count, k.Interval)
-	if k.UserTimeoutMs > 0 {
-		s += fmt.Sprintf(" ut%dms", k.UserTimeoutMs)
-	}
-	return s
+	return fmt.Sprintf("%d/%d/%d", k.Idle, k.Count, k.Interval)
 }

@@ -43,20 +43,34 @@ func (s *Server) table() []*method {
 	}
 }
 
+// conidParams is the conid param; method params embed it.
 type conidParams struct {
 	ConnID *uint64 `json:"conid"`
 }
 
-func (cl *call) conid() (uint64, error) {
-	var p conidParams
-	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+func (p *conidParams) conidParam() *uint64 { return p.ConnID }
+
+type hasConid interface{ conidParam() *uint64 }
+
+// conid decodes params into p and returns the required conid.
+func (cl *call) conid(p hasConid) (uint64, error) {
+	if err := decodeParams(cl.m, cl.params, p); err != nil {
 		return 0, err
 	}
-	return conid(cl.m, p.ConnID)
+	return conid(cl.m, p.conidParam())
+}
+
+// target decodes params into p and returns the live connection named.
+func (cl *call) target(p hasConid) (*conn.Conn, error) {
+	id, err := cl.conid(p)
+	if err != nil {
+		return nil, err
+	}
+	return cl.get(id)
 }
 
 func (cl *call) alive() (any, error) {
-	id, err := cl.conid()
+	id, err := cl.conid(&conidParams{})
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +83,7 @@ func (cl *call) alive() (any, error) {
 }
 
 func (cl *call) state() (any, error) {
-	id, err := cl.conid()
+	id, err := cl.conid(&conidParams{})
 	if err != nil {
 		return nil, err
 	}
@@ -79,17 +93,14 @@ func (cl *call) state() (any, error) {
 
 func (cl *call) keepalive() (any, error) {
 	var p struct {
-		ConnID        *uint64 `json:"conid"`
-		Enable        *bool   `json:"enable"`
-		Idle          *int    `json:"idle"`
-		Count         *int    `json:"count"`
-		Interval      *int    `json:"interval"`
-		UserTimeoutMs *int    `json:"user_timeout_ms"`
+		conidParams
+		Enable        *bool `json:"enable"`
+		Idle          *int  `json:"idle"`
+		Count         *int  `json:"count"`
+		Interval      *int  `json:"interval"`
+		UserTimeoutMs *int  `json:"user_timeout_ms"`
 	}
-	if err := decodeParams(cl.m, cl.params, &p); err != nil {
-		return nil, err
-	}
-	id, err := conid(cl.m, p.ConnID)
+	id, err := cl.conid(&p)
 	if err != nil {
 		return nil, err
 	}
@@ -134,13 +145,10 @@ const maxLifetime = 10 * 365 * 24 * 3600
 
 func (cl *call) lifetime() (any, error) {
 	var p struct {
-		ConnID   *uint64  `json:"conid"`
+		conidParams
 		Lifetime *float64 `json:"lifetime"`
 	}
-	if err := decodeParams(cl.m, cl.params, &p); err != nil {
-		return nil, err
-	}
-	id, err := conid(cl.m, p.ConnID)
+	id, err := cl.conid(&p)
 	if err != nil {
 		return nil, err
 	}
@@ -164,43 +172,30 @@ func (cl *call) lifetime() (any, error) {
 
 func (cl *call) closedEvent() (any, error) {
 	var p struct {
-		ConnID *uint64 `json:"conid"`
-		Enable *bool   `json:"enable"`
+		conidParams
+		Enable *bool `json:"enable"`
 	}
-	if err := decodeParams(cl.m, cl.params, &p); err != nil {
-		return nil, err
-	}
-	id, err := conid(cl.m, p.ConnID)
-	if err != nil {
-		return nil, err
-	}
-	c, err := cl.get(id)
+	c, err := cl.target(&p)
 	if err != nil {
 		return nil, err
 	}
 	on := p.Enable == nil || *p.Enable
 	if err := c.SetClosedEvent(on); err != nil {
-		return nil, fmt.Errorf("conid %d: %w", id, err)
+		return nil, fmt.Errorf("conid %d: %w", c.ID, err)
 	}
-	return ClosedEventResult{ConnID: id, ClosedEvent: c.ClosedEvent()}, nil
+	return ClosedEventResult{ConnID: c.ID, ClosedEvent: c.ClosedEvent()}, nil
 }
 
 func (cl *call) close() (any, error) {
 	var p struct {
-		ConnID *uint64 `json:"conid"`
-		Reset  bool    `json:"reset"`
+		conidParams
+		Reset bool `json:"reset"`
 	}
-	if err := decodeParams(cl.m, cl.params, &p); err != nil {
-		return nil, err
-	}
-	id, err := conid(cl.m, p.ConnID)
+	c, err := cl.target(&p)
 	if err != nil {
 		return nil, err
 	}
-	c, err := cl.get(id)
-	if err != nil {
-		return nil, err
-	}
+	id := c.ID
 	var done bool
 	if p.Reset {
 		done = c.Reset(conn.ReasonLocal)
@@ -275,11 +270,7 @@ func (cl *call) list() (any, error) {
 }
 
 func (cl *call) info() (any, error) {
-	id, err := cl.conid()
-	if err != nil {
-		return nil, err
-	}
-	c, err := cl.get(id)
+	c, err := cl.target(&conidParams{})
 	if err != nil {
 		return nil, err
 	}

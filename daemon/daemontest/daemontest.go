@@ -20,7 +20,7 @@ import (
 type D struct {
 	*daemon.Daemon
 	Socket string
-	log    *lockedWriter
+	log    *Buffer
 	stop   context.CancelFunc
 }
 
@@ -59,7 +59,7 @@ func StartWith(t testing.TB, configure func(*daemon.Config), args ...string) *D 
 	if configure != nil {
 		configure(cfg)
 	}
-	lw := &lockedWriter{}
+	lw := &Buffer{}
 	log := slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	d, err := daemon.Start(ctx, cfg, log)

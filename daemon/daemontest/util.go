@@ -7,18 +7,19 @@ import (
 	"github.com/tcpops/tcpops/conn"
 )
 
-type lockedWriter struct {
+// Buffer is a strings.Builder safe for a writer and a reader at once.
+type Buffer struct {
 	mu sync.Mutex
 	b  strings.Builder
 }
 
-func (w *lockedWriter) Write(p []byte) (int, error) {
+func (w *Buffer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
 }
 
-func (w *lockedWriter) String() string {
+func (w *Buffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
