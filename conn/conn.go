@@ -28,6 +28,9 @@ type Spec struct {
 	TCP *net.TCPConn
 	// Close ends the transport. While dialling it cancels the dial.
 	Close Closer
+	// Handshake says the connection becomes usable by Established (a TLS
+	// handshake or WebSocket upgrade), not by its first byte read.
+	Handshake bool
 }
 
 // Conn is one connection in the table. Its methods are safe for concurrent use.
@@ -41,6 +44,7 @@ type Conn struct {
 	t *Table
 
 	state       atomic.Int32
+	handshake   bool // set at Add: Established, not the first read, makes it usable
 	bytesIn     atomic.Uint64
 	bytesOut    atomic.Uint64
 	lastActive  atomic.Int64 // table clock, ns
@@ -68,11 +72,14 @@ type Conn struct {
 func (c *Conn) State() State { return State(c.state.Load()) }
 
 // Touch records n bytes read from (in) or written to (out) the socket.
-// The first byte read makes an accepting connection usable.
+// The first byte read makes an accepting connection usable, unless it
+// waits for a handshake.
 func (c *Conn) Touch(in, out int) {
 	if in > 0 {
 		c.bytesIn.Add(uint64(in))
-		c.state.CompareAndSwap(int32(StateAccepting), int32(StateOK))
+		if !c.handshake {
+			c.state.CompareAndSwap(int32(StateAccepting), int32(StateOK))
+		}
 	}
 	if out > 0 {
 		c.bytesOut.Add(uint64(out))
@@ -80,7 +87,8 @@ func (c *Conn) Touch(in, out int) {
 	c.lastActive.Store(c.t.clock())
 }
 
-// Established marks a connection usable: a dial or handshake finished.
+// Established marks a connection usable: a dial, TLS handshake or
+// WebSocket upgrade finished.
 // tcp and closer replace the ones given at Add (nil keeps them).
 func (c *Conn) Established(tcp *net.TCPConn, closer Closer, state State) {
 	c.mu.Lock()
@@ -101,8 +109,17 @@ func (c *Conn) Established(tcp *net.TCPConn, closer Closer, state State) {
 		}
 		return
 	}
-	c.state.CompareAndSwap(int32(StateConnecting), int32(state))
+	if !c.state.CompareAndSwap(int32(StateConnecting), int32(state)) {
+		c.state.CompareAndSwap(int32(StateAccepting), int32(state))
+	}
 	c.lastActive.Store(c.t.clock())
+}
+
+// Reason is why the connection closed ("" while it is open).
+func (c *Conn) Reason() Reason {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason
 }
 
 // SawEOF marks that the peer sent FIN: the connection is being torn down

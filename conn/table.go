@@ -124,7 +124,7 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 	now := t.clock()
 	c := &Conn{
 		ID: t.nextID.Add(1), Proto: s.Proto, Direction: s.Direction, Listener: s.Listener,
-		Created: time.Now(), t: t,
+		Created: time.Now(), t: t, handshake: s.Handshake,
 		local: s.Local, remote: s.Remote, tcp: s.TCP, closer: s.Close,
 	}
 	c.state.Store(int32(s.State))

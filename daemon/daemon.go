@@ -37,6 +37,8 @@ type Options struct {
 	MaxConnsPerIP  int
 	EventBuffer    int
 	BackendTimeout time.Duration
+	TLSCert        string
+	TLSKey         string
 	LogFormat      string
 	LogLevel       string
 }
@@ -104,7 +106,7 @@ func (o *Options) Parse() (*Config, error) {
 	}
 	cfg.Table = conn.Config{Lifetime: lt, ClosedEvent: mode2, EventBuffer: o.EventBuffer,
 		MaxConns: o.MaxConns, MaxConnsPerIP: o.MaxConnsPerIP}
-	cfg.Relay = relay.Config{Keepalive: ka, DialTimeout: o.BackendTimeout}
+	cfg.Relay = relay.Config{Keepalive: ka, DialTimeout: o.BackendTimeout, TLSCert: o.TLSCert, TLSKey: o.TLSKey}
 	return cfg, nil
 }
 
@@ -182,17 +184,18 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 		ctl.Close()
 		return fail(err)
 	}
-	for _, l := range cfg.Listeners {
+	for i := range cfg.Listeners {
+		l := &cfg.Listeners[i]
 		ln, err := rs.Listen(ctx, l)
 		if err != nil {
 			ctl.Close()
 			return fail(err)
 		}
-		d.Listeners = append(d.Listeners, ListenerAddr{Listener: l, Bound: ln.Addr().String()})
+		d.Listeners = append(d.Listeners, ListenerAddr{Listener: *l, Bound: ln.Addr().String()})
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			if err := rs.Serve(ctx, ln, l); err != nil {
+			if err := rs.Serve(ctx, ln, *l); err != nil {
 				log.Error("listener stopped", "listener", l.Name, "err", err)
 			}
 		}()
@@ -251,14 +254,25 @@ func NewCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tcpops",
 		Short: "Relay TCP connections and steer each one live (keepalive, idle lifetime, closed events)",
-		Long: `tcpops accepts TCP connections on its listeners and relays each one to a backend
-(or to the built-in echo backend). Every connection, inbound and the outbound leg
-to its backend, sits in a connection table under a numeric id (conid) with
-Kamailio's tcp_conid_state numbers, a per-connection idle lifetime and kernel
-keepalive, and leaves a closed event with its reason when it ends.
+		Long: `tcpops accepts TCP, TLS, WebSocket (ws) and secure WebSocket (wss) connections on
+its listeners and relays each one to a backend (or to the built-in echo backend).
+Every connection, inbound and the outbound leg to its backend, sits in a
+connection table under a numeric id (conid) with Kamailio's tcp_conid_state
+numbers, a per-connection idle lifetime and kernel keepalive, and leaves a closed
+event with its reason when it ends.
 
 Operators inspect and steer connections through JSON-RPC 2.0 on a Unix socket,
 most easily with tcpopsctl.
+
+Listener URLs: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT/PATH and
+wss://HOST:PORT/PATH, with query options:
+  backend=HOST:PORT|echo   where to relay (default --backend)
+  name=NAME                what the connection table calls the listener
+  cert=FILE, key=FILE      tls and wss: certificate and key (default --tls-cert, --tls-key)
+  origin=PATTERN,...       ws and wss: Origin hosts allowed besides the request's own
+  frame=binary|text        ws and wss: message type of backend bytes (text for SIP, RFC 7118)
+  max_message=BYTES        ws and wss: largest message (default 65536; over it: close 1009)
+  ping=DURATION            ws and wss: ping interval; a missing pong closes with reason timeout
 
 Signals: SIGTERM and SIGINT stop accepting, close every connection with reason
 "shutdown", deliver those events to followers, remove the socket and exit 0.
@@ -273,7 +287,11 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 
   # two listeners, one to echo, kernel keepalive 60 s idle, 5 probes, 5 s apart
   tcpops --listen 'tcp://127.0.0.1:7000?backend=echo&name=test' \
-         --listen tcp://127.0.0.1:5060?backend=10.0.0.5:5060 --keepalive 60,5,5`,
+         --listen tcp://127.0.0.1:5060?backend=10.0.0.5:5060 --keepalive 60,5,5
+
+  # SIP over secure WebSocket to a TCP SIP server, text frames, pings every 30 s
+  tcpops --tls-cert /etc/tcpops/cert.pem --tls-key /etc/tcpops/key.pem \
+         --listen 'wss://0.0.0.0:8443/sip?backend=10.0.0.5:5060&frame=text&ping=30s'`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -299,7 +317,7 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 func addFlags(cmd *cobra.Command, o *Options) {
 	f := cmd.Flags()
 	f.SortFlags = false
-	f.StringArrayVar(&o.Listen, "listen", []string{"tcp://127.0.0.1:5060"}, "listener URL, repeatable: SCHEME://HOST:PORT[?backend=HOST:PORT|echo&name=NAME]")
+	f.StringArrayVar(&o.Listen, "listen", []string{"tcp://127.0.0.1:5060"}, "listener URL, repeatable: tcp|tls|ws|wss://HOST:PORT[/PATH][?backend=HOST:PORT|echo&name=NAME&...] (see below)")
 	f.StringVar(&o.Backend, "backend", relay.Echo, "default backend of listeners: HOST:PORT or echo")
 	f.StringVarP(&o.Socket, "socket", "s", "", "control socket path (default $TCPOPS_SOCKET, /run/tcpops/tcpops.sock for root, $XDG_RUNTIME_DIR/tcpops.sock, /tmp/tcpops-UID.sock)")
 	f.StringVar(&o.SocketMode, "socket-mode", "0660", "file mode of the control socket (octal)")
@@ -311,6 +329,8 @@ func addFlags(cmd *cobra.Command, o *Options) {
 	f.IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", 0, "most inbound connections at once from one IP (0 = no limit)")
 	f.IntVar(&o.EventBuffer, "event-buffer", 65536, "closed events kept for replay (ring size)")
 	f.DurationVar(&o.BackendTimeout, "backend-timeout", 5*time.Second, "time allowed to connect to a backend")
+	f.StringVar(&o.TLSCert, "tls-cert", "", "certificate file (PEM) for tls:// and wss:// listeners without ?cert=")
+	f.StringVar(&o.TLSKey, "tls-key", "", "private key file (PEM) for tls:// and wss:// listeners without ?key=")
 	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 }

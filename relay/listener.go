@@ -4,12 +4,16 @@
 package relay
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Echo is the backend that sends every byte back to the client.
@@ -19,10 +23,28 @@ const Echo = "echo"
 type Listener struct {
 	Scheme  string // tcp, tls, ws, wss
 	Addr    string // HOST:PORT to listen on
-	Path    string // ws/wss request path
+	Path    string // ws/wss request path ("/" if none)
 	Backend string // HOST:PORT or Echo
 	Name    string // what the table shows as the connection's listener
+
+	// tls and wss: certificate and key files (else the daemon's --tls-cert
+	// and --tls-key).
+	CertFile, KeyFile string
+
+	// ws and wss.
+	Origins    []string      // allowed Origin host patterns besides the request's own host
+	TextFrames bool          // send backend bytes as text messages, not binary
+	Ping       time.Duration // ping interval; a missing pong closes with reason timeout (0: no pings)
+	MaxMessage int64         // largest message accepted; over it: close 1009
+
+	tlsConfig *tls.Config // loaded by Server.Listen
 }
+
+// DefaultMaxMessage is the default largest WebSocket message.
+const DefaultMaxMessage = 64 << 10
+
+func (l *Listener) isTLS() bool { return l.Scheme == "tls" || l.Scheme == "wss" }
+func (l *Listener) isWS() bool  { return l.Scheme == "ws" || l.Scheme == "wss" }
 
 // Schemes are the listener schemes tcpops knows.
 var Schemes = []string{"tcp", "tls", "ws", "wss"}
@@ -44,9 +66,12 @@ func ParseListener(raw, defBackend string) (Listener, error) {
 	if err := checkHostPort(u.Host, true); err != nil {
 		return Listener{}, fmt.Errorf("listen %q: %w", raw, err)
 	}
-	l := Listener{Scheme: u.Scheme, Addr: u.Host, Path: u.Path, Backend: defBackend}
-	if l.Path != "" && l.Scheme != "ws" && l.Scheme != "wss" {
+	l := Listener{Scheme: u.Scheme, Addr: u.Host, Path: u.Path, Backend: defBackend, MaxMessage: DefaultMaxMessage}
+	if l.Path != "" && !l.isWS() {
 		return Listener{}, fmt.Errorf("listen %q: a path is only meaningful for ws:// and wss://", raw)
+	}
+	if l.isWS() && l.Path == "" {
+		l.Path = "/"
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
@@ -56,16 +81,8 @@ func ParseListener(raw, defBackend string) (Listener, error) {
 		if len(v) != 1 {
 			return Listener{}, fmt.Errorf("listen %q: %s given %d times", raw, k, len(v))
 		}
-		switch k {
-		case "backend":
-			l.Backend = v[0]
-		case "name":
-			if v[0] == "" {
-				return Listener{}, fmt.Errorf("listen %q: name is empty", raw)
-			}
-			l.Name = v[0]
-		default:
-			return Listener{}, fmt.Errorf("listen %q: unknown option %q (want backend, name)", raw, k)
+		if err := l.option(k, v[0]); err != nil {
+			return Listener{}, fmt.Errorf("listen %q: %w", raw, err)
 		}
 	}
 	if err := CheckBackend(l.Backend); err != nil {
@@ -75,6 +92,79 @@ func ParseListener(raw, defBackend string) (Listener, error) {
 		l.Name = l.Scheme + "://" + l.Addr + l.Path
 	}
 	return l, nil
+}
+
+// option sets one query option of the URL.
+func (l *Listener) option(k, v string) error {
+	wsOnly := func() error {
+		if !l.isWS() {
+			return fmt.Errorf("%s is only for ws:// and wss://", k)
+		}
+		return nil
+	}
+	switch k {
+	case "backend":
+		l.Backend = v
+	case "name":
+		if v == "" {
+			return errors.New("name is empty")
+		}
+		l.Name = v
+	case "cert", "key":
+		if !l.isTLS() {
+			return fmt.Errorf("%s is only for tls:// and wss://", k)
+		}
+		if k == "cert" {
+			l.CertFile = v
+		} else {
+			l.KeyFile = v
+		}
+	case "origin":
+		if err := wsOnly(); err != nil {
+			return err
+		}
+		for _, o := range strings.Split(v, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				if _, err := path.Match(o, ""); err != nil {
+					return fmt.Errorf("origin pattern %q: %w", o, err)
+				}
+				l.Origins = append(l.Origins, o)
+			}
+		}
+	case "frame":
+		if err := wsOnly(); err != nil {
+			return err
+		}
+		switch v {
+		case "text":
+			l.TextFrames = true
+		case "binary":
+			l.TextFrames = false
+		default:
+			return fmt.Errorf("frame %q: want text or binary", v)
+		}
+	case "ping":
+		if err := wsOnly(); err != nil {
+			return err
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || (d > 0 && d < 100*time.Millisecond) {
+			return fmt.Errorf("ping %q: want a duration such as 30s (0 = no pings; at least 100ms)", v)
+		}
+		l.Ping = d
+	case "max_message":
+		if err := wsOnly(); err != nil {
+			return err
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 || n > 1<<30 {
+			return fmt.Errorf("max_message %q: want bytes, 1..1073741824", v)
+		}
+		l.MaxMessage = n
+	default:
+		return fmt.Errorf("unknown option %q (want backend, name; cert, key for tls and wss; origin, frame, ping, max_message for ws and wss)", k)
+	}
+	return nil
 }
 
 // CheckBackend validates a backend: HOST:PORT or echo.

@@ -14,26 +14,38 @@ import (
 	"github.com/tcpops/tcpops/conn"
 )
 
-// A TCP connection costs no goroutine and no buffer while it is idle: its
-// socket is parked in the Server's Poller, and only when it turns readable
-// does a goroutine run pipe.ready, which copies what there is with a pooled
-// buffer, passes FIN on as CloseWrite, and parks the socket again once a
+// A plain TCP connection costs no goroutine and no buffer while it is
+// idle: its socket is parked in the Server's Poller, and only when it turns
+// readable does a goroutine run pipe.ready, which copies what there is
+// with a pooled buffer, passes FIN on, and parks the socket again once a
 // read would block. Writes block in Go's netpoller, so a receiver that
 // stops reading stops the sender's reads too (backpressure).
+//
+// TLS and WebSocket legs keep plaintext and messages buffered inside their
+// libraries, where epoll cannot see them, so their reads run on a goroutine
+// of their own (pipe.stream); everything else is shared.
 
-// leg is one TCP socket of a relayed connection.
+// leg is one side of a relayed connection.
 type leg struct {
 	c   *conn.Conn
-	tcp *net.TCPConn
-	rc  syscall.RawConn
+	tcp *net.TCPConn // the kernel socket
+	// rc is set for plain TCP legs: reads are parked in the poller.
+	rc syscall.RawConn
+	// r is what a TLS or WebSocket leg is read from, on its own goroutine;
+	// such legs count their bytes at the socket (countingConn).
+	r io.Reader
+	// w sends to this leg; closeWrite passes a FIN (or its equivalent) on.
+	w          io.Writer
+	closeWrite func() error
 }
 
-func newLeg(c *conn.Conn, tcp *net.TCPConn) (*leg, error) {
+// tcpLeg is a plain TCP leg.
+func tcpLeg(c *conn.Conn, tcp *net.TCPConn) (*leg, error) {
 	rc, err := tcp.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	return &leg{c: c, tcp: tcp, rc: rc}, nil
+	return &leg{c: c, tcp: tcp, rc: rc, w: tcp, closeWrite: tcp.CloseWrite}, nil
 }
 
 // pipe is one direction: bytes read from src are written to dst. For the
@@ -51,8 +63,8 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 
 var errWouldBlock = errors.New("would block")
 
-// read reads once without waiting: errWouldBlock when nothing is there,
-// (0, nil) at EOF.
+// read reads a parked leg once without waiting: errWouldBlock when
+// nothing is there, (0, nil) at EOF.
 func (l *leg) read(b []byte) (int, error) {
 	for {
 		var n int
@@ -73,6 +85,16 @@ func (l *leg) read(b []byte) (int, error) {
 		}
 		return 0, os.NewSyscallError("read", rerr)
 	}
+}
+
+// start begins moving bytes: parked for a plain TCP source, on a goroutine
+// otherwise.
+func (p *pipe) start() {
+	if p.src.rc != nil {
+		p.arm()
+		return
+	}
+	go p.stream()
 }
 
 // arm parks the source socket until it is readable.
@@ -103,12 +125,43 @@ func (p *pipe) ready() {
 			return
 		}
 		p.src.c.Touch(n, 0)
-		if _, err := p.dst.tcp.Write(buf[:n]); err != nil {
-			closeFor(p.dst.c, err)
+		if !p.send(buf[:n]) {
 			return
 		}
-		p.dst.c.Touch(0, n)
 	}
+}
+
+// stream copies from a TLS or WebSocket source until it ends.
+func (p *pipe) stream() {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := p.src.r.Read(buf)
+		if n > 0 && !p.send(buf[:n]) {
+			return
+		}
+		if errors.Is(err, io.EOF) {
+			p.eof()
+			return
+		}
+		if err != nil {
+			closeFor(p.src.c, err)
+			return
+		}
+	}
+}
+
+// send writes b to dst; false when that failed and the pipe is done.
+func (p *pipe) send(b []byte) bool {
+	if _, err := p.dst.w.Write(b); err != nil {
+		closeFor(p.dst.c, err)
+		return false
+	}
+	if p.dst.rc != nil {
+		p.dst.c.Touch(0, len(b))
+	}
+	return true
 }
 
 // eof passes the FIN of src on; once both directions are finished the
@@ -121,7 +174,7 @@ func (p *pipe) eof() {
 		return
 	}
 	p.finished.Store(true)
-	if err := p.dst.tcp.CloseWrite(); err != nil {
+	if err := p.dst.closeWrite(); err != nil {
 		closeFor(p.dst.c, err)
 		return
 	}
@@ -130,11 +183,19 @@ func (p *pipe) eof() {
 	}
 }
 
-// closeFor closes c for the reason a socket error says.
+// relay starts both directions between in and out.
+func (s *Server) relay(in, out *leg) {
+	up := &pipe{s: s, src: in, dst: out}
+	down := &pipe{s: s, src: out, dst: in, other: up}
+	up.other = down
+	up.start()
+	down.start()
+}
+
+// closeFor closes c for the reason a socket error says. When the table
+// closed the socket itself (net.ErrClosed) its reason is already recorded
+// and this does nothing: the first reason wins.
 func closeFor(c *conn.Conn, err error) {
-	if errors.Is(err, net.ErrClosed) {
-		return // closed on purpose; the closer recorded the reason
-	}
 	if c.State() == conn.StateEOF {
 		// The peer closed first (FIN); a reset or ENOTCONN on what we
 		// still sent after that is the same ending, not a new one.
@@ -146,12 +207,15 @@ func closeFor(c *conn.Conn, err error) {
 
 // ReasonFor maps a read or write error to a close reason.
 func ReasonFor(err error) conn.Reason {
+	var ce interface{ Timeout() bool }
 	switch {
 	case err == nil, errors.Is(err, io.EOF):
 		return conn.ReasonEOF
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return conn.ReasonReset
 	case errors.Is(err, syscall.ETIMEDOUT):
+		return conn.ReasonTimeout
+	case errors.As(err, &ce) && ce.Timeout():
 		return conn.ReasonTimeout
 	}
 	return conn.ReasonError

@@ -44,7 +44,7 @@ func start(t *testing.T, tcfg conn.Config, rcfg Config, listen string) *env {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ln, err := srv.Listen(ctx, l)
+	ln, err := srv.Listen(ctx, &l)
 	if err != nil {
 		t.Fatal(err)
 	}

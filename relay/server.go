@@ -17,11 +17,13 @@ import (
 
 // Server accepts on listeners and relays each connection.
 type Server struct {
-	table       *conn.Table
-	poller      *sock.Poller
-	log         *slog.Logger
-	keepalive   sock.KeepaliveConfig
-	dialTimeout time.Duration
+	table            *conn.Table
+	poller           *sock.Poller
+	log              *slog.Logger
+	keepalive        sock.KeepaliveConfig
+	dialTimeout      time.Duration
+	handshakeTimeout time.Duration
+	tlsCert, tlsKey  string
 
 	acceptErrors atomic.Uint64
 	wg           sync.WaitGroup // dials in flight
@@ -29,8 +31,10 @@ type Server struct {
 
 // Config configures a Server.
 type Config struct {
-	Keepalive   sock.KeepaliveConfig // applied to every accepted and dialled socket
-	DialTimeout time.Duration        // backend connect timeout (default 5s)
+	Keepalive        sock.KeepaliveConfig // applied to every accepted and dialled socket
+	DialTimeout      time.Duration        // backend connect timeout (default 5s)
+	HandshakeTimeout time.Duration        // TLS handshake, WebSocket upgrade request (default 10s)
+	TLSCert, TLSKey  string               // default certificate and key files for tls:// and wss://
 }
 
 // NewServer starts a Server over the table. Close stops its poller.
@@ -41,11 +45,15 @@ func NewServer(t *conn.Table, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
 	p, err := sock.NewPoller()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{table: t, poller: p, log: log, keepalive: cfg.Keepalive, dialTimeout: cfg.DialTimeout}
+	s := &Server{table: t, poller: p, log: log, keepalive: cfg.Keepalive, dialTimeout: cfg.DialTimeout,
+		handshakeTimeout: cfg.HandshakeTimeout, tlsCert: cfg.TLSCert, tlsKey: cfg.TLSKey}
 	go func() {
 		if err := p.Run(); err != nil {
 			log.Error("poller stopped", "err", err)
@@ -67,11 +75,16 @@ func (s *Server) AcceptErrors() uint64 { return s.acceptErrors.Load() }
 // Parked counts sockets known to the poller.
 func (s *Server) Parked() int { return s.poller.Watched() }
 
-// Listen opens the listening socket of l. Go's own keepalive default is
-// switched off here: every accepted socket gets ours explicitly.
-func (s *Server) Listen(ctx context.Context, l Listener) (net.Listener, error) {
-	if l.Scheme != "tcp" {
-		return nil, fmt.Errorf("listen %s: scheme %s is not served by this build", l.Name, l.Scheme)
+// Listen opens the listening socket of l, loading its certificate for
+// tls:// and wss://. Go's own keepalive default is switched off here:
+// every accepted socket gets ours explicitly.
+func (s *Server) Listen(ctx context.Context, l *Listener) (net.Listener, error) {
+	if l.isTLS() {
+		cfg, err := loadTLS(l, s.tlsCert, s.tlsKey)
+		if err != nil {
+			return nil, err
+		}
+		l.tlsConfig = cfg
 	}
 	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(ctx, "tcp", l.Addr)
@@ -84,6 +97,13 @@ func (s *Server) Listen(ctx context.Context, l Listener) (net.Listener, error) {
 // Serve accepts on ln until ctx ends, then closes ln. Temporary accept
 // errors (out of file descriptors) back off up to 1 s instead of spinning.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
+	var hand *chanListener
+	if l.isWS() {
+		cl, hs := s.wsServer(ctx, l, ln.Addr())
+		hand = cl
+		defer hs.Close()
+		defer cl.Close()
+	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var backoff time.Duration
@@ -107,7 +127,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
 			return fmt.Errorf("accept %s: %w", l.Name, err)
 		}
 		backoff = 0
-		s.accept(ctx, c.(*net.TCPConn), l)
+		s.accept(ctx, c.(*net.TCPConn), l, hand)
 	}
 }
 
@@ -134,11 +154,15 @@ func (s *Server) closeTCP(c *conn.Conn, reset bool) error {
 	return tcp.Close()
 }
 
-func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener) {
+func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand *chanListener) {
+	closer := s.closeTCP
+	if l.Scheme != "tcp" {
+		closer = closeSocket
+	}
 	in, err := s.table.Add(conn.Spec{
-		Proto: "tcp", Direction: "in", Listener: l.Name,
+		Proto: l.Scheme, Direction: "in", Listener: l.Name,
 		Local: addrPort(tcp.LocalAddr()), Remote: addrPort(tcp.RemoteAddr()),
-		State: conn.StateAccepting, TCP: tcp, Close: s.closeTCP,
+		State: conn.StateAccepting, TCP: tcp, Close: closer, Handshake: l.Scheme != "tcp",
 	})
 	if err != nil {
 		s.log.Debug("connection refused by limit", "listener", l.Name, "remote", tcp.RemoteAddr().String(), "err", err)
@@ -151,20 +175,43 @@ func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener) {
 		in.Close(conn.ReasonError, err)
 		return
 	}
-	inLeg, err := newLeg(in, tcp)
-	if err != nil {
-		in.Close(conn.ReasonError, err)
+	if l.Scheme == "tcp" {
+		inLeg, err := tcpLeg(in, tcp)
+		if err != nil {
+			in.Close(conn.ReasonError, err)
+			return
+		}
+		s.serveLeg(ctx, inLeg, l)
 		return
 	}
+	sc := &sockConn{TCPConn: tcp, c: in}
+	switch l.Scheme {
+	case "tls":
+		go s.serveTLS(ctx, sc, l)
+	case "ws":
+		if !hand.push(sc) {
+			in.Close(conn.ReasonShutdown, nil)
+		}
+	case "wss":
+		go func() {
+			if tc, ok := s.handshake(sc, l.tlsConfig); ok && !hand.push(tc) {
+				in.Close(conn.ReasonShutdown, nil)
+			}
+		}()
+	}
+}
+
+// serveLeg relays an established inbound leg: to itself for echo, else to
+// a new outbound leg.
+func (s *Server) serveLeg(ctx context.Context, in *leg, l Listener) {
 	if l.Backend == Echo {
-		p := &pipe{s: s, src: inLeg, dst: inLeg}
-		p.arm()
+		(&pipe{s: s, src: in, dst: in}).start()
 		return
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.dial(ctx, inLeg, l)
+		s.dial(ctx, in, l)
 	}()
 }
 
@@ -201,14 +248,10 @@ func (s *Server) dial(ctx context.Context, in *leg, l Listener) {
 		out.Close(conn.ReasonError, err)
 		return
 	}
-	outLeg, err := newLeg(out, tcp)
+	outLeg, err := tcpLeg(out, tcp)
 	if err != nil {
 		out.Close(conn.ReasonError, err)
 		return
 	}
-	up := &pipe{s: s, src: in, dst: outLeg}
-	down := &pipe{s: s, src: outLeg, dst: in, other: up}
-	up.other = down
-	up.arm()
-	down.arm()
+	s.relay(in, outLeg)
 }

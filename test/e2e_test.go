@@ -5,17 +5,23 @@ package test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/tcpops/tcpops/internal/testcert"
 
 	"github.com/tcpops/tcpops/rpc"
 )
@@ -66,14 +72,15 @@ func TestScripts(t *testing.T) {
 			e.Defer(func() { os.RemoveAll(sockDir) })
 			e.Setenv("PATH", binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 			e.Setenv("TCPOPS_SOCKET", filepath.Join(sockDir, "s"))
-			for i := 1; i <= 3; i++ {
+			for i := 1; i <= 4; i++ {
 				p, err := freePort()
 				if err != nil {
 					return err
 				}
 				e.Setenv("PORT"+strconv.Itoa(i), p)
 			}
-			e.Values[connsKey{}] = &conns{m: map[string]*net.TCPConn{}}
+			e.Values[connsKey{}] = &conns{m: map[string]*client{}}
+			e.Values[certKey{}] = &certHolder{}
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -86,6 +93,7 @@ func TestScripts(t *testing.T) {
 			"conid":      cmdConid,
 			"waitseq":    cmdWaitSeq,
 			"sleep":      cmdSleep,
+			"gencert":    cmdGenCert,
 		},
 	})
 }
@@ -94,12 +102,19 @@ type connsKey struct{}
 
 type conns struct {
 	mu sync.Mutex
-	m  map[string]*net.TCPConn
+	m  map[string]*client
+}
+
+// client is a connection made by dial: tcp, tls, ws or wss.
+type client struct {
+	net.Conn                 // what is written and read: bytes, or messages for ws
+	tcp      *net.TCPConn    // the socket under it
+	ws       *websocket.Conn // for ws and wss
 }
 
 func getConns(ts *testscript.TestScript) *conns { return ts.Value(connsKey{}).(*conns) }
 
-func (c *conns) get(ts *testscript.TestScript, name string) *net.TCPConn {
+func (c *conns) get(ts *testscript.TestScript, name string) *client {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	tc, ok := c.m[name]
@@ -109,7 +124,7 @@ func (c *conns) get(ts *testscript.TestScript, name string) *net.TCPConn {
 	return tc
 }
 
-func client(ts *testscript.TestScript) (*rpc.Client, context.Context, context.CancelFunc) {
+func rpcClient(ts *testscript.TestScript) (*rpc.Client, context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	c, err := rpc.Dial(ctx, ts.Getenv("TCPOPS_SOCKET"))
 	if err != nil {
@@ -140,18 +155,76 @@ func cmdWaitDaemon(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// dial NAME HOST:PORT opens a TCP connection.
+// dial NAME [SCHEME://]HOST:PORT[/PATH] opens a connection: tcp (the
+// default), tls, ws or wss; tls and wss trust the certificate of gencert.
 func cmdDial(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 2 {
-		ts.Fatalf("usage: dial NAME HOST:PORT")
+		ts.Fatalf("usage: dial NAME [SCHEME://]HOST:PORT[/PATH]")
 	}
-	c, err := net.Dial("tcp", args[1])
-	ts.Check(err)
+	scheme, rest, ok := strings.Cut(args[1], "://")
+	if !ok {
+		scheme, rest = "tcp", args[1]
+	}
+	var tcp *net.TCPConn
+	dialTCP := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			tcp = c.(*net.TCPConn)
+		}
+		return c, err
+	}
+	cl := &client{}
+	switch scheme {
+	case "tcp":
+		c, err := dialTCP(context.Background(), "tcp", rest)
+		ts.Check(err)
+		cl.Conn = c
+	case "tls":
+		c, err := dialTCP(context.Background(), "tcp", rest)
+		ts.Check(err)
+		cl.Conn = tls.Client(c, clientTLS(ts))
+	case "ws", "wss":
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		tr := &http.Transport{DialContext: dialTCP}
+		if scheme == "wss" {
+			tr.TLSClientConfig = clientTLS(ts)
+		}
+		ws, _, err := websocket.Dial(ctx, args[1], &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+		ts.Check(err)
+		cl.ws = ws
+		cl.Conn = websocket.NetConn(context.Background(), ws, websocket.MessageText)
+	default:
+		ts.Fatalf("dial: scheme %q: want tcp, tls, ws or wss", scheme)
+	}
+	cl.tcp = tcp
 	cs := getConns(ts)
 	cs.mu.Lock()
-	cs.m[args[0]] = c.(*net.TCPConn)
+	cs.m[args[0]] = cl
 	cs.mu.Unlock()
-	ts.Defer(func() { c.Close() })
+	ts.Defer(func() { cl.Close() })
+}
+
+func clientTLS(ts *testscript.TestScript) *tls.Config {
+	c := ts.Value(certKey{}).(*certHolder).c
+	if c == nil {
+		ts.Fatalf("run gencert before dialling tls or wss")
+	}
+	return c.Client
+}
+
+type certKey struct{}
+
+type certHolder struct{ c *testcert.Cert }
+
+// gencert writes a certificate for 127.0.0.1 into $WORK and sets $CERT
+// and $KEY.
+func cmdGenCert(ts *testscript.TestScript, neg bool, args []string) {
+	c, err := testcert.Write(ts.Getenv("WORK"))
+	ts.Check(err)
+	ts.Setenv("CERT", c.CertFile)
+	ts.Setenv("KEY", c.KeyFile)
+	ts.Value(certKey{}).(*certHolder).c = c
 }
 
 // send NAME TEXT writes TEXT and a newline.
@@ -193,8 +266,8 @@ func cmdFin(ts *testscript.TestScript, neg bool, args []string) {
 // rst NAME resets the connection (RST).
 func cmdRst(ts *testscript.TestScript, neg bool, args []string) {
 	c := getConns(ts).get(ts, args[0])
-	c.SetLinger(0)
-	ts.Check(c.Close())
+	c.tcp.SetLinger(0)
+	ts.Check(c.tcp.Close())
 }
 
 // conid NAME VAR [PEERVAR] sets VAR to the conid of the inbound leg of
@@ -203,8 +276,8 @@ func cmdConid(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) < 2 {
 		ts.Fatalf("usage: conid NAME VAR [PEERVAR]")
 	}
-	local := getConns(ts).get(ts, args[0]).LocalAddr().String()
-	c, ctx, done := client(ts)
+	local := getConns(ts).get(ts, args[0]).tcp.LocalAddr().String()
+	c, ctx, done := rpcClient(ts)
 	defer done()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -228,7 +301,7 @@ func cmdConid(ts *testscript.TestScript, neg bool, args []string) {
 func cmdWaitSeq(ts *testscript.TestScript, neg bool, args []string) {
 	want, err := strconv.ParseUint(args[0], 10, 64)
 	ts.Check(err)
-	c, ctx, done := client(ts)
+	c, ctx, done := rpcClient(ts)
 	defer done()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -29,11 +30,18 @@ func startDaemon(t *testing.T, socket string, args ...string) *daemonProc {
 	}
 	addr := "127.0.0.1:" + port
 	cmd := exec.Command(filepath.Join(binDir, "tcpops"), append([]string{"--socket", socket, "--listen", "tcp://" + addr}, args...)...)
-	cmd.Stderr = os.Stderr
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", logs.String())
+		}
+	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
