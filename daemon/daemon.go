@@ -37,6 +37,8 @@ type Options struct {
 	MaxConnsPerIP  int
 	EventBuffer    int
 	BackendTimeout time.Duration
+	RPCIdleTimeout time.Duration
+	MaxRPCClients  int
 	TLSCert        string
 	TLSKey         string
 	LogFormat      string
@@ -54,6 +56,8 @@ type Config struct {
 	// RPCWriteTimeout cuts off a control client that stops reading
 	// (default 10s).
 	RPCWriteTimeout time.Duration
+	RPCIdleTimeout  time.Duration
+	MaxRPCClients   int
 }
 
 // Parse checks every option and names the bad one.
@@ -104,6 +108,13 @@ func (o *Options) Parse() (*Config, error) {
 	if o.BackendTimeout <= 0 {
 		return nil, fmt.Errorf("--backend-timeout %s: must be > 0", o.BackendTimeout)
 	}
+	if o.RPCIdleTimeout <= 0 {
+		return nil, fmt.Errorf("--rpc-idle-timeout %s: must be > 0", o.RPCIdleTimeout)
+	}
+	if o.MaxRPCClients < 1 {
+		return nil, fmt.Errorf("--max-rpc-clients %d: must be >= 1", o.MaxRPCClients)
+	}
+	cfg.RPCIdleTimeout, cfg.MaxRPCClients = o.RPCIdleTimeout, o.MaxRPCClients
 	cfg.Table = conn.Config{Lifetime: lt, ClosedEvent: mode2, EventBuffer: o.EventBuffer,
 		MaxConns: o.MaxConns, MaxConnsPerIP: o.MaxConnsPerIP}
 	cfg.Relay = relay.Config{Keepalive: ka, DialTimeout: o.BackendTimeout, TLSCert: o.TLSCert, TLSKey: o.TLSKey}
@@ -179,7 +190,8 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 	if err != nil {
 		return fail(err)
 	}
-	d.RPC, err = rpc.NewServer(rpc.ServerConfig{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log, WriteTimeout: cfg.RPCWriteTimeout})
+	d.RPC, err = rpc.NewServer(rpc.ServerConfig{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log,
+		WriteTimeout: cfg.RPCWriteTimeout, IdleTimeout: cfg.RPCIdleTimeout, MaxClients: cfg.MaxRPCClients})
 	if err != nil {
 		ctl.Close()
 		return fail(err)
@@ -329,6 +341,8 @@ func addFlags(cmd *cobra.Command, o *Options) {
 	f.IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", 0, "most inbound connections at once from one IP (0 = no limit)")
 	f.IntVar(&o.EventBuffer, "event-buffer", 65536, "closed events kept for replay (ring size)")
 	f.DurationVar(&o.BackendTimeout, "backend-timeout", 5*time.Second, "time allowed to connect to a backend")
+	f.DurationVar(&o.RPCIdleTimeout, "rpc-idle-timeout", 5*time.Minute, "close a control client that sends no request for this long (events followers excepted)")
+	f.IntVar(&o.MaxRPCClients, "max-rpc-clients", 1024, "most control clients at once; more are refused")
 	f.StringVar(&o.TLSCert, "tls-cert", "", "certificate file (PEM) for tls:// and wss:// listeners without ?cert=")
 	f.StringVar(&o.TLSKey, "tls-key", "", "private key file (PEM) for tls:// and wss:// listeners without ?key=")
 	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")

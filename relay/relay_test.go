@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -118,13 +119,25 @@ func backend(t *testing.T, handle func(*net.TCPConn)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range open {
+			c.Close()
+		}
+	})
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			open = append(open, c)
+			mu.Unlock()
 			go func() {
 				defer c.Close()
 				handle(c.(*net.TCPConn))
@@ -466,3 +479,5 @@ func TestIdleCostsNoGoroutine(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }

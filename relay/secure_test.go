@@ -260,3 +260,18 @@ func TestWebSocketLimitsAndRefusals(t *testing.T) {
 		})
 	}
 }
+
+func TestWebSocketLifetime(t *testing.T) {
+	e := start(t, conn.Config{Lifetime: 300 * time.Millisecond}, Config{}, "ws://127.0.0.1:0?backend=echo")
+	ws, _, err := wsDial(t, wsURL("ws", e.addr, "/"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Idle: the lifetime closes it with a close frame 1001.
+	if _, _, err := ws.Read(t.Context()); websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("client read %v, want close 1001", err)
+	}
+	if ev := e.event(); ev.Reason != conn.ReasonLifetime || ev.Proto != "ws" {
+		t.Fatalf("event = %+v, want lifetime", ev)
+	}
+}

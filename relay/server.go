@@ -233,7 +233,8 @@ func (s *Server) dial(ctx context.Context, in *leg, l Listener) {
 	d := net.Dialer{KeepAlive: -1}
 	nc, err := d.DialContext(ctx, "tcp", l.Backend)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		var ne net.Error
+		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 			err = fmt.Errorf("dial %s: no answer within %s", l.Backend, s.dialTimeout)
 		}
 		out.Close(conn.ReasonError, err)

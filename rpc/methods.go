@@ -313,6 +313,7 @@ func (cl *call) events() (any, error) {
 	if p.Follow {
 		sub := cl.s.t.Events().Subscribe(max(last, p.Since))
 		cl.s.followers.Add(1)
+		cl.st.following.Store(true)
 		cl.after = func() { go cl.follow(sub, match) }
 	}
 	return out, nil
@@ -369,7 +370,8 @@ func (cl *call) stats() (any, error) {
 		Limits: Limits{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, EventBuffer: cl.s.t.Events().Size(),
 			Lifetime: seconds(cfg.Lifetime), ClosedEvent: cfg.ClosedEvent.String()},
 	}
-	out.RPC = RPCStats{Clients: cl.s.clients.Load(), WriteTimeouts: cl.s.writeTimeouts.Load(), BadRequests: cl.s.badRequests.Load()}
+	out.RPC = RPCStats{Clients: cl.s.clients.Load(), WriteTimeouts: cl.s.writeTimeouts.Load(), IdleTimeouts: cl.s.idleTimeouts.Load(),
+		BadRequests: cl.s.badRequests.Load(), Refused: cl.s.refused.Load()}
 	for r, n := range st.ByReason {
 		out.ClosedBy[string(r)] = n
 	}

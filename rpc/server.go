@@ -37,6 +37,8 @@ type ServerConfig struct {
 	AdminGroup   string     // group name whose members may change connections
 	Log          *slog.Logger
 	WriteTimeout time.Duration // per write to a client; default 10s
+	IdleTimeout  time.Duration // a client with no request for this long is closed (followers excepted); default 5m
+	MaxClients   int           // control connections at once; default 1024
 }
 
 // Server answers JSON-RPC on the control socket.
@@ -49,7 +51,9 @@ type Server struct {
 
 	clients       atomic.Int64  // control connections open
 	writeTimeouts atomic.Uint64 // clients cut off for not reading
+	idleTimeouts  atomic.Uint64 // clients closed for sending no request
 	badRequests   atomic.Uint64 // lines answered by the stream itself
+	refused       atomic.Uint64 // clients refused past MaxClients
 
 	followers sync.WaitGroup
 	connCtx   context.Context // ends every client connection
@@ -70,6 +74,7 @@ type call struct {
 	s      *Server
 	m      *method
 	conn   *jsonrpc2.Conn
+	st     *stream
 	cred   sock.Cred
 	params *json.RawMessage
 	after  func() // runs once the reply is written
@@ -79,6 +84,12 @@ type call struct {
 func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.MaxClients <= 0 {
+		cfg.MaxClients = 1024
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -130,6 +141,15 @@ func (s *Server) ServeConn(c *net.UnixConn) {
 		return
 	}
 	st := newStream(c, true, s.cfg.WriteTimeout)
+	if n := s.clients.Load(); n >= int64(s.cfg.MaxClients) {
+		s.refused.Add(1)
+		s.log.Warn("control client refused: too many", "uid", cred.UID, "pid", cred.PID, "max", s.cfg.MaxClients)
+		st.reject(nil, CodeInternal, fmt.Sprintf("too many control clients (%d); try again later", s.cfg.MaxClients))
+		c.Close()
+		return
+	}
+	st.idleTimeout = s.cfg.IdleTimeout
+	st.onIdle = func() { s.idleTimeouts.Add(1) }
 	st.onBad = func(int) { s.badRequests.Add(1) }
 	st.onTimeout = func() {
 		s.writeTimeouts.Add(1)
@@ -143,6 +163,9 @@ func (s *Server) ServeConn(c *net.UnixConn) {
 		s.clients.Add(-1)
 	}()
 }
+
+// Clients is the number of control connections open.
+func (s *Server) Clients() int64 { return s.clients.Load() }
 
 // Wait waits for events followers to deliver what is left in the ring (the
 // ring must be closed first), then closes every client connection.
@@ -166,7 +189,7 @@ func (h *handler) Handle(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2.Re
 	s := h.s
 	var res any
 	var err error
-	cl := &call{s: s, conn: c, cred: h.cred, params: req.Params}
+	cl := &call{s: s, conn: c, st: h.st, cred: h.cred, params: req.Params}
 	m, ok := s.methods[req.Method]
 	switch {
 	case !ok:

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
@@ -28,6 +29,9 @@ type stream struct {
 	writeTimeout time.Duration
 	onBad        func(code int) // counts rejected lines; may be nil
 	onTimeout    func()         // counts writes that missed their deadline; may be nil
+	idleTimeout  time.Duration  // longest wait for the next request, unless following
+	onIdle       func()         // counts connections closed for idling; may be nil
+	following    atomic.Bool    // an events follower streams on this connection
 
 	// wmu guards writes.
 	wmu sync.Mutex
@@ -143,9 +147,22 @@ type probe struct {
 }
 
 // ReadObject reads the next well-formed message into v, answering bad lines.
+// A server connection that sends no complete request for idleTimeout
+// (nothing, or half a line) is closed, unless it follows events.
 func (s *stream) ReadObject(v any) error {
 	for {
+		if s.idleTimeout > 0 {
+			if s.following.Load() {
+				s.conn.SetReadDeadline(time.Time{})
+			} else {
+				s.conn.SetReadDeadline(time.Now().Add(s.idleTimeout))
+			}
+		}
 		line, err := s.readLine()
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() && s.onIdle != nil {
+			s.onIdle()
+		}
 		if err == errLineTooLong {
 			s.reject(nil, CodeInvalidRequest, err.Error()+"; the connection is closed")
 			return err

@@ -176,7 +176,9 @@ type Stats struct {
 type RPCStats struct {
 	Clients       int64  `json:"clients"`
 	WriteTimeouts uint64 `json:"write_timeouts"`
+	IdleTimeouts  uint64 `json:"idle_timeouts"`
 	BadRequests   uint64 `json:"bad_requests"`
+	Refused       uint64 `json:"refused"`
 }
 
 // Limits are the daemon's configured limits and defaults.

@@ -1,0 +1,152 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/sock"
+)
+
+func FuzzParseListener(f *testing.F) {
+	for _, s := range []string{"tcp://127.0.0.1:5060", "tls://[::1]:5061?cert=a&key=b", "ws://0.0.0.0:80/sip?frame=text&ping=30s&origin=*.example.com",
+		"wss://h:1/x?max_message=1&backend=10.0.0.1:5060&name=n", "tcp://:0?backend=echo", "udp://x:1", "tcp://a:b", "ws://h:1?ping=1ns", "tcp://h:1?name="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		l, err := ParseListener(raw, Echo)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		if l.Addr == "" || l.Name == "" || CheckBackend(l.Backend) != nil || (l.isWS() && l.Path == "") || l.MaxMessage < 1 {
+			t.Fatalf("accepted %q as %+v", raw, l)
+		}
+	})
+}
+
+func FuzzParseKeepalive(f *testing.F) {
+	for _, s := range []string{"on", "off", "60,5,5", "1,1,1", "32767,127,32767", "0,1,1", "a,b,c", "1,2", " 5 , 5 , 5 "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := sock.ParseKeepalive(s)
+		if err != nil {
+			return
+		}
+		if err := k.Validate(); err != nil {
+			t.Fatalf("%q parsed to an invalid %+v: %v", s, k, err)
+		}
+		back, err := sock.ParseKeepalive(k.String())
+		if err != nil || back != k {
+			t.Fatalf("%q -> %+v -> %q -> %+v, %v", s, k, k.String(), back, err)
+		}
+	})
+}
+
+var (
+	relayOnce  sync.Once
+	relayEcho  string // address of an echo listener
+	relayPair  string // address of a listener relaying to a plain echo backend
+	relayTable *conn.Table
+	relayStops []func()
+)
+
+// stopFuzzRelays stops what the fuzz iterations shared.
+func stopFuzzRelays() {
+	for _, stop := range relayStops {
+		stop()
+	}
+	if relayTable != nil {
+		relayTable.CloseAll(conn.ReasonShutdown)
+	}
+}
+
+// FuzzRelayBytes sends arbitrary bytes through the echo backend and
+// through a relayed pair to a backend: what comes back is exactly what
+// went in, and the half-close ends both cleanly.
+func FuzzRelayBytes(f *testing.F) {
+	f.Add([]byte("REGISTER sip:example.com SIP/2.0\r\n\r\n"))
+	f.Add([]byte{})
+	f.Add(bytes.Repeat([]byte{0, 0xff, '\n'}, 30000))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		relayOnce.Do(func() {
+			be, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			relayStops = append(relayStops, func() { be.Close() })
+			go func() {
+				for {
+					c, err := be.Accept()
+					if err != nil {
+						return
+					}
+					go func() { io.Copy(c, c); c.(*net.TCPConn).CloseWrite(); io.Copy(io.Discard, c); c.Close() }()
+				}
+			}()
+			relayEcho = startFuzzRelay(t, "tcp://127.0.0.1:0?backend=echo")
+			relayPair = startFuzzRelay(t, "tcp://127.0.0.1:0?backend="+be.Addr().String())
+		})
+		for _, addr := range []string{relayEcho, relayPair} {
+			c, err := net.Dial("tcp", addr)
+			if errors.Is(err, syscall.EADDRNOTAVAIL) {
+				t.Skip("out of ephemeral ports (TIME_WAIT from earlier iterations)")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			go func() {
+				c.Write(data)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+			got, err := io.ReadAll(c)
+			c.Close()
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("via %s: %d bytes back (err %v), want the %d sent", addr, len(got), err, len(data))
+			}
+		}
+	})
+}
+
+// startFuzzRelay serves one listener for the rest of the process.
+func startFuzzRelay(t *testing.T, listen string) string {
+	if relayTable == nil {
+		relayTable = conn.NewTable(conn.Config{})
+	}
+	srv, err := NewServer(relayTable, Config{Keepalive: sock.KeepaliveConfig{Enable: true, UserTimeoutMs: -1}}, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ParseListener(listen, Echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := srv.Listen(t.Context(), &l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ctx, ln, l)
+	}()
+	relayStops = append(relayStops, func() {
+		cancel()
+		<-done
+		relayTable.CloseAll(conn.ReasonShutdown)
+		srv.Close()
+	})
+	return ln.Addr().String()
+}

@@ -1,0 +1,338 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpops/tcpops/daemon"
+	"github.com/tcpops/tcpops/daemon/daemontest"
+	"github.com/tcpops/tcpops/rpc"
+)
+
+// fullBacklog returns the address of a listener whose accept queue is full,
+// so that a new connect gets no answer: a backend slow to accept.
+func fullBacklog(t *testing.T) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	for range 3 {
+		d := net.Dialer{Timeout: 200 * time.Millisecond}
+		if c, err := d.Dial("tcp", addr); err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	return addr
+}
+
+func TestBackendSlowToAccept(t *testing.T) {
+	be := fullBacklog(t)
+	d := daemontest.Start(t, "--listen", "tcp://127.0.0.1:0?backend="+be, "--backend-timeout", "300ms")
+	c := d.Client(t)
+	tc, id := d.Dial(t, 0)
+	tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := tc.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client got data from a backend that never answered")
+	}
+	evs := waitEvents(t, c, 2)
+	for _, e := range evs {
+		switch e.Direction {
+		case "out":
+			if e.Reason != "error" || !strings.Contains(e.Error, "no answer within 300ms") {
+				t.Errorf("outbound leg: %s %q, want error naming the timeout", e.Reason, e.Error)
+			}
+		case "in":
+			if e.ConnID != id || e.Reason != "peer" {
+				t.Errorf("inbound leg: %+v, want peer", e)
+			}
+		}
+	}
+	if _, err := c.Stats(t.Context()); err != nil {
+		t.Fatalf("daemon not healthy: %v", err)
+	}
+}
+
+func waitEvents(t *testing.T, c *rpc.Client, n int) []rpc.Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := c.Events(t.Context(), rpc.EventsParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Events) >= n {
+			return r.Events
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events, want %d", len(r.Events), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestClientStopsReading: a client that reads nothing while its backend
+// sends without pause holds only what the socket buffers hold; memory
+// stays flat and other connections are served.
+func TestClientStopsReading(t *testing.T) {
+	blast, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blast.Close()
+	go func() {
+		for {
+			c, err := blast.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+				for i := 0; i < 4096; i++ { // at most 256 MiB
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	d := daemontest.Start(t, "--listen", "tcp://127.0.0.1:0?backend="+blast.Addr().String(), "--listen", "tcp://127.0.0.1:0?backend=echo")
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, in := d.Dial(t, 0) // never read
+	cn, ok := d.Table.Get(in)
+	if !ok {
+		t.Fatal("no inbound leg")
+	}
+	// Wait until the flow stalls: the outbound leg stops growing.
+	var last uint64
+	for i := 0; i < 100; i++ {
+		time.Sleep(50 * time.Millisecond)
+		out, ok := d.Table.Get(cn.Peer().ID)
+		if !ok {
+			t.Fatal("outbound leg gone")
+		}
+		n := out.Info().BytesIn
+		if n == last && n > 0 {
+			break
+		}
+		last = n
+	}
+	if last > 64<<20 {
+		t.Fatalf("daemon read %d bytes from the backend for a client reading nothing: no backpressure", last)
+	}
+	t.Logf("flow stalled after %d bytes read from the backend (socket buffers)", last)
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapInuse) - int64(before.HeapInuse); grown > 16<<20 {
+		t.Fatalf("heap grew %d bytes while a client does not read", grown)
+	}
+	// Someone else is served meanwhile.
+	e, _ := d.Dial(t, 1)
+	e.SetDeadline(time.Now().Add(5 * time.Second))
+	e.Write([]byte("ping\n"))
+	if l, err := bufio.NewReader(e).ReadString('\n'); err != nil || l != "ping\n" {
+		t.Fatalf("echo while another client stalls: %q, %v", l, err)
+	}
+}
+
+// TestFdExhaustion runs the real daemon with 64 file descriptors and
+// connects 150 clients: accept fails with EMFILE, the accept loop backs off
+// (little CPU), the failures are counted, and service resumes when
+// clients leave.
+func TestFdExhaustion(t *testing.T) {
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	dir, _ := os.MkdirTemp("", "tcpops")
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "s")
+	port, _ := freePort()
+	addr := "127.0.0.1:" + port
+	cmd := exec.Command(prlimit, "--nofile=64:64", filepath.Join(binDir, "tcpops"), "--socket", sock, "--listen", "tcp://"+addr, "--log-level", "error")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitSocket(t, sock)
+	var conns []net.Conn
+	for range 150 {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Fatalf("connect: %v", err) // the kernel's backlog takes them all
+		}
+		conns = append(conns, c)
+	}
+	cpu0 := cpuTime(t, cmd.Process.Pid)
+	time.Sleep(time.Second)
+	spent := cpuTime(t, cmd.Process.Pid) - cpu0
+	t.Logf("daemon CPU during 1 s out of file descriptors: %v", spent)
+	if spent > 300*time.Millisecond {
+		t.Errorf("daemon used %v of CPU in 1 s out of fds: the accept loop spins", spent)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	st := waitStats(t, sock, func(s rpc.Stats) bool { return s.AcceptErrors > 0 && s.Connections == 0 && s.Accepted == 150 })
+	t.Logf("accept errors %d, accepted %d", st.AcceptErrors, st.Accepted)
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte("back\n"))
+	if l, err := bufio.NewReader(c).ReadString('\n'); err != nil || l != "back\n" {
+		t.Fatalf("after the flood: %q, %v", l, err)
+	}
+}
+
+func cpuTime(t *testing.T, pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+st) * time.Second / 100 // clock ticks
+}
+
+func waitSocket(t *testing.T, sock string) {
+	waitStats(t, sock, func(rpc.Stats) bool { return true })
+}
+
+func waitStats(t *testing.T, sock string, ok func(rpc.Stats) bool) rpc.Stats {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := rpc.Dial(ctx, sock)
+		var st rpc.Stats
+		if err == nil {
+			st, err = c.Stats(ctx)
+			c.Close()
+		}
+		cancel()
+		if err == nil && ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v, %v: condition not reached", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestControlClients: 500 at once are served; clients that send nothing
+// or half a line are closed after the idle timeout and counted; past
+// --max-rpc-clients a client is refused with a message.
+func TestControlClients(t *testing.T) {
+	d := daemontest.StartWith(t, func(c *daemon.Config) { c.RPCIdleTimeout = 300 * time.Millisecond; c.MaxRPCClients = 700 })
+	var wg sync.WaitGroup
+	errs := make(chan error, 500)
+	for range 500 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			c, err := rpc.Dial(ctx, d.Socket)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			if _, err := c.Stats(ctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("one of 500 clients: %v", err)
+	}
+	var idle []net.Conn
+	for i := range 200 {
+		c, err := net.Dial("unix", d.Socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if i%2 == 1 {
+			c.Write([]byte(`{"id":1,"method":"tcpops.st`)) // half a line
+		}
+		idle = append(idle, c)
+	}
+	for _, c := range idle {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Fatalf("idle control client not closed by the daemon: %v", err)
+		}
+	}
+	st := waitStats(t, d.Socket, func(s rpc.Stats) bool { return s.RPC.IdleTimeouts >= 200 })
+	if st.RPC.IdleTimeouts != 200 {
+		t.Fatalf("idle timeouts = %d, want 200", st.RPC.IdleTimeouts)
+	}
+	// A follower that sends nothing after its request is not idle.
+	c := d.Client(t)
+	fctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Follow(fctx, t.Context(), rpc.EventsParams{}, func(rpc.Event) error { return nil }, func(rpc.EventsLost) error { return nil })
+	}()
+	time.Sleep(time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("follower closed as idle: %v", err)
+	}
+}
+
+func TestMaxControlClients(t *testing.T) {
+	d := daemontest.StartWith(t, func(c *daemon.Config) { c.MaxRPCClients = 5 })
+	for range 5 {
+		d.Client(t)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for d.RPC.Clients() < 5 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	c, err := net.Dial("unix", d.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	l, _ := bufio.NewReader(c).ReadString('\n')
+	if !strings.Contains(l, "too many control clients (5)") {
+		t.Fatalf("refusal = %q", l)
+	}
+}
