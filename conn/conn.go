@@ -396,8 +396,9 @@ type Info struct {
 }
 
 // Info takes a snapshot of c (without kernel state: see Keepalive, TCPInfo).
-func (c *Conn) Info() Info {
-	now := c.t.clock()
+func (c *Conn) Info() Info { return c.info(c.t.clock()) }
+
+func (c *Conn) info(now int64) Info {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	in := Info{

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -55,6 +56,7 @@ type pipe struct {
 	src, dst *leg
 	other    *pipe
 	finished atomic.Bool // src sent FIN and it was passed on
+	onReady  func()      // what the poller runs, made once
 }
 
 const bufSize = 32 << 10
@@ -63,16 +65,20 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 
 var errWouldBlock = errors.New("would block")
 
-// read reads a parked leg once without waiting: errWouldBlock when
-// nothing is there, (0, nil) at EOF.
-func (l *leg) read(b []byte) (int, error) {
+// read reads a parked leg once: errWouldBlock when nothing is there (with
+// wait, once the read deadline passed), (0, nil) at EOF.
+func (l *leg) read(b []byte, wait bool) (int, error) {
 	for {
 		var n int
 		var rerr error
-		if err := l.rc.Read(func(fd uintptr) bool {
+		err := l.rc.Read(func(fd uintptr) bool {
 			n, rerr = unix.Read(int(fd), b)
-			return true
-		}); err != nil {
+			return !wait || rerr != unix.EAGAIN
+		})
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, errWouldBlock
+		}
+		if err != nil {
 			return 0, err
 		}
 		switch rerr {
@@ -87,19 +93,46 @@ func (l *leg) read(b []byte) (int, error) {
 	}
 }
 
+// linger is how long a direction that just moved data keeps its goroutine
+// waiting in Go's netpoller for more before it parks in the poller: a
+// netpoller wake-up is far cheaper than the poller's (epoll_ctl, a wake
+// of the poller's thread, a new goroutine), so requests and their answers,
+// and bulk transfers, stay on the fast path, while a connection idle for
+// longer costs nothing again.
+const linger = time.Second
+
+// linger decides what a read that found nothing does: the first time,
+// set the read deadline and wait (true); after the wait ran out, clear it
+// and park (false).
+func (p *pipe) linger(lingering *bool) bool {
+	if !*lingering {
+		*lingering = true
+		p.src.tcp.SetReadDeadline(time.Now().Add(linger))
+		return true
+	}
+	*lingering = false
+	p.src.tcp.SetReadDeadline(time.Time{})
+	return false
+}
+
 // start begins moving bytes: parked for a plain TCP source, on a goroutine
 // otherwise.
 func (p *pipe) start() {
-	if p.src.rc != nil {
-		p.arm()
+	switch {
+	case p.src.rc == nil:
+		go p.stream()
 		return
+	case p.dst.rc != nil:
+		p.onReady = p.spliceReady // socket to socket: through a kernel pipe
+	default:
+		p.onReady = p.ready
 	}
-	go p.stream()
+	p.arm()
 }
 
 // arm parks the source socket until it is readable.
 func (p *pipe) arm() {
-	if err := p.s.poller.Arm(p.src.tcp, p.src.c.ID, p.ready); err != nil {
+	if err := p.s.poller.Arm(p.src.tcp, p.src.c.ID, p.onReady); err != nil {
 		if p.src.c.State() >= 0 {
 			p.src.c.Close(conn.ReasonError, err)
 		}
@@ -111,10 +144,14 @@ func (p *pipe) ready() {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
+	lingering := false
 	for {
-		n, err := p.src.read(buf)
+		n, err := p.src.read(buf, lingering)
 		switch {
 		case err == errWouldBlock:
+			if p.linger(&lingering) {
+				continue
+			}
 			p.arm()
 			return
 		case err != nil:
@@ -124,6 +161,7 @@ func (p *pipe) ready() {
 			p.eof()
 			return
 		}
+		lingering = false
 		p.src.c.Touch(n, 0)
 		if !p.send(buf[:n]) {
 			return

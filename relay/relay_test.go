@@ -466,7 +466,7 @@ func TestIdleCostsNoGoroutine(t *testing.T) {
 		readLine(t, c)
 	}
 	e.waitConns(n, conn.StateOK)
-	time.Sleep(50 * time.Millisecond) // let the last copies park
+	time.Sleep(linger + 300*time.Millisecond) // past the linger: every socket parks
 	if g := runtime.NumGoroutine(); g > 50 {
 		t.Fatalf("%d goroutines for %d idle connections: idle connections must not hold one", g, n)
 	}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The figures of BENCHMARKS.md: tcpops and HAProxy (Debian's haproxy, as a
+# TCP relay) side by side on this machine, against the same backend.
+#   bench/compare.sh [idle|relay|all]   (default all)
+# Needs haproxy; uses ports 7000-7200 on 127.0.0.1. Every load is bounded:
+# N connections, 1 GiB, 20,000 messages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+PAIRS=${PAIRS:-9000}
+ECHOS=${ECHOS:-19000}
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+export CGO_ENABLED=0
+go build -o "$work/tcpops" ./cmd/tcpops
+go build -o "$work/tcpopsctl" ./cmd/tcpopsctl
+go build -o "$work/load" ./cmd/tcpops-load
+
+"$work/load" serve -listen 127.0.0.1:7100 >/dev/null &
+cat > "$work/haproxy.cfg" <<CFG
+global
+    maxconn 9950
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+listen relay
+    bind 127.0.0.1:7200
+    server backend 127.0.0.1:7100
+CFG
+
+start_tcpops() { # listen args...
+	rm -f "$work/s"
+	"$work/tcpops" --socket "$work/s" --lifetime 0 --log-level warn "$@" &
+	tp=$!
+	for _ in $(seq 100); do [ -S "$work/s" ] && break; sleep 0.05; done
+}
+start_haproxy() {
+	haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
+	hp=$!
+	sleep 0.5
+}
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, load $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r)"
+
+if [ "$what" = idle ] || [ "$what" = all ]; then
+	echo "== tcpops, $PAIRS idle relayed pairs"
+	start_tcpops --listen tcp://127.0.0.1:7000?backend=127.0.0.1:7100
+	"$work/load" idle -addr 127.0.0.1:7000 -n "$PAIRS" -pid $tp -socket "$work/s" -ctl "$work/tcpopsctl"
+	kill $tp; wait $tp || true
+	echo "== haproxy, $PAIRS idle relayed pairs"
+	start_haproxy
+	"$work/load" idle -addr 127.0.0.1:7200 -n "$PAIRS" -pid $hp
+	kill $hp; wait $hp || true
+	echo "== tcpops, $ECHOS idle echo connections"
+	start_tcpops --listen tcp://127.0.0.1:7001?backend=echo
+	"$work/load" idle -addr 127.0.0.1:7001 -n "$ECHOS" -pid $tp -socket "$work/s" -ctl "$work/tcpopsctl"
+	kill $tp; wait $tp || true
+fi
+
+if [ "$what" = relay ] || [ "$what" = all ]; then
+	start_tcpops --listen tcp://127.0.0.1:7000?backend=127.0.0.1:7100
+	start_haproxy
+	for round in 1 2 3; do
+		echo "== round $round: direct"
+		"$work/load" relay -addr 127.0.0.1:7100
+		echo "== round $round: tcpops"
+		"$work/load" relay -addr 127.0.0.1:7000
+		echo "== round $round: haproxy"
+		"$work/load" relay -addr 127.0.0.1:7200
+	done
+fi
