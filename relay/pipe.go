@@ -65,20 +65,16 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 
 var errWouldBlock = errors.New("would block")
 
-// read reads a parked leg once: errWouldBlock when nothing is there (with
-// wait, once the read deadline passed), (0, nil) at EOF.
-func (l *leg) read(b []byte, wait bool) (int, error) {
+// read reads a parked leg once without waiting: errWouldBlock when
+// nothing is there, (0, nil) at EOF.
+func (l *leg) read(b []byte) (int, error) {
 	for {
 		var n int
 		var rerr error
-		err := l.rc.Read(func(fd uintptr) bool {
+		if err := l.rc.Read(func(fd uintptr) bool {
 			n, rerr = unix.Read(int(fd), b)
-			return !wait || rerr != unix.EAGAIN
-		})
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return 0, errWouldBlock
-		}
-		if err != nil {
+			return true
+		}); err != nil {
 			return 0, err
 		}
 		switch rerr {
@@ -94,25 +90,62 @@ func (l *leg) read(b []byte, wait bool) (int, error) {
 }
 
 // linger is how long a direction that just moved data keeps its goroutine
-// waiting in Go's netpoller for more before it parks in the poller: a
-// netpoller wake-up is far cheaper than the poller's (epoll_ctl, a wake
-// of the poller's thread, a new goroutine), so requests and their answers,
-// and bulk transfers, stay on the fast path, while a connection idle for
-// longer costs nothing again.
-const linger = time.Second
+// waiting in Go's netpoller for more before it parks in the poller. A
+// netpoller wake-up is much cheaper than the poller's (epoll_ctl, a wake
+// of the poller's thread, a new goroutine): measured here, a 64-byte round
+// trip through tcpops took 125-135 µs at p50 with it against 205-212 µs
+// without. The wait holds no buffer and no pipe, only the goroutine.
+const linger = 250 * time.Millisecond
 
-// linger decides what a read that found nothing does: the first time,
-// set the read deadline and wait (true); after the wait ran out, clear it
-// and park (false).
-func (p *pipe) linger(lingering *bool) bool {
-	if !*lingering {
-		*lingering = true
-		p.src.tcp.SetReadDeadline(time.Now().Add(linger))
-		return true
+// maxLingering bounds the goroutines lingering at once, and so the stacks
+// a burst of thousands of briefly active connections would hold; past it
+// a direction parks at once.
+const maxLingering = 256
+
+var lingering atomic.Int32
+
+// lingerWait waits up to linger for src to become readable (data or EOF).
+// It reports whether to read again; false with nil error means park.
+func (p *pipe) lingerWait() (bool, error) {
+	l := p.src
+	l.tcp.SetReadDeadline(time.Now().Add(linger))
+	defer l.tcp.SetReadDeadline(time.Time{})
+	var one [1]byte
+	var perr error
+	err := l.rc.Read(func(fd uintptr) bool {
+		_, _, perr = unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return perr != unix.EAGAIN && perr != unix.EINTR
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return false, nil
+	case err != nil:
+		return false, err
+	case perr != nil:
+		// The peek took the socket's error (a reset, a timeout): it is
+		// reported once, so it is the reason now.
+		return false, os.NewSyscallError("recvfrom", perr)
 	}
-	*lingering = false
-	p.src.tcp.SetReadDeadline(time.Time{})
-	return false
+	return true, nil
+}
+
+// idle handles a read that found nothing: linger, then park. It reports
+// whether to read again.
+func (p *pipe) idle() bool {
+	if lingering.Add(1) > maxLingering {
+		lingering.Add(-1)
+		p.arm()
+		return false
+	}
+	again, err := p.lingerWait()
+	lingering.Add(-1)
+	switch {
+	case err != nil:
+		closeFor(p.src.c, err)
+	case !again:
+		p.arm()
+	}
+	return again
 }
 
 // start begins moving bytes: parked for a plain TCP source, on a goroutine
@@ -139,32 +172,36 @@ func (p *pipe) arm() {
 	}
 }
 
-// ready copies until a read would block, then parks the socket again.
+// ready copies until a read would block, lingers, then parks the socket.
 func (p *pipe) ready() {
+	for {
+		if !p.copyAvailable() || !p.idle() {
+			return
+		}
+	}
+}
+
+// copyAvailable copies what src has through a pooled buffer; true when a
+// read found nothing more (the buffer is back in the pool then).
+func (p *pipe) copyAvailable() bool {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
-	lingering := false
 	for {
-		n, err := p.src.read(buf, lingering)
+		n, err := p.src.read(buf)
 		switch {
 		case err == errWouldBlock:
-			if p.linger(&lingering) {
-				continue
-			}
-			p.arm()
-			return
+			return true
 		case err != nil:
 			closeFor(p.src.c, err)
-			return
+			return false
 		case n == 0:
 			p.eof()
-			return
+			return false
 		}
-		lingering = false
 		p.src.c.Touch(n, 0)
 		if !p.send(buf[:n]) {
-			return
+			return false
 		}
 	}
 }

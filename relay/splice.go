@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"errors"
 	"os"
 	"sync/atomic"
 
@@ -71,22 +70,16 @@ func (p *kpipe) close() {
 	unix.Close(p.w)
 }
 
-// spliceIn moves what src has (up to the pipe's room) into the pipe.
-// Without wait it does not wait: errWouldBlock when src has nothing. With
-// wait it waits in Go's netpoller until data, EOF or the read deadline
-// (errWouldBlock then). (0, nil) is EOF.
-func (l *leg) spliceIn(p *kpipe, wait bool) (int, error) {
+// spliceIn moves what src has (up to the pipe's room) into the pipe
+// without waiting: errWouldBlock when src has nothing, (0, nil) at EOF.
+func (l *leg) spliceIn(p *kpipe) (int, error) {
 	for {
 		var n int64
 		var serr error
-		err := l.rc.Read(func(fd uintptr) bool {
+		if err := l.rc.Read(func(fd uintptr) bool {
 			n, serr = unix.Splice(int(fd), nil, p.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			return !wait || serr != unix.EAGAIN
-		})
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return 0, errWouldBlock
-		}
-		if err != nil {
+			return true
+		}); err != nil {
 			return 0, err
 		}
 		switch serr {
@@ -129,37 +122,41 @@ func (l *leg) spliceOut(p *kpipe, n int) error {
 
 // spliceReady is ready for two plain TCP legs.
 func (p *pipe) spliceReady() {
-	kp := getPipe()
-	if kp == nil {
-		p.ready()
-		return
-	}
-	lingering := false
 	for {
-		n, err := p.src.spliceIn(kp, lingering)
+		kp := getPipe()
+		if kp == nil {
+			p.ready() // too many pipes in use: through a buffer
+			return
+		}
+		if !p.spliceAvailable(kp) || !p.idle() {
+			return
+		}
+	}
+}
+
+// spliceAvailable moves what src has to dst through kp; true when src had
+// nothing more (kp is back in the pool then).
+func (p *pipe) spliceAvailable(kp *kpipe) bool {
+	for {
+		n, err := p.src.spliceIn(kp)
 		switch {
 		case err == errWouldBlock:
-			if p.linger(&lingering) {
-				continue
-			}
 			putPipe(kp) // drained by the last spliceOut
-			p.arm()
-			return
+			return true
 		case err != nil:
 			dropPipe(kp)
 			closeFor(p.src.c, err)
-			return
+			return false
 		case n == 0:
 			putPipe(kp)
 			p.eof()
-			return
+			return false
 		}
-		lingering = false
 		p.src.c.Touch(n, 0)
 		if err := p.dst.spliceOut(kp, n); err != nil {
 			dropPipe(kp) // may hold bytes nobody will read
 			closeFor(p.dst.c, err)
-			return
+			return false
 		}
 		p.dst.c.Touch(0, n)
 	}
