@@ -94,8 +94,8 @@ func (c *Conn) Established(tcp *net.TCPConn, closer Closer, state State) {
 	c.mu.Lock()
 	if tcp != nil {
 		c.tcp = tcp
-		c.local = addrPort(tcp.LocalAddr())
-		c.remote = addrPort(tcp.RemoteAddr())
+		c.local = sock.AddrPort(tcp.LocalAddr())
+		c.remote = sock.AddrPort(tcp.RemoteAddr())
 	}
 	if closer != nil {
 		c.closer = closer
@@ -348,14 +348,6 @@ func (c *Conn) event(now time.Time) Event {
 		e.Peer = c.peer.ID
 	}
 	return e
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ap := ta.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	return netip.AddrPort{}
 }
 
 // RemoteAddr returns the remote address (invalid while an outbound leg to

@@ -80,52 +80,64 @@ func FuzzRelayBytes(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(bytes.Repeat([]byte{0, 0xff, '\n'}, 30000))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		relayOnce.Do(func() {
-			be, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			relayStops = append(relayStops, func() { be.Close() })
-			go func() {
-				for {
-					c, err := be.Accept()
-					if err != nil {
-						return
-					}
-					go func() { io.Copy(c, c); c.(*net.TCPConn).CloseWrite(); io.Copy(io.Discard, c); c.Close() }()
-				}
-			}()
-			relayEcho = startFuzzRelay(t, "tcp://127.0.0.1:0?backend=echo")
-			relayPair = startFuzzRelay(t, "tcp://127.0.0.1:0?backend="+be.Addr().String())
-		})
-		for _, addr := range []string{relayEcho, relayPair} {
-			// The fuzzer makes tens of thousands of connections a second:
-			// when the kernel runs out of ports (TIME_WAIT) or drops a SYN,
-			// that says nothing about the relay.
-			// From a fresh source address each time: a new connection on
-			// a 4-tuple still in TIME_WAIT can wait a second for its SYN.
-			src := &net.TCPAddr{IP: net.IPv4(127, byte(1+rand.IntN(254)), byte(rand.IntN(256)), byte(1+rand.IntN(254)))}
-			d := net.Dialer{LocalAddr: src, Timeout: 2 * time.Second}
-			c, err := d.Dial("tcp", addr)
-			var ne net.Error
-			if errors.Is(err, syscall.EADDRNOTAVAIL) || (errors.As(err, &ne) && ne.Timeout()) {
-				t.Skipf("connect: %v", err)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			go func() {
-				c.Write(data)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-			got, err := io.ReadAll(c)
-			c.Close()
-			if err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("via %s: %d bytes back (err %v), want the %d sent", addr, len(got), err, len(data))
-			}
-		}
+		echo, pair := fuzzRelays(t)
+		relayRoundTrip(t, echo, data)
+		relayRoundTrip(t, pair, data)
 	})
+}
+
+// fuzzRelays starts, once per process, an echo listener and a listener
+// relaying to a plain echo backend, and returns their addresses.
+func fuzzRelays(t *testing.T) (echo, pair string) {
+	relayOnce.Do(func() {
+		be, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		relayStops = append(relayStops, func() { be.Close() })
+		go func() {
+			for {
+				c, err := be.Accept()
+				if err != nil {
+					return
+				}
+				go func() { io.Copy(c, c); c.(*net.TCPConn).CloseWrite(); io.Copy(io.Discard, c); c.Close() }()
+			}
+		}()
+		relayEcho = startFuzzRelay(t, "tcp://127.0.0.1:0?backend=echo")
+		relayPair = startFuzzRelay(t, "tcp://127.0.0.1:0?backend="+be.Addr().String())
+	})
+	return relayEcho, relayPair
+}
+
+// relayRoundTrip sends data to addr, half-closes, and requires exactly
+// data back and then EOF.
+func relayRoundTrip(t *testing.T, addr string, data []byte) {
+	t.Helper()
+	// From a fresh source address each time: a new connection on a
+	// 4-tuple still in TIME_WAIT can wait a second for its SYN. Tens of
+	// thousands of connections a second can also run the kernel out of
+	// ports; that says nothing about the relay.
+	src := &net.TCPAddr{IP: net.IPv4(127, byte(1+rand.IntN(254)), byte(rand.IntN(256)), byte(1+rand.IntN(254)))}
+	d := net.Dialer{LocalAddr: src, Timeout: 2 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	var ne net.Error
+	if errors.Is(err, syscall.EADDRNOTAVAIL) || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Skipf("connect: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	go func() {
+		c.Write(data)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	c.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("via %s (echo %v): %d bytes back (err %v), want the %d sent", addr, addr == relayEcho, len(got), err, len(data))
+	}
 }
 
 // startFuzzRelay serves one listener for the rest of the process.

@@ -166,7 +166,7 @@ func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand 
 	}
 	in, err := s.table.Add(conn.Spec{
 		Proto: l.Scheme, Direction: "in", Listener: l.Name,
-		Local: addrPort(tcp.LocalAddr()), Remote: addrPort(tcp.RemoteAddr()),
+		Local: sock.AddrPort(tcp.LocalAddr()), Remote: sock.AddrPort(tcp.RemoteAddr()),
 		State: conn.StateAccepting, TCP: tcp, Close: closer, Handshake: l.Scheme != "tcp",
 	})
 	if err != nil {

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
-
-	"github.com/tcpops/tcpops/sock"
 )
 
 // DialError says the daemon could not be reached.
@@ -343,6 +341,3 @@ func (c *Client) Methods(ctx context.Context) ([]string, error) {
 	var r []string
 	return r, c.Call(ctx, MethodListMethods, nil, &r)
 }
-
-// DefaultSocketPath is the socket the CLI and daemon use by default.
-func DefaultSocketPath() string { return sock.DefaultSocketPath() }

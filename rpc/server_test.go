@@ -616,34 +616,14 @@ func TestOversizeLine(t *testing.T) {
 func TestConcurrentClients(t *testing.T) {
 	d := daemontest.Start(t)
 	_, id := d.Dial(t, 0)
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			c, err := rpc.Dial(ctx, d.Socket)
-			if err != nil {
-				errs <- err
-				return
+	d.Clients(t, 64, func(ctx context.Context, c *rpc.Client) error {
+		for range 50 {
+			if st, err := c.State(ctx, id); err != nil || st.State != 2 {
+				return fmt.Errorf("state = %+v, %v", st, err)
 			}
-			defer c.Close()
-			for range 50 {
-				st, err := c.State(ctx, id)
-				if err != nil || st.State != 2 {
-					errs <- fmt.Errorf("state = %+v, %v", st, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+		}
+		return nil
+	})
 }
 
 func TestSystemMethods(t *testing.T) {

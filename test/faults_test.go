@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -256,30 +255,10 @@ func waitStats(t *testing.T, sock string, ok func(rpc.Stats) bool) rpc.Stats {
 // --max-rpc-clients a client is refused with a message.
 func TestControlClients(t *testing.T) {
 	d := daemontest.StartWith(t, func(c *daemon.Config) { c.RPCIdleTimeout = 300 * time.Millisecond; c.MaxRPCClients = 700 })
-	var wg sync.WaitGroup
-	errs := make(chan error, 500)
-	for range 500 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			c, err := rpc.Dial(ctx, d.Socket)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			if _, err := c.Stats(ctx); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("one of 500 clients: %v", err)
-	}
+	d.Clients(t, 500, func(ctx context.Context, c *rpc.Client) error {
+		_, err := c.Stats(ctx)
+		return err
+	})
 	var idle []net.Conn
 	for i := range 200 {
 		c, err := net.Dial("unix", d.Socket)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +125,34 @@ func (d *D) Dial(t testing.TB, i int) (*net.TCPConn, uint64) {
 	}
 	t.Fatalf("daemon did not table the connection from %s", local)
 	return nil, 0
+}
+
+// Clients runs fn on n control clients at once, each with its own
+// connection, and fails the test with every error they return.
+func (d *D) Clients(t testing.TB, n int, fn func(ctx context.Context, c *rpc.Client) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			c, err := rpc.Dial(ctx, d.Socket)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			if err := fn(ctx, c); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }
