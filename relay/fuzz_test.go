@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"testing"
@@ -136,6 +139,17 @@ func relayRoundTrip(t *testing.T, addr string, data []byte) {
 	got, err := io.ReadAll(c)
 	c.Close()
 	if err != nil || !bytes.Equal(got, data) {
+		if dir := os.Getenv("TCPOPS_FUZZ_DEBUG"); dir != "" {
+			if f, err := os.CreateTemp(dir, "stuck-*.txt"); err == nil {
+				infos, _ := relayTable.List(conn.Filter{})
+				for _, in := range infos {
+					fmt.Fprintf(f, "live: %+v\n", in)
+				}
+				fmt.Fprintf(f, "pipes in use %d, lingering %d\n", pipesInUse.Load(), lingering.Load())
+				pprof.Lookup("goroutine").WriteTo(f, 2)
+				f.Close()
+			}
+		}
 		t.Fatalf("via %s (echo %v): %d bytes back (err %v), want the %d sent", addr, addr == relayEcho, len(got), err, len(data))
 	}
 }
