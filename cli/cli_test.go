@@ -277,3 +277,45 @@ func TestHelpTeaches(t *testing.T) {
 	}
 	walk(root)
 }
+
+func TestWait(t *testing.T) {
+	d := daemontest.Start(t)
+	s := d.Socket
+	tc, id := d.Dial(t, 0)
+	ids := fmt.Sprint(id)
+	tests := []struct {
+		args []string
+		code int
+		out  string
+		err  string
+	}{
+		{[]string{"wait", "ready"}, 0, "ready", ""},
+		{[]string{"wait", "count", "--eq", "1"}, 0, "1 connections", ""},
+		{[]string{"wait", "count", "--eq", "1", "--state", "accepting"}, 0, "1 connections", ""},
+		{[]string{"--timeout", "300ms", "wait", "count", "--eq", "2"}, 1, "", "1 connections match, not 2, after 300ms"},
+		{[]string{"--timeout", "300ms", "wait", "closed", ids}, 1, "", "conid " + ids + " still open after 300ms"},
+		{[]string{"wait", "count"}, 2, "", "needs --eq"},
+		{[]string{"wait"}, 2, "", "closed, count or ready"},
+	}
+	for _, tt := range tests {
+		code, out, errOut := run(t, append([]string{"-s", s}, tt.args...)...)
+		if code != tt.code || !strings.Contains(out, tt.out) || !strings.Contains(errOut, tt.err) {
+			t.Errorf("%v: exit %d, %q, %q; want %d, %q, %q", tt.args, code, out, errOut, tt.code, tt.out, tt.err)
+		}
+	}
+	// The condition comes true while waiting.
+	go func() { time.Sleep(200 * time.Millisecond); tc.Close() }()
+	if code, out, errOut := run(t, "-s", s, "--timeout", "10s", "wait", "closed", ids); code != 0 || !strings.Contains(out, "closed (eof)") {
+		t.Fatalf("wait closed: exit %d, %q, %q", code, out, errOut)
+	}
+	if code, _, _ := run(t, "-s", s, "wait", "count", "--eq", "0"); code != 0 {
+		t.Fatalf("wait count --eq 0 after the close: exit %d", code)
+	}
+	none := filepath.Join(t.TempDir(), "none")
+	if code, _, errOut := run(t, "-s", none, "--timeout", "300ms", "wait", "ready"); code != 1 || !strings.Contains(errOut, "not ready within 300ms") {
+		t.Fatalf("wait ready without a daemon: exit %d, %q", code, errOut)
+	}
+	if code, _, _ := run(t, "-s", none, "wait", "closed", "1"); code != 3 {
+		t.Fatalf("wait closed without a daemon: exit %d, want 3", code)
+	}
+}

@@ -41,6 +41,7 @@ type Options struct {
 	MaxRPCClients  int
 	TLSCert        string
 	TLSKey         string
+	EventLog       string
 	LogFormat      string
 	LogLevel       string
 }
@@ -58,6 +59,8 @@ type Config struct {
 	RPCWriteTimeout time.Duration
 	RPCIdleTimeout  time.Duration
 	MaxRPCClients   int
+	// EventLog is a file to append closed events to as NDJSON ("" none).
+	EventLog string
 }
 
 // Parse checks every option and names the bad one.
@@ -115,6 +118,7 @@ func (o *Options) Parse() (*Config, error) {
 		return nil, fmt.Errorf("--max-rpc-clients %d: must be >= 1", o.MaxRPCClients)
 	}
 	cfg.RPCIdleTimeout, cfg.MaxRPCClients = o.RPCIdleTimeout, o.MaxRPCClients
+	cfg.EventLog = o.EventLog
 	cfg.Table = conn.Config{Lifetime: lt, ClosedEvent: mode2, EventBuffer: o.EventBuffer,
 		MaxConns: o.MaxConns, MaxConnsPerIP: o.MaxConnsPerIP}
 	cfg.Relay = relay.Config{Keepalive: ka, DialTimeout: o.BackendTimeout, TLSCert: o.TLSCert, TLSKey: o.TLSKey}
@@ -149,8 +153,25 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*Daemon)
 	if ready != nil {
 		ready(d)
 	}
-	<-ctx.Done()
-	return d.Shutdown(10 * time.Second)
+	if err := notify("READY=1\nSTATUS=serving " + strconv.Itoa(len(d.Listeners)) + " listeners"); err != nil {
+		log.Warn("sd_notify failed", "err", err)
+	}
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	for {
+		select {
+		case <-usr1:
+			if err := d.ReopenEventLog(); err != nil {
+				log.Error("reopening the event log failed", "err", err)
+			} else if cfg.EventLog != "" {
+				log.Info("event log reopened", "path", cfg.EventLog)
+			}
+		case <-ctx.Done():
+			notify("STOPPING=1")
+			return d.Shutdown(10 * time.Second)
+		}
+	}
 }
 
 // Daemon is a running tcpops.
@@ -162,6 +183,15 @@ type Daemon struct {
 	log       *slog.Logger
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	eventLog  *eventLog // nil without --event-log
+}
+
+// ReopenEventLog reopens the --event-log file (after rotation).
+func (d *Daemon) ReopenEventLog() error {
+	if d.eventLog == nil {
+		return nil
+	}
+	return d.eventLog.Reopen()
 }
 
 // ListenerAddr is a listener and the address it got (port 0 resolved).
@@ -210,6 +240,19 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 			if err := rs.Serve(ctx, ln, *l); err != nil {
 				log.Error("listener stopped", "listener", l.Name, "err", err)
 			}
+		}()
+	}
+	if cfg.EventLog != "" {
+		el, err := openEventLog(cfg.EventLog, log)
+		if err != nil {
+			ctl.Close()
+			return fail(err)
+		}
+		d.eventLog = el
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			el.run(t.Events())
 		}()
 	}
 	d.wg.Add(1)
@@ -280,6 +323,7 @@ Listener URLs: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT/PATH and
 wss://HOST:PORT/PATH, with query options:
   backend=HOST:PORT|echo   where to relay (default --backend)
   name=NAME                what the connection table calls the listener
+  proxy_protocol=v1|v2     send a PROXY protocol header to the backend first
   cert=FILE, key=FILE      tls and wss: certificate and key (default --tls-cert, --tls-key)
   origin=PATTERN,...       ws and wss: Origin hosts allowed besides the request's own
   frame=binary|text        ws and wss: message type of backend bytes (text for SIP, RFC 7118)
@@ -287,7 +331,8 @@ wss://HOST:PORT/PATH, with query options:
   ping=DURATION            ws and wss: ping interval; a missing pong closes with reason timeout
 
 Signals: SIGTERM and SIGINT stop accepting, close every connection with reason
-"shutdown", deliver those events to followers, remove the socket and exit 0.
+"shutdown", deliver those events to followers (and the event log), remove the
+socket and exit 0. SIGUSR1 reopens the --event-log file, for log rotation.
 
 Files: the control socket, by default $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock
 for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
@@ -345,6 +390,7 @@ func addFlags(cmd *cobra.Command, o *Options) {
 	f.IntVar(&o.MaxRPCClients, "max-rpc-clients", 1024, "most control clients at once; more are refused")
 	f.StringVar(&o.TLSCert, "tls-cert", "", "certificate file (PEM) for tls:// and wss:// listeners without ?cert=")
 	f.StringVar(&o.TLSKey, "tls-key", "", "private key file (PEM) for tls:// and wss:// listeners without ?key=")
+	f.StringVar(&o.EventLog, "event-log", "", "append every closed event to this file, one JSON object a line (reopened on SIGUSR1)")
 	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 }

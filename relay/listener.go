@@ -37,6 +37,10 @@ type Listener struct {
 	Ping       time.Duration // ping interval; a missing pong closes with reason timeout (0: no pings)
 	MaxMessage int64         // largest message accepted; over it: close 1009
 
+	// ProxyProtocol is 1 or 2 to send a PROXY protocol header of that
+	// version to the backend first, so it sees the client's address.
+	ProxyProtocol byte
+
 	tlsConfig *tls.Config // loaded by Server.Listen
 }
 
@@ -87,6 +91,9 @@ func ParseListener(raw, defBackend string) (Listener, error) {
 	}
 	if err := CheckBackend(l.Backend); err != nil {
 		return Listener{}, fmt.Errorf("listen %q: %w", raw, err)
+	}
+	if l.ProxyProtocol != 0 && l.Backend == Echo {
+		return Listener{}, fmt.Errorf("listen %q: proxy_protocol is sent to a backend; this listener echoes", raw)
 	}
 	if l.Name == "" {
 		l.Name = l.Scheme + "://" + l.Addr + l.Path
@@ -152,6 +159,15 @@ func (l *Listener) option(k, v string) error {
 			return fmt.Errorf("ping %q: want a duration such as 30s (0 = no pings; at least 100ms)", v)
 		}
 		l.Ping = d
+	case "proxy_protocol":
+		switch v {
+		case "v1":
+			l.ProxyProtocol = 1
+		case "v2":
+			l.ProxyProtocol = 2
+		default:
+			return fmt.Errorf("proxy_protocol %q: want v1 or v2", v)
+		}
 	case "max_message":
 		if err := wsOnly(); err != nil {
 			return err
@@ -162,7 +178,7 @@ func (l *Listener) option(k, v string) error {
 		}
 		l.MaxMessage = n
 	default:
-		return fmt.Errorf("unknown option %q (want backend, name; cert, key for tls and wss; origin, frame, ping, max_message for ws and wss)", k)
+		return fmt.Errorf("unknown option %q (want backend, name, proxy_protocol; cert, key for tls and wss; origin, frame, ping, max_message for ws and wss)", k)
 	}
 	return nil
 }

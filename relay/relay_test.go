@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/sock"
 )
@@ -481,3 +482,38 @@ func TestIdleCostsNoGoroutine(t *testing.T) {
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestProxyProtocol(t *testing.T) {
+	for _, v := range []string{"v1", "v2"} {
+		t.Run(v, func(t *testing.T) {
+			got := make(chan *proxyproto.Header, 1)
+			be := backend(t, func(c *net.TCPConn) {
+				r := bufio.NewReader(c)
+				h, err := proxyproto.Read(r)
+				if err != nil {
+					t.Errorf("backend: %v", err)
+					return
+				}
+				got <- h
+				line, _ := r.ReadString('\n')
+				c.Write([]byte(strings.ToUpper(line)))
+			})
+			e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?proxy_protocol="+v+"&backend="+be)
+			c := e.dial()
+			c.Write([]byte("invite\n"))
+			if l := readLine(t, c); l != "INVITE" {
+				t.Fatalf("relayed %q, want INVITE after the header", l)
+			}
+			h := <-got
+			if h.Version != map[string]byte{"v1": 1, "v2": 2}[v] || h.SourceAddr.String() != c.LocalAddr().String() || h.DestinationAddr.String() != e.addr {
+				t.Fatalf("header %+v: want version %s, source %s, destination %s", h, v, c.LocalAddr(), e.addr)
+			}
+		})
+	}
+	if _, err := ParseListener("tcp://127.0.0.1:1?proxy_protocol=v3", "10.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "want v1 or v2") {
+		t.Fatalf("v3: %v", err)
+	}
+	if _, err := ParseListener("tcp://127.0.0.1:1?proxy_protocol=v1", Echo); err == nil || !strings.Contains(err.Error(), "this listener echoes") {
+		t.Fatalf("echo: %v", err)
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pires/go-proxyproto"
+
 	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/sock"
 )
@@ -297,6 +299,17 @@ func (s *Server) dial(ctx context.Context, in *leg, l Listener) {
 	if _, err := out.SetKeepalive(s.keepalive); err != nil {
 		out.Close(conn.ReasonError, err)
 		return
+	}
+	if l.ProxyProtocol != 0 {
+		// The client's address and the one it connected to, before any
+		// byte of the client's own.
+		h := proxyproto.HeaderProxyFromAddrs(l.ProxyProtocol, in.tcp.RemoteAddr(), in.tcp.LocalAddr())
+		n, err := h.WriteTo(tcp)
+		if err != nil {
+			closeFor(out, fmt.Errorf("proxy protocol header: %w", err))
+			return
+		}
+		out.Touch(0, int(n))
 	}
 	outLeg, err := tcpLeg(out, tcp)
 	if err != nil {

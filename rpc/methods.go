@@ -307,7 +307,7 @@ func (cl *call) events() (any, error) {
 	out := EventsResult{Events: []Event{}, NextSeq: last + 1}
 	for i := range evs {
 		if match(&evs[i]) {
-			out.Events = append(out.Events, wireEvent(&evs[i]))
+			out.Events = append(out.Events, WireEvent(&evs[i]))
 		}
 	}
 	if p.Follow {
@@ -349,7 +349,7 @@ func (cl *call) follow(sub *conn.Subscription, match func(*conn.Event) bool) {
 		}
 		for i := range evs {
 			if match(&evs[i]) {
-				if cl.conn.Notify(ctx, NotifyEvent, wireEvent(&evs[i])) != nil {
+				if cl.conn.Notify(ctx, NotifyEvent, WireEvent(&evs[i])) != nil {
 					return
 				}
 			}

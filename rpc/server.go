@@ -311,8 +311,8 @@ func addrString(a netip.AddrPort) string {
 	return a.String()
 }
 
-// wireEvent converts a closed event.
-func wireEvent(e *conn.Event) Event {
+// WireEvent is a closed event as the API and the event log show it.
+func WireEvent(e *conn.Event) Event {
 	return Event{
 		Seq: e.Seq, Time: e.Time.UTC(), Event: e.Name(), Reason: string(e.Reason), ConnID: e.ConnID,
 		Peer: e.Peer, Proto: e.Proto, Direction: e.Direction, Listener: e.Listener, Local: e.Local,

@@ -6,7 +6,9 @@ package test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -57,15 +59,32 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePort returns a port that was free a moment ago on 127.0.0.1.
+var (
+	portsMu sync.Mutex
+	ports   = map[int]bool{}
+)
+
+// freePort returns a port that was free a moment ago on 127.0.0.1, for a
+// daemon to listen on. It is taken below the kernel's ephemeral range
+// (32768 and up), where other tests' port-0 listeners and every client
+// connection's local port come from, and never twice in this process.
 func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		p := 20000 + rand.IntN(12000)
+		if ports[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		ports[p] = true
+		return strconv.Itoa(p), nil
 	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return p, nil
+	return "", errors.New("no free port in 20000-32000")
 }
 
 func TestScripts(t *testing.T) {

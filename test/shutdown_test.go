@@ -3,11 +3,13 @@ package test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -153,4 +155,127 @@ func mustStats(t *testing.T, socket string) rpc.Stats {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// TestEventLogRotation: closed events go to --event-log as NDJSON; after
+// the file is moved away, SIGUSR1 makes the daemon write a new one; the
+// shutdown events land too.
+func TestEventLogRotation(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "tcpops")
+	defer os.RemoveAll(dir)
+	logPath := filepath.Join(dir, "events.ndjson")
+	d := startDaemon(t, filepath.Join(dir, "s"), "--event-log", logPath)
+	closeOne := func() {
+		c, err := net.Dial("tcp", d.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	lines := func(p string, n int) []rpc.Event {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			b, _ := os.ReadFile(p)
+			var evs []rpc.Event
+			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				var e rpc.Event
+				if json.Unmarshal([]byte(l), &e) == nil && e.Seq > 0 {
+					evs = append(evs, e)
+				}
+			}
+			if len(evs) >= n || time.Now().After(deadline) {
+				return evs
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	closeOne()
+	closeOne()
+	if evs := lines(logPath, 2); len(evs) != 2 || evs[0].Seq != 1 || evs[1].Seq != 2 || evs[0].Reason != "eof" {
+		t.Fatalf("event log before rotation: %+v", evs)
+	}
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGUSR1)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(logPath); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	closeOne()
+	keep, err := net.Dial("tcp", d.addr) // open at shutdown
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keep.Close()
+	mustStats(t, d.socket)
+	deadline = time.Now().Add(10 * time.Second)
+	for mustStats(t, d.socket).Connections < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := d.cmd.Wait(); err != nil {
+		t.Fatalf("daemon exit: %v", err)
+	}
+	evs := lines(logPath, 2)
+	if len(evs) != 2 || evs[0].Seq != 3 || evs[1].Reason != "shutdown" {
+		t.Fatalf("event log after rotation: %+v, want seq 3 and a shutdown", evs)
+	}
+	if old := lines(logPath+".1", 2); len(old) != 2 {
+		t.Fatalf("rotated file has %d events, want the 2 written before", len(old))
+	}
+}
+
+// TestSdNotify: under a service manager (NOTIFY_SOCKET) the daemon says
+// READY=1 once it serves and STOPPING=1 when it shuts down.
+func TestSdNotify(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "tcpops")
+	defer os.RemoveAll(dir)
+	ns := filepath.Join(dir, "notify")
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ns, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	t.Setenv("NOTIFY_SOCKET", ns)
+	d := startDaemon(t, filepath.Join(dir, "s"))
+	read := func() string {
+		buf := make([]byte, 512)
+		pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := pc.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return string(buf[:n])
+	}
+	if got := read(); !strings.HasPrefix(got, "READY=1\n") {
+		t.Fatalf("first notification %q, want READY=1", got)
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if got := read(); got != "STOPPING=1" {
+		t.Fatalf("notification at SIGTERM %q, want STOPPING=1", got)
+	}
+	d.cmd.Wait()
+}
+
+// TestUnitFile checks dist/tcpops.service with systemd-analyze where it
+// is installed.
+func TestUnitFile(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	unit, _ := filepath.Abs("../dist/tcpops.service")
+	out, _ := exec.Command(sa, "verify", unit).CombinedOutput()
+	// verify also wants ExecStart's binary and the man pages installed;
+	// on a build machine they are not. Anything else is a finding.
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l != "" && !strings.Contains(l, "/usr/local/bin/tcpops") && !strings.Contains(l, "'man tcpops") {
+			t.Errorf("systemd-analyze verify: %s", l)
+		}
+	}
+	t.Logf("systemd-analyze verify:\n%s", out)
 }
