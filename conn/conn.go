@@ -31,6 +31,10 @@ type Spec struct {
 	// Handshake says the connection becomes usable by Established (a TLS
 	// handshake or WebSocket upgrade), not by its first byte read.
 	Handshake bool
+	// Lifetime, if set, replaces the table's default idle lifetime.
+	Lifetime *time.Duration
+	// MaxConns limits the inbound connections of this Listener (0: none).
+	MaxConns int
 }
 
 // Conn is one connection in the table. Its methods are safe for concurrent use.
@@ -77,12 +81,14 @@ func (c *Conn) State() State { return State(c.state.Load()) }
 func (c *Conn) Touch(in, out int) {
 	if in > 0 {
 		c.bytesIn.Add(uint64(in))
+		c.t.bytesIn.Add(uint64(in))
 		if !c.handshake {
 			c.state.CompareAndSwap(int32(StateAccepting), int32(StateOK))
 		}
 	}
 	if out > 0 {
 		c.bytesOut.Add(uint64(out))
+		c.t.bytesOut.Add(uint64(out))
 	}
 	c.lastActive.Store(c.t.clock())
 }
@@ -213,7 +219,7 @@ func (c *Conn) TCPInfo() (sock.TCPInfo, error) {
 
 // SetClosedEvent turns the closed event of this connection on or off.
 func (c *Conn) SetClosedEvent(on bool) error {
-	if on && c.t.cfg.ClosedEvent == ModeOff {
+	if on && c.t.cfg.Load().ClosedEvent == ModeOff {
 		return ErrEventsOff
 	}
 	c.closedEvent.Store(on)

@@ -50,7 +50,7 @@ type shard struct {
 
 // Table holds every live connection under its conid.
 type Table struct {
-	cfg    Config
+	cfg    atomic.Pointer[Config] // replaced whole by SetLimits
 	epoch  time.Time
 	events *Events
 	nextID atomic.Uint64
@@ -63,11 +63,16 @@ type Table struct {
 	dialled  atomic.Uint64 // outbound legs tabled
 	rejected atomic.Uint64 // inbound refused by a limit
 	closed   [8]atomic.Uint64
+	bytesIn  atomic.Uint64 // every byte read, all connections
+	bytesOut atomic.Uint64 // every byte written
+
+	onClose func(Closed) // set before use; may be nil
 
 	// limMu guards the fields below.
-	limMu   sync.Mutex
-	inbound int
-	perIP   map[netip.Addr]int
+	limMu       sync.Mutex
+	inbound     int
+	perIP       map[netip.Addr]int
+	perListener map[string]int
 
 	// recentMu guards the fields below.
 	recentMu  sync.Mutex
@@ -85,21 +90,44 @@ func NewTable(cfg Config) *Table {
 		cfg.EventBuffer = 65536
 	}
 	t := &Table{
-		cfg:       cfg,
-		epoch:     time.Now(),
-		events:    NewEvents(cfg.EventBuffer),
-		perIP:     make(map[netip.Addr]int),
-		recent:    make(map[uint64]Reason, cfg.RecentClosed),
-		recentIDs: make([]uint64, 0, cfg.RecentClosed),
+		epoch:       time.Now(),
+		events:      NewEvents(cfg.EventBuffer),
+		perIP:       make(map[netip.Addr]int),
+		perListener: make(map[string]int),
+		recent:      make(map[uint64]Reason, cfg.RecentClosed),
+		recentIDs:   make([]uint64, 0, cfg.RecentClosed),
 	}
 	for i := range t.shards {
 		t.shards[i].m = make(map[uint64]*Conn)
 	}
+	t.cfg.Store(&cfg)
 	return t
 }
 
+// SetLimits changes the default lifetime and the limits for connections
+// added from now on (a configuration reload); live connections keep what
+// they have. The closed-event mode and the ring size stay as they were.
+func (t *Table) SetLimits(lifetime time.Duration, maxConns, maxConnsPerIP int) {
+	c := *t.cfg.Load()
+	c.Lifetime, c.MaxConns, c.MaxConnsPerIP = lifetime, maxConns, maxConnsPerIP
+	t.cfg.Store(&c)
+}
+
+// Closed describes a connection that left the table, for OnClose.
+type Closed struct {
+	Proto, Direction string
+	Reason           Reason
+	Duration         time.Duration
+	BytesIn          uint64
+	BytesOut         uint64
+}
+
+// OnClose sets a function told of every connection that leaves the table
+// (metrics). Set it before connections are added; it must not block.
+func (t *Table) OnClose(fn func(Closed)) { t.onClose = fn }
+
 // Config returns the table's configuration.
-func (t *Table) Config() Config { return t.cfg }
+func (t *Table) Config() Config { return *t.cfg.Load() }
 
 // Events returns the closed-event ring.
 func (t *Table) Events() *Events { return t.events }
@@ -112,8 +140,9 @@ func (t *Table) shard(id uint64) *shard { return &t.shards[id%shards] }
 // Add puts a new connection in the table. Inbound connections past a limit
 // are refused with a *LimitError and counted; the caller closes them.
 func (t *Table) Add(s Spec) (*Conn, error) {
+	cfg := t.cfg.Load()
 	if s.Direction == "in" {
-		if err := t.admit(s.Remote.Addr()); err != nil {
+		if err := t.admit(cfg, s.Remote.Addr(), s.Listener, s.MaxConns); err != nil {
 			t.rejected.Add(1)
 			return nil, err
 		}
@@ -129,37 +158,45 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 	}
 	c.state.Store(int32(s.State))
 	c.lastActive.Store(now)
-	c.closedEvent.Store(t.cfg.ClosedEvent == ModeAll)
+	c.closedEvent.Store(cfg.ClosedEvent == ModeAll)
 	sh := t.shard(c.ID)
 	sh.mu.Lock()
 	sh.m[c.ID] = c
 	sh.mu.Unlock()
-	if t.cfg.Lifetime > 0 {
+	lifetime := cfg.Lifetime
+	if s.Lifetime != nil {
+		lifetime = *s.Lifetime
+	}
+	if lifetime > 0 {
 		c.mu.Lock()
 		if !c.closing {
-			c.setLifetimeLocked(t.cfg.Lifetime)
+			c.setLifetimeLocked(lifetime)
 		}
 		c.mu.Unlock()
 	}
 	return c, nil
 }
 
-func (t *Table) admit(ip netip.Addr) error {
+func (t *Table) admit(cfg *Config, ip netip.Addr, listener string, listenerMax int) error {
 	t.limMu.Lock()
 	defer t.limMu.Unlock()
-	if t.cfg.MaxConns > 0 && t.inbound >= t.cfg.MaxConns {
-		return &LimitError{Limit: "max-conns", Max: t.cfg.MaxConns}
+	if cfg.MaxConns > 0 && t.inbound >= cfg.MaxConns {
+		return &LimitError{Limit: "max-conns", Max: cfg.MaxConns}
+	}
+	if listenerMax > 0 && t.perListener[listener] >= listenerMax {
+		return &LimitError{Limit: "max_conns of listener " + listener, Max: listenerMax}
 	}
 	ip = ip.Unmap()
-	if t.cfg.MaxConnsPerIP > 0 && t.perIP[ip] >= t.cfg.MaxConnsPerIP {
-		return &LimitError{Limit: "max-conns-per-ip", Max: t.cfg.MaxConnsPerIP}
+	if cfg.MaxConnsPerIP > 0 && t.perIP[ip] >= cfg.MaxConnsPerIP {
+		return &LimitError{Limit: "max-conns-per-ip", Max: cfg.MaxConnsPerIP}
 	}
 	t.inbound++
 	t.perIP[ip]++
+	t.perListener[listener]++
 	return nil
 }
 
-func (t *Table) release(ip netip.Addr) {
+func (t *Table) release(ip netip.Addr, listener string) {
 	ip = ip.Unmap()
 	t.limMu.Lock()
 	t.inbound--
@@ -167,6 +204,11 @@ func (t *Table) release(ip netip.Addr) {
 		t.perIP[ip] = n
 	} else {
 		delete(t.perIP, ip)
+	}
+	if n := t.perListener[listener] - 1; n > 0 {
+		t.perListener[listener] = n
+	} else {
+		delete(t.perListener, listener)
 	}
 	t.limMu.Unlock()
 }
@@ -178,18 +220,22 @@ func (t *Table) remove(c *Conn) {
 	delete(sh.m, c.ID)
 	sh.mu.Unlock()
 	if c.Direction == "in" {
-		t.release(c.RemoteAddr().Addr())
+		t.release(c.RemoteAddr().Addr(), c.Listener)
 	}
 	c.mu.Lock()
 	r := c.reason
 	c.mu.Unlock()
 	t.remember(c.ID, r)
-	if t.cfg.ClosedEvent != ModeOff && c.closedEvent.Load() {
+	if t.cfg.Load().ClosedEvent != ModeOff && c.closedEvent.Load() {
 		t.events.Publish(c.event(time.Now()))
 	}
 	// Counted last: a close that shows in the counters has its event out.
+	in, out := c.bytesIn.Load(), c.bytesOut.Load()
 	if i := r.index(); i >= 0 {
 		t.closed[i].Add(1)
+	}
+	if t.onClose != nil {
+		t.onClose(Closed{Proto: c.Proto, Direction: c.Direction, Reason: r, Duration: time.Since(c.Created), BytesIn: in, BytesOut: out})
 	}
 }
 
@@ -367,20 +413,36 @@ type Stats struct {
 	EventSeq  uint64
 	EventDrop uint64
 	Uptime    time.Duration
+	// BytesIn and BytesOut count every byte read and written, by open
+	// and closed connections alike: they only grow.
+	BytesIn  uint64
+	BytesOut uint64
+	// ByKind counts open connections by state, proto and listener.
+	ByKind map[Kind]int
+}
+
+// Kind is a connection's state, proto and listener, for counting.
+type Kind struct {
+	State    State
+	Proto    string
+	Listener string
 }
 
 // Stats counts the table.
 func (t *Table) Stats() Stats {
-	s := Stats{ByState: map[string]int{}, ByProto: map[string]int{}, ByReason: map[Reason]uint64{},
+	s := Stats{ByState: map[string]int{}, ByProto: map[string]int{}, ByReason: map[Reason]uint64{}, ByKind: map[Kind]int{},
 		Accepted: t.accepted.Load(), Dialled: t.dialled.Load(), Rejected: t.rejected.Load(),
-		EventSeq: t.events.LastSeq(), EventDrop: t.events.Dropped(), Uptime: time.Since(t.epoch)}
+		EventSeq: t.events.LastSeq(), EventDrop: t.events.Dropped(), Uptime: time.Since(t.epoch),
+		BytesIn: t.bytesIn.Load(), BytesOut: t.bytesOut.Load()}
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.RLock()
 		for _, c := range sh.m {
+			st := c.State()
 			s.Conns++
-			s.ByState[c.State().String()]++
+			s.ByState[st.String()]++
 			s.ByProto[c.Proto]++
+			s.ByKind[Kind{st, c.Proto, c.Listener}]++
 		}
 		sh.mu.RUnlock()
 	}

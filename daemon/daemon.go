@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -16,8 +17,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/metrics"
 	"github.com/tcpops/tcpops/relay"
 	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/sock"
@@ -25,6 +28,8 @@ import (
 
 // Options are the daemon's settings, filled from flags.
 type Options struct {
+	ConfigFile     string
+	CheckConfig    bool
 	Listen         []string
 	Backend        string
 	Socket         string
@@ -42,6 +47,7 @@ type Options struct {
 	TLSCert        string
 	TLSKey         string
 	EventLog       string
+	Metrics        string
 	LogFormat      string
 	LogLevel       string
 }
@@ -61,6 +67,8 @@ type Config struct {
 	MaxRPCClients   int
 	// EventLog is a file to append closed events to as NDJSON ("" none).
 	EventLog string
+	// Metrics is the HOST:PORT to serve Prometheus metrics on ("" none).
+	Metrics string
 }
 
 // Parse checks every option and names the bad one.
@@ -119,6 +127,12 @@ func (o *Options) Parse() (*Config, error) {
 	}
 	cfg.RPCIdleTimeout, cfg.MaxRPCClients = o.RPCIdleTimeout, o.MaxRPCClients
 	cfg.EventLog = o.EventLog
+	if o.Metrics != "" {
+		if _, _, err := net.SplitHostPort(o.Metrics); err != nil {
+			return nil, fmt.Errorf("--metrics %q: want HOST:PORT, such as 127.0.0.1:9464", o.Metrics)
+		}
+	}
+	cfg.Metrics = o.Metrics
 	cfg.Table = conn.Config{Lifetime: lt, ClosedEvent: mode2, EventBuffer: o.EventBuffer,
 		MaxConns: o.MaxConns, MaxConnsPerIP: o.MaxConnsPerIP}
 	cfg.Relay = relay.Config{Keepalive: ka, DialTimeout: o.BackendTimeout, TLSCert: o.TLSCert, TLSKey: o.TLSKey}
@@ -143,30 +157,43 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 
 // Run serves until ctx ends, then shuts down: listeners closed, every
 // connection closed with reason shutdown, those events delivered to
-// followers, the control socket removed. ready, if not nil, is called
-// once everything listens.
-func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*Daemon)) error {
+// followers, the control socket removed. On SIGHUP it calls reload for the
+// configuration as it is now and applies it; on SIGUSR1 it reopens the
+// event log.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger, reload func() (*Config, error)) error {
 	d, err := Start(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	if ready != nil {
-		ready(d)
-	}
 	if err := notify("READY=1\nSTATUS=serving " + strconv.Itoa(len(d.Listeners)) + " listeners"); err != nil {
 		log.Warn("sd_notify failed", "err", err)
 	}
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	for {
 		select {
-		case <-usr1:
-			if err := d.ReopenEventLog(); err != nil {
-				log.Error("reopening the event log failed", "err", err)
-			} else if cfg.EventLog != "" {
-				log.Info("event log reopened", "path", cfg.EventLog)
+		case sig := <-sigs:
+			if sig == syscall.SIGUSR1 {
+				if err := d.ReopenEventLog(); err != nil {
+					log.Error("reopening the event log failed", "err", err)
+				} else if cfg.EventLog != "" {
+					log.Info("event log reopened", "path", cfg.EventLog)
+				}
+				continue
 			}
+			if reload == nil {
+				continue
+			}
+			notify("RELOADING=1")
+			next, err := reload()
+			if err == nil {
+				err = d.Reload(next)
+			}
+			if err != nil {
+				log.Error("reload failed; the running configuration stays", "err", err)
+			}
+			notify("READY=1")
 		case <-ctx.Done():
 			notify("STOPPING=1")
 			return d.Shutdown(10 * time.Second)
@@ -180,10 +207,100 @@ type Daemon struct {
 	Relay     *relay.Server
 	RPC       *rpc.Server
 	Listeners []ListenerAddr
-	log       *slog.Logger
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	eventLog  *eventLog // nil without --event-log
+	// MetricsAddr is where /metrics is served ("" without --metrics).
+	MetricsAddr string
+	log         *slog.Logger
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	eventLog    *eventLog // nil without --event-log
+	ctx         context.Context
+
+	// mu guards the fields below and Listeners.
+	mu      sync.Mutex
+	running map[string]*running // by listener URL
+}
+
+// running is a serving listener.
+type running struct {
+	ListenerAddr
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// Reload applies a new configuration: listeners no longer named close
+// (their connections stay), new ones open, and the default lifetime,
+// keepalive, limits and timeouts apply to connections from now on.
+// Settings that need a restart are named in the log and left as they are.
+func (d *Daemon) Reload(next *Config) error {
+	if err := d.Relay.SetConfig(next.Relay); err != nil {
+		return err
+	}
+	d.Table.SetLimits(next.Table.Lifetime, next.Table.MaxConns, next.Table.MaxConnsPerIP)
+	want := map[string]bool{}
+	for _, l := range next.Listeners {
+		want[l.URL] = true
+	}
+	d.mu.Lock()
+	var gone []*running
+	for u, r := range d.running {
+		if !want[u] {
+			gone = append(gone, r)
+			delete(d.running, u)
+		}
+	}
+	d.mu.Unlock()
+	for _, r := range gone {
+		r.stop()
+		<-r.done
+		d.log.Info("listener closed by reload; its connections stay", "listener", r.Name)
+	}
+	var errs []error
+	for _, l := range next.Listeners {
+		d.mu.Lock()
+		_, have := d.running[l.URL]
+		d.mu.Unlock()
+		if have {
+			continue
+		}
+		if err := d.startListener(l); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d.log.Info("listener opened by reload", "listener", l.Name)
+	}
+	d.mu.Lock()
+	d.Listeners = d.Listeners[:0]
+	for _, r := range d.running {
+		d.Listeners = append(d.Listeners, r.ListenerAddr)
+	}
+	d.mu.Unlock()
+	d.log.Info("configuration reloaded", "listeners", len(next.Listeners), "lifetime", next.Table.Lifetime,
+		"keepalive", next.Relay.Keepalive.String(), "max_conns", next.Table.MaxConns)
+	return errors.Join(errs...)
+}
+
+// startListener opens l and serves it until the daemon stops or a reload
+// removes it.
+func (d *Daemon) startListener(l relay.Listener) error {
+	ln, err := d.Relay.Listen(d.ctx, &l)
+	if err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(d.ctx)
+	r := &running{ListenerAddr: ListenerAddr{Listener: l, Bound: ln.Addr().String()}, stop: stop, done: make(chan struct{})}
+	d.mu.Lock()
+	d.running[l.URL] = r
+	d.Listeners = append(d.Listeners, r.ListenerAddr)
+	d.mu.Unlock()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer close(r.done)
+		if err := d.Relay.Serve(ctx, ln, l); err != nil {
+			d.log.Error("listener stopped", "listener", l.Name, "err", err)
+		}
+	}()
+	return nil
 }
 
 // ReopenEventLog reopens the --event-log file (after rotation).
@@ -220,27 +337,38 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 	if err != nil {
 		return fail(err)
 	}
-	d.RPC, err = rpc.NewServer(rpc.ServerConfig{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log,
-		WriteTimeout: cfg.RPCWriteTimeout, IdleTimeout: cfg.RPCIdleTimeout, MaxClients: cfg.MaxRPCClients})
+	scfg := rpc.ServerConfig{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log,
+		WriteTimeout: cfg.RPCWriteTimeout, IdleTimeout: cfg.RPCIdleTimeout, MaxClients: cfg.MaxRPCClients}
+	if cfg.Metrics != "" {
+		m := metrics.New(t, rs, rpc.MethodNames())
+		scfg.OnRequest = m.Request
+		var lc net.ListenConfig
+		mln, err := lc.Listen(ctx, "tcp", cfg.Metrics)
+		if err != nil {
+			ctl.Close()
+			return fail(fmt.Errorf("--metrics: %w", err))
+		}
+		d.MetricsAddr = mln.Addr().String()
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := m.Serve(ctx, mln); err != nil {
+				log.Error("metrics stopped", "err", err)
+			}
+		}()
+	}
+	d.RPC, err = rpc.NewServer(scfg)
 	if err != nil {
 		ctl.Close()
 		return fail(err)
 	}
-	for i := range cfg.Listeners {
-		l := &cfg.Listeners[i]
-		ln, err := rs.Listen(ctx, l)
-		if err != nil {
+	d.ctx = ctx
+	d.running = map[string]*running{}
+	for _, l := range cfg.Listeners {
+		if err := d.startListener(l); err != nil {
 			ctl.Close()
 			return fail(err)
 		}
-		d.Listeners = append(d.Listeners, ListenerAddr{Listener: *l, Bound: ln.Addr().String()})
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			if err := rs.Serve(ctx, ln, *l); err != nil {
-				log.Error("listener stopped", "listener", l.Name, "err", err)
-			}
-		}()
 	}
 	if cfg.EventLog != "" {
 		el, err := openEventLog(cfg.EventLog, log)
@@ -289,7 +417,8 @@ func (d *Daemon) Shutdown(grace time.Duration) error {
 	return err
 }
 
-// ParseArgs parses daemon flags (without running anything) into a Config.
+// ParseArgs parses daemon flags (and the --config file they name)
+// without running anything.
 func ParseArgs(args []string) (*Config, error) {
 	o := &Options{}
 	cmd := &cobra.Command{}
@@ -300,7 +429,22 @@ func ParseArgs(args []string) (*Config, error) {
 	if cmd.Flags().NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", cmd.Flags().Args())
 	}
-	return o.Parse()
+	return parse(cmd.Flags(), o)
+}
+
+// parse applies the --config file to the flags not given, then checks all.
+func parse(fs *pflag.FlagSet, o *Options) (*Config, error) {
+	lines := map[string]int{}
+	if o.ConfigFile != "" {
+		if err := applyFile(fs, o.ConfigFile, lines); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := o.Parse()
+	if err != nil && o.ConfigFile != "" {
+		err = withLine(err, o.ConfigFile, lines)
+	}
+	return cfg, err
 }
 
 // NewCommand builds the tcpops command.
@@ -353,9 +497,13 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := o.Parse()
+			cfg, err := parse(cmd.Flags(), o)
 			if err != nil {
 				return usageError{err}
+			}
+			if o.CheckConfig {
+				fmt.Fprintf(cmd.OutOrStdout(), "configuration ok: %d listener(s), socket %s\n", len(cfg.Listeners), cfg.Socket)
+				return nil
 			}
 			log, err := NewLogger(cmd.ErrOrStderr(), o.LogFormat, o.LogLevel)
 			if err != nil {
@@ -363,7 +511,8 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return Run(ctx, cfg, log, nil)
+			args := os.Args[1:]
+			return Run(ctx, cfg, log, func() (*Config, error) { return ParseArgs(args) })
 		},
 	}
 	addFlags(cmd, o)
@@ -374,6 +523,8 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 func addFlags(cmd *cobra.Command, o *Options) {
 	f := cmd.Flags()
 	f.SortFlags = false
+	f.StringVar(&o.ConfigFile, "config", "", "YAML file of settings (the long flag names); flags given here win; SIGHUP reloads it")
+	f.BoolVar(&o.CheckConfig, "check-config", false, "check the configuration (file and flags), say what is wrong with line numbers, and exit")
 	f.StringArrayVar(&o.Listen, "listen", []string{"tcp://127.0.0.1:5060"}, "listener URL, repeatable: tcp|tls|ws|wss://HOST:PORT[/PATH][?backend=HOST:PORT|echo&name=NAME&...] (see below)")
 	f.StringVar(&o.Backend, "backend", relay.Echo, "default backend of listeners: HOST:PORT or echo")
 	f.StringVarP(&o.Socket, "socket", "s", "", "control socket path (default $TCPOPS_SOCKET, /run/tcpops/tcpops.sock for root, $XDG_RUNTIME_DIR/tcpops.sock, /tmp/tcpops-UID.sock)")
@@ -390,6 +541,7 @@ func addFlags(cmd *cobra.Command, o *Options) {
 	f.IntVar(&o.MaxRPCClients, "max-rpc-clients", 1024, "most control clients at once; more are refused")
 	f.StringVar(&o.TLSCert, "tls-cert", "", "certificate file (PEM) for tls:// and wss:// listeners without ?cert=")
 	f.StringVar(&o.TLSKey, "tls-key", "", "private key file (PEM) for tls:// and wss:// listeners without ?key=")
+	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at http://HOST:PORT/metrics")
 	f.StringVar(&o.EventLog, "event-log", "", "append every closed event to this file, one JSON object a line (reopened on SIGUSR1)")
 	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")

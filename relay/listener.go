@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tcpops/tcpops/sock"
 )
 
 // Echo is the backend that sends every byte back to the client.
@@ -21,6 +23,7 @@ const Echo = "echo"
 
 // Listener is one --listen URL, parsed.
 type Listener struct {
+	URL     string // as given
 	Scheme  string // tcp, tls, ws, wss
 	Addr    string // HOST:PORT to listen on
 	Path    string // ws/wss request path ("/" if none)
@@ -40,6 +43,12 @@ type Listener struct {
 	// ProxyProtocol is 1 or 2 to send a PROXY protocol header of that
 	// version to the backend first, so it sees the client's address.
 	ProxyProtocol byte
+
+	// Lifetime and Keepalive, if set, replace the daemon's defaults for
+	// this listener's connections; MaxConns limits its inbound ones.
+	Lifetime  *time.Duration
+	Keepalive *sock.KeepaliveConfig
+	MaxConns  int
 
 	tlsConfig *tls.Config // loaded by Server.Listen
 }
@@ -70,7 +79,7 @@ func ParseListener(raw, defBackend string) (Listener, error) {
 	if err := checkHostPort(u.Host, true); err != nil {
 		return Listener{}, fmt.Errorf("listen %q: %w", raw, err)
 	}
-	l := Listener{Scheme: u.Scheme, Addr: u.Host, Path: u.Path, Backend: defBackend, MaxMessage: DefaultMaxMessage}
+	l := Listener{URL: raw, Scheme: u.Scheme, Addr: u.Host, Path: u.Path, Backend: defBackend, MaxMessage: DefaultMaxMessage}
 	if l.Path != "" && !l.isWS() {
 		return Listener{}, fmt.Errorf("listen %q: a path is only meaningful for ws:// and wss://", raw)
 	}
@@ -168,6 +177,28 @@ func (l *Listener) option(k, v string) error {
 		default:
 			return fmt.Errorf("proxy_protocol %q: want v1 or v2", v)
 		}
+	case "lifetime":
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			n, nerr := strconv.ParseFloat(v, 64)
+			if nerr != nil || n < 0 {
+				return fmt.Errorf("lifetime %q: want a duration such as 10m, or seconds (0 = none)", v)
+			}
+			d = time.Duration(n * float64(time.Second))
+		}
+		l.Lifetime = &d
+	case "keepalive":
+		k, err := sock.ParseKeepalive(v)
+		if err != nil {
+			return err
+		}
+		l.Keepalive = &k
+	case "max_conns":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("max_conns %q: want a number >= 0 (0 = no limit)", v)
+		}
+		l.MaxConns = n
 	case "max_message":
 		if err := wsOnly(); err != nil {
 			return err
@@ -178,7 +209,7 @@ func (l *Listener) option(k, v string) error {
 		}
 		l.MaxMessage = n
 	default:
-		return fmt.Errorf("unknown option %q (want backend, name, proxy_protocol; cert, key for tls and wss; origin, frame, ping, max_message for ws and wss)", k)
+		return fmt.Errorf("unknown option %q (want backend, name, lifetime, keepalive, max_conns, proxy_protocol; cert, key for tls and wss; origin, frame, ping, max_message for ws and wss)", k)
 	}
 	return nil
 }

@@ -517,3 +517,34 @@ func TestProxyProtocol(t *testing.T) {
 		t.Fatalf("echo: %v", err)
 	}
 }
+
+func TestListenerOverrides(t *testing.T) {
+	e := start(t, conn.Config{Lifetime: time.Hour}, Config{}, "tcp://127.0.0.1:0?backend=echo&lifetime=300ms&keepalive=41,3,7&max_conns=1")
+	e.dial()
+	in := e.waitConns(1, conn.StateAccepting)[0]
+	cc, _ := e.table.Get(in.ID)
+	if ka, _ := sock.GetKeepalive(cc.TCP()); ka.Idle != 41 || ka.Count != 3 || ka.Interval != 7 {
+		t.Fatalf("keepalive %+v, want the listener's 41,3,7", ka)
+	}
+	if lt, _ := cc.Lifetime(); lt != 300*time.Millisecond {
+		t.Fatalf("lifetime %v, want the listener's 300ms", lt)
+	}
+	if c, err := net.Dial("tcp", e.addr); err == nil {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("a second connection past the listener's max_conns 1 was served")
+		}
+		c.Close()
+	}
+	if ev := e.event(); ev.Reason != conn.ReasonLifetime {
+		t.Fatalf("event %+v, want lifetime", ev)
+	}
+	if s := e.table.Stats(); s.Rejected != 1 {
+		t.Fatalf("rejected = %d, want 1", s.Rejected)
+	}
+	for _, bad := range []string{"lifetime=soon", "keepalive=0,1,1", "max_conns=-1"} {
+		if _, err := ParseListener("tcp://127.0.0.1:1?"+bad, Echo); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

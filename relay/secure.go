@@ -98,7 +98,8 @@ func closeSocket(c *conn.Conn, reset bool) error {
 // and the TLS error or alert in the event (eof if the client just left).
 func (s *Server) handshake(sc *sockConn, cfg *tls.Config) (*tls.Conn, bool) {
 	tc := tls.Server(sc, cfg)
-	sc.SetDeadline(time.Now().Add(s.handshakeTimeout))
+	timeout := s.conf.Load().HandshakeTimeout
+	sc.SetDeadline(time.Now().Add(timeout))
 	err := tc.Handshake()
 	var ne net.Error
 	switch {
@@ -108,7 +109,7 @@ func (s *Server) handshake(sc *sockConn, cfg *tls.Config) (*tls.Conn, bool) {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		sc.c.Close(conn.ReasonEOF, nil)
 	case errors.As(err, &ne) && ne.Timeout():
-		sc.c.Close(conn.ReasonError, fmt.Errorf("tls handshake: not done within %s", s.handshakeTimeout))
+		sc.c.Close(conn.ReasonError, fmt.Errorf("tls handshake: not done within %s", timeout))
 	default:
 		sc.c.Close(conn.ReasonError, fmt.Errorf("tls handshake: %w", err))
 	}

@@ -19,13 +19,10 @@ import (
 
 // Server accepts on listeners and relays each connection.
 type Server struct {
-	table            *conn.Table
-	poller           *sock.Poller
-	log              *slog.Logger
-	keepalive        sock.KeepaliveConfig
-	dialTimeout      time.Duration
-	handshakeTimeout time.Duration
-	tlsCert, tlsKey  string
+	table  *conn.Table
+	poller *sock.Poller
+	log    *slog.Logger
+	conf   atomic.Pointer[Config] // replaced whole by SetConfig
 
 	acceptErrors atomic.Uint64
 	wg           sync.WaitGroup // dials queued or in flight
@@ -59,14 +56,39 @@ func NewServer(t *conn.Table, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{table: t, poller: p, log: log, keepalive: cfg.Keepalive, dialTimeout: cfg.DialTimeout,
-		handshakeTimeout: cfg.HandshakeTimeout, tlsCert: cfg.TLSCert, tlsKey: cfg.TLSKey}
+	s := &Server{table: t, poller: p, log: log}
+	s.conf.Store(&cfg)
 	go func() {
 		if err := p.Run(); err != nil {
 			log.Error("poller stopped", "err", err)
 		}
 	}()
 	return s, nil
+}
+
+// SetConfig replaces the defaults for connections and listeners from now
+// on (a configuration reload); live connections keep what they have.
+func (s *Server) SetConfig(cfg Config) error {
+	if err := cfg.Keepalive.Validate(); err != nil {
+		return err
+	}
+	old := s.conf.Load()
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = old.DialTimeout
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = old.HandshakeTimeout
+	}
+	s.conf.Store(&cfg)
+	return nil
+}
+
+// keepaliveFor is the keepalive of a listener's connections.
+func (s *Server) keepaliveFor(l *Listener) sock.KeepaliveConfig {
+	if l.Keepalive != nil {
+		return *l.Keepalive
+	}
+	return s.conf.Load().Keepalive
 }
 
 // Close stops the poller after waiting for dials in flight. Close the
@@ -87,7 +109,8 @@ func (s *Server) Parked() int { return s.poller.Watched() }
 // every accepted socket gets ours explicitly.
 func (s *Server) Listen(ctx context.Context, l *Listener) (net.Listener, error) {
 	if l.isTLS() {
-		cfg, err := loadTLS(l, s.tlsCert, s.tlsKey)
+		c := s.conf.Load()
+		cfg, err := loadTLS(l, c.TLSCert, c.TLSKey)
 		if err != nil {
 			return nil, err
 		}
@@ -170,6 +193,7 @@ func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand 
 		Proto: l.Scheme, Direction: "in", Listener: l.Name,
 		Local: sock.AddrPort(tcp.LocalAddr()), Remote: sock.AddrPort(tcp.RemoteAddr()),
 		State: conn.StateAccepting, TCP: tcp, Close: closer, Handshake: l.Scheme != "tcp",
+		Lifetime: l.Lifetime, MaxConns: l.MaxConns,
 	})
 	if err != nil {
 		s.log.Debug("connection refused by limit", "listener", l.Name, "remote", tcp.RemoteAddr().String(), "err", err)
@@ -177,7 +201,7 @@ func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand 
 		tcp.Close()
 		return
 	}
-	if _, err := in.SetKeepalive(s.keepalive); err != nil {
+	if _, err := in.SetKeepalive(s.keepaliveFor(&l)); err != nil {
 		s.log.Error("keepalive on accepted socket failed; closing it", "conid", in.ID, "err", err)
 		in.Close(conn.ReasonError, err)
 		return
@@ -268,12 +292,13 @@ func (s *Server) dialer() {
 
 // dial connects the outbound leg of in and starts relaying.
 func (s *Server) dial(ctx context.Context, in *leg, l Listener) {
-	ctx, cancel := context.WithTimeout(ctx, s.dialTimeout)
+	dialTimeout := s.conf.Load().DialTimeout
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	remote, _ := netipAddrPort(l.Backend)
 	out, err := s.table.Add(conn.Spec{
 		Proto: "tcp", Direction: "out", Listener: l.Name, Remote: remote,
-		State: conn.StateConnecting,
+		State: conn.StateConnecting, Lifetime: l.Lifetime,
 		Close: func(*conn.Conn, bool) error { cancel(); return nil },
 	})
 	if err != nil {
@@ -286,7 +311,7 @@ func (s *Server) dial(ctx context.Context, in *leg, l Listener) {
 	if err != nil {
 		var ne net.Error
 		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-			err = fmt.Errorf("dial %s: no answer within %s", l.Backend, s.dialTimeout)
+			err = fmt.Errorf("dial %s: no answer within %s", l.Backend, dialTimeout)
 		}
 		out.Close(conn.ReasonError, err)
 		return
@@ -296,7 +321,7 @@ func (s *Server) dial(ctx context.Context, in *leg, l Listener) {
 	if out.State() < 0 {
 		return
 	}
-	if _, err := out.SetKeepalive(s.keepalive); err != nil {
+	if _, err := out.SetKeepalive(s.keepaliveFor(&l)); err != nil {
 		out.Close(conn.ReasonError, err)
 		return
 	}

@@ -76,8 +76,8 @@ func (s *Server) wsServer(ctx context.Context, l Listener, addr net.Addr) (*chan
 	cl := newChanListener(addr)
 	hs := &http.Server{
 		Handler:           s.wsHandler(ctx, l),
-		ReadHeaderTimeout: s.handshakeTimeout,
-		IdleTimeout:       s.handshakeTimeout,
+		ReadHeaderTimeout: s.conf.Load().HandshakeTimeout,
+		IdleTimeout:       s.conf.Load().HandshakeTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          log.New(io.Discard, "", 0),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {

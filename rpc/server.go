@@ -39,6 +39,18 @@ type ServerConfig struct {
 	WriteTimeout time.Duration // per write to a client; default 10s
 	IdleTimeout  time.Duration // a client with no request for this long is closed (followers excepted); default 5m
 	MaxClients   int           // control connections at once; default 1024
+	// OnRequest, if set, is told of every request answered: its method
+	// ("" when the line never named one) and code (0: success).
+	OnRequest func(method string, code int)
+}
+
+// MethodNames lists every method the server answers.
+func MethodNames() []string {
+	var out []string
+	for _, m := range (&Server{}).table() {
+		out = append(out, m.name)
+	}
+	return out
 }
 
 // Server answers JSON-RPC on the control socket.
@@ -150,7 +162,12 @@ func (s *Server) ServeConn(c *net.UnixConn) {
 	}
 	st.idleTimeout = s.cfg.IdleTimeout
 	st.onIdle = func() { s.idleTimeouts.Add(1) }
-	st.onBad = func(int) { s.badRequests.Add(1) }
+	st.onBad = func(code int) {
+		s.badRequests.Add(1)
+		if s.cfg.OnRequest != nil {
+			s.cfg.OnRequest("", code)
+		}
+	}
 	st.onTimeout = func() {
 		s.writeTimeouts.Add(1)
 		s.log.Warn("control client stopped reading; cut off", "uid", cred.UID, "pid", cred.PID)
@@ -205,11 +222,22 @@ func (h *handler) Handle(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2.Re
 		}
 		res, err = m.fn(cl)
 	}
+	var rerr *jsonrpc2.Error
+	if err != nil {
+		rerr = s.rpcError(err)
+	}
+	if s.cfg.OnRequest != nil {
+		code := 0
+		if rerr != nil {
+			code = int(rerr.Code)
+		}
+		s.cfg.OnRequest(req.Method, code)
+	}
 	if req.Notif {
 		return
 	}
-	if err != nil {
-		c.ReplyWithError(ctx, req.ID, s.rpcError(err))
+	if rerr != nil {
+		c.ReplyWithError(ctx, req.ID, rerr)
 		return
 	}
 	if err := h.st.writeResult(req.ID, res); err != nil {

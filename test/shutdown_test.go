@@ -254,6 +254,13 @@ func TestSdNotify(t *testing.T) {
 	if got := read(); !strings.HasPrefix(got, "READY=1\n") {
 		t.Fatalf("first notification %q, want READY=1", got)
 	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	if got := read(); got != "RELOADING=1" {
+		t.Fatalf("notification at SIGHUP %q, want RELOADING=1", got)
+	}
+	if got := read(); got != "READY=1" {
+		t.Fatalf("notification after the reload %q, want READY=1", got)
+	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	if got := read(); got != "STOPPING=1" {
 		t.Fatalf("notification at SIGTERM %q, want STOPPING=1", got)
@@ -278,4 +285,80 @@ func TestUnitFile(t *testing.T) {
 		}
 	}
 	t.Logf("systemd-analyze verify:\n%s", out)
+}
+
+// TestReloadAndCheckConfig: --check-config explains a bad file with its
+// line; SIGHUP swaps listeners and defaults while live connections stay.
+func TestReloadAndCheckConfig(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "tcpops")
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(binDir, "tcpops")
+	conf := filepath.Join(dir, "tcpops.yaml")
+	os.WriteFile(conf, []byte("lifetime: 1m\nkeepalive: 1,2\n"), 0o644)
+	out, err := exec.Command(bin, "--config", conf, "--check-config").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), conf+":2: --keepalive") {
+		t.Fatalf("--check-config on a bad file: %v\n%s", err, out)
+	}
+	pa, _ := freePort()
+	pb, _ := freePort()
+	a, b := "127.0.0.1:"+pa, "127.0.0.1:"+pb
+	os.WriteFile(conf, []byte("listen:\n  - tcp://"+a+"\nlifetime: 1h\n"), 0o644)
+	if out, err := exec.Command(bin, "--config", conf, "--check-config").CombinedOutput(); err != nil || !strings.Contains(string(out), "configuration ok: 1 listener") {
+		t.Fatalf("--check-config on a good file: %v\n%s", err, out)
+	}
+	sock := filepath.Join(dir, "s")
+	cmd := exec.Command(bin, "--config", conf, "--socket", sock)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitSocket(t, sock)
+	live, err := net.Dial("tcp", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	waitStats(t, sock, func(s rpc.Stats) bool { return s.Connections == 1 })
+
+	os.WriteFile(conf, []byte("listen:\n  - url: tcp://"+b+"\n    keepalive: 33,3,3\nlifetime: 2m\n"), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	var nb net.Conn
+	for {
+		if nb, err = net.Dial("tcp", b); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("new listener not opened by SIGHUP: %v", err)
+	}
+	defer nb.Close()
+	if c, err := net.Dial("tcp", a); err == nil {
+		c.Close()
+		t.Fatal("removed listener still accepts")
+	}
+	// The live connection on the removed listener is still served.
+	live.SetDeadline(time.Now().Add(5 * time.Second))
+	live.Write([]byte("x"))
+	if _, err := live.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("live connection after reload: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := rpc.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitStats(t, sock, func(s rpc.Stats) bool { return s.Connections == 2 })
+	r, err := c.List(ctx, rpc.ListParams{})
+	if err != nil || len(r.Connections) != 2 {
+		t.Fatalf("list: %+v, %v", r, err)
+	}
+	old, fresh := r.Connections[0], r.Connections[1]
+	if old.Lifetime != 3600 || fresh.Lifetime != 120 || fresh.Keepalive == nil || fresh.Keepalive.Idle != 33 {
+		t.Fatalf("after reload: old %+v, new %+v; want the old lifetime kept and the new defaults on the new one", old, fresh)
+	}
 }
