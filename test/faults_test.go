@@ -56,7 +56,7 @@ func TestBackendSlowToAccept(t *testing.T) {
 	if _, err := tc.Read(make([]byte, 1)); err == nil {
 		t.Fatal("client got data from a backend that never answered")
 	}
-	evs := waitEvents(t, c, 2)
+	evs := daemontest.WaitEvents(t, c, rpc.EventsParams{}, 2)
 	for _, e := range evs {
 		switch e.Direction {
 		case "out":
@@ -71,24 +71,6 @@ func TestBackendSlowToAccept(t *testing.T) {
 	}
 	if _, err := c.Stats(t.Context()); err != nil {
 		t.Fatalf("daemon not healthy: %v", err)
-	}
-}
-
-func waitEvents(t *testing.T, c *rpc.Client, n int) []rpc.Event {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r, err := c.Events(t.Context(), rpc.EventsParams{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(r.Events) >= n {
-			return r.Events
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events, want %d", len(r.Events), n)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -156,3 +156,23 @@ func (d *D) Clients(t testing.TB, n int, fn func(ctx context.Context, c *rpc.Cli
 		t.Error(err)
 	}
 }
+
+// WaitEvents polls tcpops.events until it returns at least n events
+// (10 s at most) and returns them.
+func WaitEvents(t testing.TB, c *rpc.Client, p rpc.EventsParams, n int) []rpc.Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := c.Events(context.Background(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Events) >= n {
+			return r.Events
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events for %+v, want %d", len(r.Events), p, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
