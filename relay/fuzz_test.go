@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"runtime/pprof"
 	"sync"
 	"syscall"
@@ -137,21 +138,32 @@ func relayRoundTrip(t *testing.T, addr string, data []byte) {
 		c.(*net.TCPConn).CloseWrite()
 	}()
 	got, err := io.ReadAll(c)
+	if (err != nil || !bytes.Equal(got, data)) && os.Getenv("TCPOPS_FUZZ_DEBUG") != "" {
+		// Before closing: what the relay and the kernel hold now.
+		if f, ferr := os.CreateTemp(os.Getenv("TCPOPS_FUZZ_DEBUG"), "stuck-*.txt"); ferr == nil {
+			fmt.Fprintf(f, "client %s -> %s, %d of %d bytes back, %v\n", c.LocalAddr(), addr, len(got), len(data), err)
+			infos, _ := relayTable.List(conn.Filter{})
+			for _, in := range infos {
+				fmt.Fprintf(f, "live: %+v\n", in)
+			}
+			fmt.Fprintf(f, "pipes in use %d, lingering %d\n", pipesInUse.Load(), lingering.Load())
+			port := portOf(addr)
+			if out, err := exec.Command("ss", "-tnoie", "( sport = :"+port+" or dport = :"+port+" )").CombinedOutput(); err == nil {
+				f.Write(out)
+			}
+			pprof.Lookup("goroutine").WriteTo(f, 2)
+			f.Close()
+		}
+	}
 	c.Close()
 	if err != nil || !bytes.Equal(got, data) {
-		if dir := os.Getenv("TCPOPS_FUZZ_DEBUG"); dir != "" {
-			if f, err := os.CreateTemp(dir, "stuck-*.txt"); err == nil {
-				infos, _ := relayTable.List(conn.Filter{})
-				for _, in := range infos {
-					fmt.Fprintf(f, "live: %+v\n", in)
-				}
-				fmt.Fprintf(f, "pipes in use %d, lingering %d\n", pipesInUse.Load(), lingering.Load())
-				pprof.Lookup("goroutine").WriteTo(f, 2)
-				f.Close()
-			}
-		}
 		t.Fatalf("via %s (echo %v): %d bytes back (err %v), want the %d sent", addr, addr == relayEcho, len(got), err, len(data))
 	}
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
 }
 
 // startFuzzRelay serves one listener for the rest of the process.
