@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -116,18 +118,25 @@ one page is printed and the cursor of the next one is given as --after.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&p.State, "state", "", "only this state: ok, accepting, connecting, eof, error, bad (or its number)")
+	addListFilters(cmd, &p)
+	f.DurationVar(&idleMin, "idle-min", 0, "only connections idle at least this long (e.g. 30s, 10m)")
+	f.IntVar(&p.Limit, "limit", 0, "at most this many (0 = all)")
+	f.Uint64Var(&p.After, "after", 0, "only conids after this one (the cursor of the next page)")
+	return cmd
+}
+
+// addListFilters adds the filters that list and wait count share, with
+// their completions.
+func addListFilters(cmd *cobra.Command, p *rpc.ListParams) {
+	f := cmd.Flags()
+	f.StringVar(&p.State, "state", "", "only this state: "+strings.Join(conn.StateNames(), ", ")+" (or its number)")
 	f.StringVar(&p.Proto, "proto", "", "only this protocol: tcp, tls, ws, wss")
 	f.StringVar(&p.Direction, "direction", "", "only in (from clients) or out (to backends)")
 	f.StringVar(&p.Listener, "listener", "", "only connections of this listener (its name or URL)")
 	f.StringVar(&p.Remote, "remote", "", "only this remote: IP, IP:port or CIDR")
-	f.DurationVar(&idleMin, "idle-min", 0, "only connections idle at least this long (e.g. 30s, 10m)")
-	f.IntVar(&p.Limit, "limit", 0, "at most this many (0 = all)")
-	f.Uint64Var(&p.After, "after", 0, "only conids after this one (the cursor of the next page)")
-	cmd.RegisterFlagCompletionFunc("state", fixed("ok", "accepting", "connecting", "eof", "error", "bad"))
+	cmd.RegisterFlagCompletionFunc("state", fixed(conn.StateNames()...))
 	cmd.RegisterFlagCompletionFunc("proto", fixed("tcp", "tls", "ws", "wss"))
 	cmd.RegisterFlagCompletionFunc("direction", fixed("in", "out"))
-	return cmd
 }
 
 func orDash(n uint64) string {

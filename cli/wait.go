@@ -79,16 +79,8 @@ daemon cannot be reached; wait ready waits for that too.`,
 			}, func() string { return fmt.Sprintf("%d connections match, not %d,", last, eq) })
 		},
 	}
-	f := count.Flags()
-	f.IntVar(&eq, "eq", 0, "the count to wait for")
-	f.StringVar(&p.State, "state", "", "only this state")
-	f.StringVar(&p.Proto, "proto", "", "only this protocol: tcp, tls, ws, wss")
-	f.StringVar(&p.Direction, "direction", "", "only in or out")
-	f.StringVar(&p.Listener, "listener", "", "only this listener (its name or URL)")
-	f.StringVar(&p.Remote, "remote", "", "only this remote: IP, IP:port or CIDR")
-	count.RegisterFlagCompletionFunc("state", fixed("ok", "accepting", "connecting", "eof", "error", "bad"))
-	count.RegisterFlagCompletionFunc("proto", fixed("tcp", "tls", "ws", "wss"))
-	count.RegisterFlagCompletionFunc("direction", fixed("in", "out"))
+	count.Flags().IntVar(&eq, "eq", 0, "the count to wait for")
+	addListFilters(count, &p)
 	ready := &cobra.Command{
 		Use:     "ready",
 		Short:   "Wait until the daemon answers on its socket",

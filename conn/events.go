@@ -138,9 +138,6 @@ func (r *Events) Subscribe(since uint64) *Subscription {
 	return &Subscription{r: r, cursor: since}
 }
 
-// Cursor is the seq of the last event handed out (or lost).
-func (s *Subscription) Cursor() uint64 { return s.cursor }
-
 // Next waits for events after the cursor and returns up to max of them,
 // or a Lost for the seqs that left the ring before they could be read.
 // It returns ErrEventsClosed after Close once the ring is drained, and

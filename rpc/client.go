@@ -125,9 +125,6 @@ func (c *Client) Close() error {
 	return err
 }
 
-// Path is the socket path the client talks to.
-func (c *Client) Path() string { return c.path }
-
 // Call calls any method; params may be nil. An error from the daemon is a
 // *jsonrpc2.Error with its code; result may be a *json.RawMessage.
 func (c *Client) Call(ctx context.Context, method string, params, result any) error {

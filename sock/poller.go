@@ -64,7 +64,8 @@ func token(ev *unix.EpollEvent) uint64 {
 }
 
 // Arm watches c for readability under token (unique per socket while it
-// is watched). The first Arm of a socket adds it; later ones re-arm it.
+// is watched). The first Arm of a socket adds it with its ready func;
+// later ones re-arm it (ready is then the same func and not stored again).
 // If c is readable already, ready runs at once (epoll re-checks on arm),
 // so no wake-up is lost between a read that found nothing and Arm.
 func (p *Poller) Arm(c syscall.Conn, tok uint64, ready func()) error {
@@ -74,7 +75,9 @@ func (p *Poller) Arm(c syscall.Conn, tok uint64, ready func()) error {
 		return ErrPollerClosed
 	}
 	_, known := p.ready[tok]
-	p.ready[tok] = ready
+	if !known {
+		p.ready[tok] = ready // a socket keeps its ready func; re-arming writes nothing
+	}
 	p.mu.Unlock()
 	// The token is known before the socket is armed, so an event that
 	// fires at once finds it.

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcpops/tcpops/internal/proc"
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -97,36 +98,22 @@ func serve(args []string) error {
 	}
 }
 
-// memory reads a process's RSS and PSS in bytes.
+// memory reads a process's RSS and PSS in bytes (-1 if unreadable).
 func memory(pid int) (rss, pss int64) {
-	read := func(file, key string) int64 {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
-		if err != nil {
-			return -1
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, key) {
-				f := strings.Fields(l)
-				n, _ := strconv.ParseInt(f[1], 10, 64)
-				return n * 1024
-			}
-		}
-		return -1
+	rss, pss, err := proc.Memory(pid)
+	if err != nil {
+		return -1, -1
 	}
-	return read("status", "VmRSS:"), read("smaps_rollup", "Pss:")
+	return rss, pss
 }
 
-// cpu reads a process's user+system time.
+// cpu reads a process's user+system time (-1 if unreadable).
 func cpu(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := proc.CPU(pid)
 	if err != nil {
 		return -1
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return d
 }
 
 // dialFrom connects from source 127.0.0.(k+1), spreading connections over
