@@ -1,7 +1,6 @@
 package conn
 
 import (
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -23,9 +22,9 @@ type Spec struct {
 	Local     netip.AddrPort
 	Remote    netip.AddrPort
 	State     State // StateAccepting or StateConnecting
-	// TCP is the kernel socket (under TLS or WebSocket too); nil while an
-	// outbound leg is still dialling.
-	TCP *net.TCPConn
+	// TCP is the kernel socket (a *net.TCPConn, under TLS or WebSocket
+	// too, or a *sock.FD); nil while an outbound leg is still dialling.
+	TCP syscall.Conn
 	// Close ends the transport. While dialling it cancels the dial.
 	Close Closer
 	// Handshake says the connection becomes usable by Established (a TLS
@@ -58,7 +57,7 @@ type Conn struct {
 	mu       sync.Mutex
 	local    netip.AddrPort
 	remote   netip.AddrPort
-	tcp      *net.TCPConn
+	tcp      syscall.Conn
 	closer   Closer
 	peer     *Conn
 	lifetime time.Duration
@@ -96,12 +95,14 @@ func (c *Conn) Touch(in, out int) {
 // Established marks a connection usable: a dial, TLS handshake or
 // WebSocket upgrade finished.
 // tcp and closer replace the ones given at Add (nil keeps them).
-func (c *Conn) Established(tcp *net.TCPConn, closer Closer, state State) {
+func (c *Conn) Established(tcp syscall.Conn, closer Closer, state State) {
+	var local, remote netip.AddrPort
+	if tcp != nil {
+		local, remote = sock.Addrs(tcp)
+	}
 	c.mu.Lock()
 	if tcp != nil {
-		c.tcp = tcp
-		c.local = sock.AddrPort(tcp.LocalAddr())
-		c.remote = sock.AddrPort(tcp.RemoteAddr())
+		c.tcp, c.local, c.remote = tcp, local, remote
 	}
 	if closer != nil {
 		c.closer = closer
@@ -413,7 +414,7 @@ func (c *Conn) info(now int64) Info {
 }
 
 // TCP returns the kernel socket (nil while dialling).
-func (c *Conn) TCP() *net.TCPConn {
+func (c *Conn) TCP() syscall.Conn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.tcp

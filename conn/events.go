@@ -50,7 +50,8 @@ type Events struct {
 
 	// mu guards the fields below.
 	mu      sync.Mutex
-	buf     []Event
+	size    uint64        // events kept
+	chunks  [][]Event     // the ring, in chunks made as the first events reach them
 	next    uint64        // seq the next event gets; the first is 1
 	wake    chan struct{} // closed on publish when someone waits
 	waiting bool
@@ -62,7 +63,24 @@ func NewEvents(size int) *Events {
 	if size < 1 {
 		size = 1
 	}
-	return &Events{buf: make([]Event, size), next: 1, wake: make(chan struct{})}
+	n := (size + ringChunk - 1) / ringChunk
+	return &Events{size: uint64(size), chunks: make([][]Event, n), next: 1, wake: make(chan struct{})}
+}
+
+// ringChunk is how many events a chunk of the ring holds. A daemon that
+// has closed few connections holds few chunks; once the ring has wrapped
+// all of them stay.
+const ringChunk = 1024
+
+// slot is where seq lives in the ring; r.mu held.
+func (r *Events) slot(seq uint64) *Event {
+	i := seq % r.size
+	c := r.chunks[i/ringChunk]
+	if c == nil {
+		c = make([]Event, min(ringChunk, r.size-i/ringChunk*ringChunk))
+		r.chunks[i/ringChunk] = c
+	}
+	return &c[i%ringChunk]
 }
 
 // Publish assigns e the next seq and stores it.
@@ -70,7 +88,7 @@ func (r *Events) Publish(e Event) uint64 {
 	r.mu.Lock()
 	e.Seq = r.next
 	r.next++
-	r.buf[e.Seq%uint64(len(r.buf))] = e
+	*r.slot(e.Seq) = e
 	if r.waiting {
 		close(r.wake)
 		r.wake = make(chan struct{})
@@ -82,7 +100,7 @@ func (r *Events) Publish(e Event) uint64 {
 
 // oldestLocked is the seq of the oldest event still kept.
 func (r *Events) oldestLocked() uint64 {
-	if n := uint64(len(r.buf)); r.next > n {
+	if n := r.size; r.next > n {
 		return r.next - n
 	}
 	return 1
@@ -99,7 +117,7 @@ func (r *Events) LastSeq() uint64 {
 func (r *Events) Dropped() uint64 { return r.dropped.Load() }
 
 // Size is the ring's capacity.
-func (r *Events) Size() int { return len(r.buf) }
+func (r *Events) Size() int { return int(r.size) }
 
 // Since returns the kept events with seq > since, oldest first, and the seq
 // of the newest event.
@@ -109,7 +127,7 @@ func (r *Events) Since(since uint64) ([]Event, uint64) {
 	from := max(since+1, r.oldestLocked())
 	out := make([]Event, 0, r.next-min(from, r.next))
 	for s := from; s < r.next; s++ {
-		out = append(out, r.buf[s%uint64(len(r.buf))])
+		out = append(out, *r.slot(s))
 	}
 	return out, r.next - 1
 }
@@ -158,7 +176,7 @@ func (s *Subscription) Next(ctx context.Context, max int) ([]Event, *Lost, error
 			out := make([]Event, n)
 			for i := range out {
 				s.cursor++
-				out[i] = r.buf[s.cursor%uint64(len(r.buf))]
+				out[i] = *r.slot(s.cursor)
 			}
 			r.mu.Unlock()
 			return out, nil, nil

@@ -488,3 +488,32 @@ func TestParseRemote(t *testing.T) {
 		}
 	}
 }
+
+// TestRingChunks wraps a ring of several chunks, the last one short: every
+// kept event is where its seq says, and a late subscriber hears exactly
+// what it lost.
+func TestRingChunks(t *testing.T) {
+	const size = 2*ringChunk + 452
+	r := NewEvents(size)
+	for i := range 3 * size {
+		r.Publish(Event{ConnID: uint64(i + 1)})
+	}
+	got, last := r.Since(0)
+	if len(got) != size || last != 3*size {
+		t.Fatalf("Since(0): %d events, last %d; want %d, %d", len(got), last, size, 3*size)
+	}
+	for i, e := range got {
+		if want := uint64(2*size + i + 1); e.Seq != want || e.ConnID != want {
+			t.Fatalf("event %d: seq %d conn %d, want %d", i, e.Seq, e.ConnID, want)
+		}
+	}
+	sub := r.Subscribe(10)
+	_, lost, _ := sub.Next(context.Background(), 10)
+	if lost == nil || lost.From != 11 || lost.To != 2*size {
+		t.Fatalf("lost = %+v, want 11..%d", lost, 2*size)
+	}
+	evs, _, _ := sub.Next(context.Background(), 10)
+	if len(evs) != 10 || evs[0].Seq != 2*size+1 {
+		t.Fatalf("after the loss: %d events from %d", len(evs), evs[0].Seq)
+	}
+}

@@ -146,7 +146,7 @@ func relayRoundTrip(t *testing.T, addr string, data []byte) {
 			for _, in := range infos {
 				fmt.Fprintf(f, "live: %+v\n", in)
 			}
-			fmt.Fprintf(f, "pipes in use %d, lingering %d\n", pipesInUse.Load(), lingering.Load())
+			fmt.Fprintf(f, "pipes in use %d\n", pipesInUse.Load())
 			port := portOf(addr)
 			if out, err := exec.Command("ss", "-tnoie", "( sport = :"+port+" or dport = :"+port+" )").CombinedOutput(); err == nil {
 				f.Write(out)

@@ -3,218 +3,343 @@ package relay
 import (
 	"errors"
 	"io"
-	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/sock"
 )
 
-// A plain TCP connection costs no goroutine and no buffer while it is
-// idle: its socket is parked in the Server's Poller, and only when it turns
-// readable does a goroutine run pipe.ready, which copies what there is
-// with a pooled buffer, passes FIN on, and parks the socket again once a
-// read would block. Writes block in Go's netpoller, so a receiver that
-// stops reading stops the sender's reads too (backpressure).
+// Plain TCP connections (tcp:// listeners, their backends, the echo
+// backend) are bare descriptors (sock.FD) watched by the Server's Poller:
+// an idle one costs no goroutine and no buffer, only its table entry, its
+// descriptor and the few structs below. When a socket changes (data, room
+// to write, FIN, error) the Poller wakes the direction concerned, which
+// runs on a goroutine of its own until a read or write would block, and
+// leaves. Between two sockets bytes move by splice(2) through a kernel
+// pipe held only while they flow. A receiver that stops reading stops its
+// sender's reads (backpressure): a direction reads again only once what it
+// read has been written.
 //
 // TLS and WebSocket legs keep plaintext and messages buffered inside their
-// libraries, where epoll cannot see them, so their reads run on a goroutine
-// of their own (pipe.stream); everything else is shared.
+// libraries, where epoll cannot see them: their connections, and the
+// backend legs relayed to them, run each direction on a goroutine with
+// blocking reads and writes (streamPipe).
 
-// leg is one side of a relayed connection.
-type leg struct {
-	c   *conn.Conn
-	tcp *net.TCPConn // the kernel socket
-	// rc is set for plain TCP legs: reads are parked in the poller.
-	rc syscall.RawConn
-	// r is what a TLS or WebSocket leg is read from, on its own goroutine;
-	// such legs count their bytes at the socket (countingConn).
-	r io.Reader
-	// w sends to this leg; closeWrite passes a FIN (or its equivalent) on.
-	w          io.Writer
-	closeWrite func() error
+// fdLeg is a plain TCP leg.
+type fdLeg struct {
+	c  *conn.Conn
+	fd *sock.FD
+	s  *Server
+	// in reads from this leg, out writes to it (the same pipe for echo).
+	in, out atomic.Pointer[fdPipe]
 }
 
-// tcpLeg is a plain TCP leg.
-func tcpLeg(c *conn.Conn, tcp *net.TCPConn) (*leg, error) {
-	rc, err := tcp.SyscallConn()
-	if err != nil {
-		return nil, err
+// Ready wakes the directions a socket event concerns.
+func (l *fdLeg) Ready(ev uint32) {
+	const (
+		readable = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
+		writable = syscall.EPOLLOUT | syscall.EPOLLHUP | syscall.EPOLLERR
+	)
+	in, out := l.in.Load(), l.out.Load()
+	r := ev&readable != 0 && in != nil
+	if r {
+		in.notify()
 	}
-	return &leg{c: c, tcp: tcp, rc: rc, w: tcp, closeWrite: tcp.CloseWrite}, nil
+	// Room to write matters only to a direction waiting for it: a new
+	// socket's first event (writable) starts no goroutine.
+	if ev&writable != 0 && out != nil && out.blocked.Load() && !(r && out == in) {
+		out.notify()
+	}
 }
 
-// pipe is one direction: bytes read from src are written to dst. For the
-// echo backend src and dst are the same leg and other is nil.
-type pipe struct {
-	s        *Server
-	src, dst *leg
-	other    *pipe
-	finished atomic.Bool // src sent FIN and it was passed on
-	onReady  func()      // what the poller runs, made once
+// close is the Closer of a plain TCP leg. The directions using the socket
+// are woken to give back what they hold.
+func (l *fdLeg) close(_ *conn.Conn, reset bool) error {
+	l.s.poller.Remove(l.fd)
+	err := l.fd.Close(reset)
+	if p := l.in.Load(); p != nil {
+		p.notify()
+	}
+	if p := l.out.Load(); p != nil {
+		p.notify()
+	}
+	return err
+}
+
+// fdPipe is one direction between plain TCP legs: bytes read from src are
+// written to dst. For the echo backend src and dst are the same leg and
+// other is nil.
+type fdPipe struct {
+	src, dst *fdLeg
+	other    *fdPipe
+	finished atomic.Bool  // src sent FIN and it was passed on
+	run      atomic.Int32 // idle, running, or running and woken again
+	// blocked is set from before a write of pending bytes until they are
+	// all written: while it is set, room to write on dst wakes the pipe.
+	blocked atomic.Bool
+
+	// Owned by the goroutine running move.
+	done    bool
+	kp      *kpipe // holds pending bytes read but not written yet
+	pending int
+	rest    []byte // the same, when no kernel pipe was free
+}
+
+const (
+	idle int32 = iota
+	running
+	again
+)
+
+// notify makes sure move runs after this call: it starts it, or tells the
+// running one to go round once more.
+func (p *fdPipe) notify() {
+	for {
+		switch p.run.Load() {
+		case idle:
+			if p.run.CompareAndSwap(idle, running) {
+				go p.loop()
+				return
+			}
+		case running:
+			if p.run.CompareAndSwap(running, again) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (p *fdPipe) loop() {
+	for {
+		p.move()
+		if p.run.CompareAndSwap(running, idle) {
+			return
+		}
+		p.run.Store(running)
+	}
 }
 
 const bufSize = 32 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
-var errWouldBlock = errors.New("would block")
-
-// read reads a parked leg once without waiting: errWouldBlock when
-// nothing is there, (0, nil) at EOF.
-func (l *leg) read(b []byte) (int, error) {
-	for {
-		var n int
-		var rerr error
-		if err := l.rc.Read(func(fd uintptr) bool {
-			n, rerr = unix.Read(int(fd), b)
-			return true
-		}); err != nil {
-			return 0, err
-		}
-		switch rerr {
-		case nil:
-			return n, nil
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return 0, errWouldBlock
-		}
-		return 0, os.NewSyscallError("read", rerr)
-	}
-}
-
-// linger is how long a direction that just moved data keeps its goroutine
-// waiting in Go's netpoller for more before it parks in the poller. A
-// netpoller wake-up is much cheaper than the poller's (epoll_ctl, a wake
-// of the poller's thread, a new goroutine): measured here, a 64-byte round
-// trip through tcpops took 125-135 µs at p50 with it against 205-212 µs
-// without. The wait holds no buffer and no pipe, only the goroutine.
-const linger = 250 * time.Millisecond
-
-// maxLingering bounds the goroutines lingering at once, and so the stacks
-// a burst of thousands of briefly active connections would hold; past it
-// a direction parks at once.
-const maxLingering = 256
-
-var lingering atomic.Int32
-
-// lingerWait waits up to linger for src to become readable (data or EOF).
-// It reports whether to read again; false with nil error means park.
-func (p *pipe) lingerWait() (bool, error) {
-	l := p.src
-	l.tcp.SetReadDeadline(time.Now().Add(linger))
-	defer l.tcp.SetReadDeadline(time.Time{})
-	var one [1]byte
-	var perr error
-	err := l.rc.Read(func(fd uintptr) bool {
-		_, _, perr = unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return perr != unix.EAGAIN && perr != unix.EINTR
-	})
-	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return false, nil
-	case err != nil:
-		return false, err
-	case perr != nil:
-		// The peek took the socket's error (a reset, a timeout): it is
-		// reported once, so it is the reason now.
-		return false, os.NewSyscallError("recvfrom", perr)
-	}
-	return true, nil
-}
-
-// idle handles a read that found nothing: linger, then park. It reports
-// whether to read again.
-func (p *pipe) idle() bool {
-	if lingering.Add(1) > maxLingering {
-		lingering.Add(-1)
-		p.arm()
-		return false
-	}
-	again, err := p.lingerWait()
-	lingering.Add(-1)
-	switch {
-	case err != nil:
-		closeFor(p.src.c, err)
-	case !again:
-		p.arm()
-	}
-	return again
-}
-
-// start begins moving bytes: parked for a plain TCP source, on a goroutine
-// otherwise.
-func (p *pipe) start() {
-	switch {
-	case p.src.rc == nil:
-		go p.stream()
-		return
-	case p.dst.rc != nil:
-		p.onReady = p.spliceReady // socket to socket: through a kernel pipe
-	default:
-		p.onReady = p.ready
-	}
-	p.arm()
-}
-
-// arm parks the source socket until it is readable.
-func (p *pipe) arm() {
-	if err := p.s.poller.Arm(p.src.tcp, p.src.c.ID, p.onReady); err != nil {
-		if p.src.c.State() >= 0 {
-			p.src.c.Close(conn.ReasonError, err)
-		}
-	}
-}
-
-// ready copies until a read would block, lingers, then parks the socket.
-func (p *pipe) ready() {
-	for {
-		if !p.copyAvailable() || !p.idle() {
-			return
-		}
-	}
-}
-
-// copyAvailable copies what src has through a pooled buffer; true when a
-// read found nothing more (the buffer is back in the pool then).
-func (p *pipe) copyAvailable() bool {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	for {
-		n, err := p.src.read(buf)
+// move writes what is pending and reads more, until one would block.
+func (p *fdPipe) move() {
+	for !p.done {
 		switch {
-		case err == errWouldBlock:
-			return true
+		case p.pending > 0:
+			p.blocked.Store(true)
+			n, err := p.dst.fd.SpliceFrom(p.kp.r, p.pending)
+			p.pending -= n
+			if n > 0 {
+				p.dst.c.Touch(0, n)
+			}
+			if p.wait(p.dst.c, err) {
+				return
+			}
+			continue
+		case len(p.rest) > 0:
+			p.blocked.Store(true)
+			n, err := p.dst.fd.Write(p.rest)
+			p.rest = p.rest[n:]
+			if n > 0 {
+				p.dst.c.Touch(0, n)
+			}
+			if p.wait(p.dst.c, err) {
+				return
+			}
+			if len(p.rest) == 0 {
+				p.rest = nil
+			}
+			continue
+		}
+		p.blocked.Store(false)
+		if p.kp == nil {
+			p.kp = getPipe()
+		}
+		if p.kp == nil {
+			if p.copyOnce() {
+				return
+			}
+			continue
+		}
+		n, err := p.src.fd.SpliceTo(p.kp.w, pipeSize)
+		switch {
+		case err == sock.ErrWouldBlock:
+			putPipe(p.kp) // empty: nothing pending
+			p.kp = nil
+			return
 		case err != nil:
-			closeFor(p.src.c, err)
-			return false
+			p.fail(p.src.c, err)
+			return
 		case n == 0:
 			p.eof()
-			return false
+			return
 		}
 		p.src.c.Touch(n, 0)
-		if !p.send(buf[:n]) {
-			return false
-		}
+		p.pending = n
 	}
 }
 
-// stream copies from a TLS or WebSocket source until it ends.
-func (p *pipe) stream() {
+// copyOnce reads once through a pooled buffer (every kernel pipe is in
+// use) and writes what it can; the rest is kept. It reports whether to
+// stop: nothing to read, EOF or an error.
+func (p *fdPipe) copyOnce() bool {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	n, err := p.src.fd.Read(*bp)
+	switch {
+	case err == sock.ErrWouldBlock:
+		return true
+	case err != nil:
+		p.fail(p.src.c, err)
+		return true
+	case n == 0:
+		p.eof()
+		return true
+	}
+	p.src.c.Touch(n, 0)
+	b := (*bp)[:n]
+	w, err := p.dst.fd.Write(b)
+	if w > 0 {
+		p.dst.c.Touch(0, w)
+	}
+	if err != nil && err != sock.ErrWouldBlock {
+		p.fail(p.dst.c, err)
+		return true
+	}
+	if w < n {
+		p.rest = append([]byte(nil), b[w:]...)
+	}
+	return false
+}
+
+// wait handles the error of a write: true to stop (it would block, and
+// the Poller wakes the pipe when dst has room; or it failed).
+func (p *fdPipe) wait(c *conn.Conn, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case err == sock.ErrWouldBlock:
+		return true
+	}
+	p.fail(c, err)
+	return true
+}
+
+// fail ends the direction for err on c, giving back what it holds.
+func (p *fdPipe) fail(c *conn.Conn, err error) {
+	p.done = true
+	p.release()
+	closeFor(c, err)
+}
+
+func (p *fdPipe) release() {
+	if p.kp != nil {
+		if p.pending > 0 {
+			dropPipe(p.kp) // holds bytes nobody will read
+		} else {
+			putPipe(p.kp)
+		}
+		p.kp, p.pending = nil, 0
+	}
+	p.rest = nil
+}
+
+// eof passes the FIN of src on; once both directions are finished the
+// connection is done.
+func (p *fdPipe) eof() {
+	p.done = true
+	p.release()
+	p.src.c.SawEOF()
+	if p.other == nil {
+		// Echo: everything read has been written back already.
+		p.src.c.Close(conn.ReasonEOF, nil)
+		return
+	}
+	p.finished.Store(true)
+	if err := p.dst.fd.CloseWrite(); err != nil {
+		closeFor(p.dst.c, err)
+		return
+	}
+	if p.other.finished.Load() {
+		p.src.c.Close(conn.ReasonEOF, nil)
+	}
+}
+
+// relayFD starts both directions between plain TCP legs in and out, or
+// echo on in when out is nil.
+func (s *Server) relayFD(in, out *fdLeg) {
+	if out == nil {
+		p := &fdPipe{src: in, dst: in}
+		in.in.Store(p)
+		in.out.Store(p)
+		s.watch(in)
+		return
+	}
+	up := &fdPipe{src: in, dst: out}
+	down := &fdPipe{src: out, dst: in, other: up}
+	up.other = down
+	in.in.Store(up)
+	out.out.Store(up)
+	out.in.Store(down)
+	in.out.Store(down)
+	if s.watch(in) {
+		s.watch(out)
+	}
+}
+
+// watch adds a leg to the Poller; the socket's current state arrives as
+// its first event. False when that failed (the connection is closed then).
+func (s *Server) watch(l *fdLeg) bool {
+	if err := s.poller.Add(l.fd, l); err != nil {
+		closeFor(l.c, err)
+		return false
+	}
+	return true
+}
+
+// leg is a TLS or WebSocket leg, or the plain TCP backend leg of one.
+type leg struct {
+	c *conn.Conn
+	r io.Reader
+	// w sends to this leg; closeWrite passes a FIN (or its equivalent) on.
+	w          io.Writer
+	closeWrite func() error
+	// count says bytes are counted here; TLS and WebSocket legs count
+	// theirs at the socket (countingConn).
+	count bool
+}
+
+// streamPipe is one direction read on a goroutine of its own.
+type streamPipe struct {
+	src, dst *leg
+	other    *streamPipe
+	finished atomic.Bool
+}
+
+// stream copies from src until it ends.
+func (p *streamPipe) stream() {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
 	for {
 		n, err := p.src.r.Read(buf)
-		if n > 0 && !p.send(buf[:n]) {
-			return
+		if n > 0 {
+			if p.src.count {
+				p.src.c.Touch(n, 0)
+			}
+			if _, werr := p.dst.w.Write(buf[:n]); werr != nil {
+				closeFor(p.dst.c, werr)
+				return
+			}
+			if p.dst.count {
+				p.dst.c.Touch(0, n)
+			}
 		}
 		if errors.Is(err, io.EOF) {
 			p.eof()
@@ -227,24 +352,9 @@ func (p *pipe) stream() {
 	}
 }
 
-// send writes b to dst; false when that failed and the pipe is done.
-func (p *pipe) send(b []byte) bool {
-	if _, err := p.dst.w.Write(b); err != nil {
-		closeFor(p.dst.c, err)
-		return false
-	}
-	if p.dst.rc != nil {
-		p.dst.c.Touch(0, len(b))
-	}
-	return true
-}
-
-// eof passes the FIN of src on; once both directions are finished the
-// connection is done.
-func (p *pipe) eof() {
+func (p *streamPipe) eof() {
 	p.src.c.SawEOF()
 	if p.other == nil {
-		// Echo: everything read has been written back already.
 		p.src.c.Close(conn.ReasonEOF, nil)
 		return
 	}
@@ -258,13 +368,18 @@ func (p *pipe) eof() {
 	}
 }
 
-// relay starts both directions between in and out.
-func (s *Server) relay(in, out *leg) {
-	up := &pipe{s: s, src: in, dst: out}
-	down := &pipe{s: s, src: out, dst: in, other: up}
+// relayStream starts both directions between in and out on goroutines, or
+// echo on in when out is nil.
+func relayStream(in, out *leg) {
+	if out == nil {
+		go (&streamPipe{src: in, dst: in}).stream()
+		return
+	}
+	up := &streamPipe{src: in, dst: out}
+	down := &streamPipe{src: out, dst: in, other: up}
 	up.other = down
-	up.start()
-	down.start()
+	go up.stream()
+	go down.stream()
 }
 
 // closeFor closes c for the reason a socket error says. When the table

@@ -467,7 +467,10 @@ func TestIdleCostsNoGoroutine(t *testing.T) {
 		readLine(t, c)
 	}
 	e.waitConns(n, conn.StateOK)
-	time.Sleep(linger + 300*time.Millisecond) // past the linger: every socket parks
+	// Each direction's goroutine leaves once a read would block.
+	for end := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > 50 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if g := runtime.NumGoroutine(); g > 50 {
 		t.Fatalf("%d goroutines for %d idle connections: idle connections must not hold one", g, n)
 	}

@@ -86,7 +86,10 @@ func (s *sockConn) Close() error {
 // closeSocket is the Closer of a TLS or WebSocket connection that is not
 // usable yet: closing the socket ends a handshake in progress.
 func closeSocket(c *conn.Conn, reset bool) error {
-	tcp := c.TCP()
+	tcp, ok := c.TCP().(*net.TCPConn)
+	if !ok {
+		return nil
+	}
 	if reset {
 		tcp.SetLinger(0)
 	}
@@ -134,7 +137,7 @@ func (s *Server) serveTLS(ctx context.Context, sc *sockConn, l Listener) {
 		go tc.Close()
 		return nil
 	}, conn.StateOK)
-	s.serveLeg(ctx, &leg{c: in, tcp: sc.TCPConn, r: tlsReader{tc}, w: tc, closeWrite: tc.CloseWrite}, l)
+	s.serveLeg(ctx, &leg{c: in, r: tlsReader{tc}, w: tc, closeWrite: tc.CloseWrite}, l)
 }
 
 // tlsReader reads a TLS connection; a peer that closes the TCP connection

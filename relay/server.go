@@ -136,9 +136,33 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
 	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	// Plain TCP connections are accepted as bare descriptors.
+	var fl *sock.Listener
+	if tl, ok := ln.(*net.TCPListener); ok && l.Scheme == "tcp" {
+		var err error
+		if fl, err = sock.NewListener(tl); err != nil {
+			return fmt.Errorf("accept %s: %w", l.Name, err)
+		}
+		defer context.AfterFunc(ctx, func() { fl.Close() })()
+	}
 	var backoff time.Duration
 	for {
-		c, err := ln.Accept()
+		var err error
+		if fl != nil {
+			var fd *sock.FD
+			if fd, err = fl.Accept(); err == nil {
+				backoff = 0
+				s.acceptFD(ctx, fd, l)
+				continue
+			}
+		} else {
+			var c net.Conn
+			if c, err = ln.Accept(); err == nil {
+				backoff = 0
+				s.accept(ctx, c.(*net.TCPConn), l, hand)
+				continue
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -156,8 +180,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
 			}
 			return fmt.Errorf("accept %s: %w", l.Name, err)
 		}
-		backoff = 0
-		s.accept(ctx, c.(*net.TCPConn), l, hand)
 	}
 }
 
@@ -171,28 +193,46 @@ func temporary(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// closeTCP is the Closer of a TCP leg.
-func (s *Server) closeTCP(c *conn.Conn, reset bool) error {
-	s.poller.Forget(c.ID)
-	tcp := c.TCP()
-	if tcp == nil {
-		return nil
+// acceptFD puts an accepted plain TCP connection in the table and starts
+// relaying it.
+func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, l Listener) {
+	local, remote, err := fd.Addrs()
+	if err != nil {
+		// Reset by the client before we got to it.
+		fd.Close(false)
+		return
 	}
-	if reset {
-		tcp.SetLinger(0)
+	lg := &fdLeg{fd: fd, s: s}
+	in, err := s.table.Add(conn.Spec{
+		Proto: l.Scheme, Direction: "in", Listener: l.Name, Local: local, Remote: remote,
+		State: conn.StateAccepting, TCP: fd, Close: lg.close,
+		Lifetime: l.Lifetime, MaxConns: l.MaxConns,
+	})
+	if err != nil {
+		s.log.Debug("connection refused by limit", "listener", l.Name, "remote", remote.String(), "err", err)
+		fd.Close(true)
+		return
 	}
-	return tcp.Close()
+	lg.c = in
+	if _, err := in.SetKeepalive(s.keepaliveFor(&l)); err != nil {
+		s.log.Error("keepalive on accepted socket failed; closing it", "conid", in.ID, "err", err)
+		in.Close(conn.ReasonError, err)
+		return
+	}
+	if l.Backend == Echo {
+		s.relayFD(lg, nil)
+		return
+	}
+	s.queueDial(dialJob{ctx: ctx, c: in, fd: lg, l: l})
 }
 
+// accept puts an accepted TLS or WebSocket connection in the table and
+// starts its handshake.
 func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand *chanListener) {
-	closer := s.closeTCP
-	if l.Scheme != "tcp" {
-		closer = closeSocket
-	}
 	in, err := s.table.Add(conn.Spec{
 		Proto: l.Scheme, Direction: "in", Listener: l.Name,
 		Local: sock.AddrPort(tcp.LocalAddr()), Remote: sock.AddrPort(tcp.RemoteAddr()),
-		State: conn.StateAccepting, TCP: tcp, Close: closer, Handshake: l.Scheme != "tcp",
+		State: conn.StateAccepting, TCP: tcp, Close: closeSocket, Handshake: true,
 		Lifetime: l.Lifetime, MaxConns: l.MaxConns,
 	})
 	if err != nil {
@@ -204,15 +244,6 @@ func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand 
 	if _, err := in.SetKeepalive(s.keepaliveFor(&l)); err != nil {
 		s.log.Error("keepalive on accepted socket failed; closing it", "conid", in.ID, "err", err)
 		in.Close(conn.ReasonError, err)
-		return
-	}
-	if l.Scheme == "tcp" {
-		inLeg, err := tcpLeg(in, tcp)
-		if err != nil {
-			in.Close(conn.ReasonError, err)
-			return
-		}
-		s.serveLeg(ctx, inLeg, l)
 		return
 	}
 	sc := &sockConn{TCPConn: tcp, c: in}
@@ -232,14 +263,14 @@ func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand 
 	}
 }
 
-// serveLeg relays an established inbound leg: to itself for echo, else to
-// a new outbound leg.
+// serveLeg relays an established TLS or WebSocket leg: to itself for
+// echo, else to a new outbound leg.
 func (s *Server) serveLeg(ctx context.Context, in *leg, l Listener) {
 	if l.Backend == Echo {
-		(&pipe{s: s, src: in, dst: in}).start()
+		relayStream(in, nil)
 		return
 	}
-	s.queueDial(dialJob{ctx: ctx, in: in, l: l})
+	s.queueDial(dialJob{ctx: ctx, c: in.c, in: in, l: l})
 }
 
 // maxDialers bounds the goroutines dialling backends at once. A burst of
@@ -248,8 +279,12 @@ func (s *Server) serveLeg(ctx context.Context, in *leg, l Listener) {
 // here, 9,000 relayed connections held 3 KB more each in RSS that way.
 const maxDialers = 256
 
+// dialJob is an inbound connection waiting for its backend: a plain TCP
+// leg (fd) or a TLS or WebSocket one (in).
 type dialJob struct {
 	ctx context.Context
+	c   *conn.Conn
+	fd  *fdLeg
 	in  *leg
 	l   Listener
 }
@@ -283,17 +318,18 @@ func (s *Server) dialer() {
 		s.dialQ[0] = dialJob{}
 		s.dialQ = s.dialQ[1:]
 		s.dialMu.Unlock()
-		if j.in.c.State() >= 0 { // the client may have gone while queued
-			s.dial(j.ctx, j.in, j.l)
+		if j.c.State() >= 0 { // the client may have gone while queued
+			s.dial(j)
 		}
 		s.wg.Done()
 	}
 }
 
-// dial connects the outbound leg of in and starts relaying.
-func (s *Server) dial(ctx context.Context, in *leg, l Listener) {
+// dial connects the outbound leg of j and starts relaying.
+func (s *Server) dial(j dialJob) {
+	in, l := j.c, j.l
 	dialTimeout := s.conf.Load().DialTimeout
-	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	ctx, cancel := context.WithTimeout(j.ctx, dialTimeout)
 	defer cancel()
 	remote, _ := netipAddrPort(l.Backend)
 	out, err := s.table.Add(conn.Spec{
@@ -302,10 +338,10 @@ func (s *Server) dial(ctx context.Context, in *leg, l Listener) {
 		Close: func(*conn.Conn, bool) error { cancel(); return nil },
 	})
 	if err != nil {
-		in.c.Close(conn.ReasonError, err)
+		in.Close(conn.ReasonError, err)
 		return
 	}
-	conn.Pair(in.c, out)
+	conn.Pair(in, out)
 	d := net.Dialer{KeepAlive: -1}
 	nc, err := d.DialContext(ctx, "tcp", l.Backend)
 	if err != nil {
@@ -317,29 +353,49 @@ func (s *Server) dial(ctx context.Context, in *leg, l Listener) {
 		return
 	}
 	tcp := nc.(*net.TCPConn)
-	out.Established(tcp, s.closeTCP, conn.StateOK)
-	if out.State() < 0 {
-		return
-	}
-	if _, err := out.SetKeepalive(s.keepaliveFor(&l)); err != nil {
-		out.Close(conn.ReasonError, err)
-		return
-	}
 	if l.ProxyProtocol != 0 {
 		// The client's address and the one it connected to, before any
-		// byte of the client's own.
-		h := proxyproto.HeaderProxyFromAddrs(l.ProxyProtocol, in.tcp.RemoteAddr(), in.tcp.LocalAddr())
+		// byte of the client's own. A fresh socket takes it at once.
+		inf := in.Info()
+		h := proxyproto.HeaderProxyFromAddrs(l.ProxyProtocol, net.TCPAddrFromAddrPort(inf.Remote), net.TCPAddrFromAddrPort(inf.Local))
+		tcp.SetWriteDeadline(time.Now().Add(dialTimeout))
 		n, err := h.WriteTo(tcp)
+		tcp.SetWriteDeadline(time.Time{})
+		out.Touch(0, int(n))
 		if err != nil {
+			tcp.Close()
 			closeFor(out, fmt.Errorf("proxy protocol header: %w", err))
 			return
 		}
-		out.Touch(0, int(n))
 	}
-	outLeg, err := tcpLeg(out, tcp)
+	if j.fd == nil {
+		// To a TLS or WebSocket client: both directions on goroutines.
+		out.Established(tcp, closeSocket, conn.StateOK)
+		if out.State() < 0 || !s.outKeepalive(out, l) {
+			return
+		}
+		relayStream(j.in, &leg{c: out, r: tcp, w: tcp, closeWrite: tcp.CloseWrite, count: true})
+		return
+	}
+	fd, err := sock.TakeConn(tcp)
 	if err != nil {
 		out.Close(conn.ReasonError, err)
 		return
 	}
-	s.relay(in, outLeg)
+	lg := &fdLeg{c: out, fd: fd, s: s}
+	out.Established(fd, lg.close, conn.StateOK)
+	if out.State() < 0 || !s.outKeepalive(out, l) {
+		return
+	}
+	s.relayFD(j.fd, lg)
+}
+
+// outKeepalive applies the listener's keepalive to a dialled leg; false
+// when that failed and the leg is closed.
+func (s *Server) outKeepalive(out *conn.Conn, l Listener) bool {
+	if _, err := out.SetKeepalive(s.keepaliveFor(&l)); err != nil {
+		out.Close(conn.ReasonError, err)
+		return false
+	}
+	return true
 }

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"os"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -68,96 +67,4 @@ func dropPipe(p *kpipe) {
 func (p *kpipe) close() {
 	unix.Close(p.r)
 	unix.Close(p.w)
-}
-
-// spliceIn moves what src has (up to the pipe's room) into the pipe
-// without waiting: errWouldBlock when src has nothing, (0, nil) at EOF.
-func (l *leg) spliceIn(p *kpipe) (int, error) {
-	for {
-		var n int64
-		var serr error
-		if err := l.rc.Read(func(fd uintptr) bool {
-			n, serr = unix.Splice(int(fd), nil, p.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			return true
-		}); err != nil {
-			return 0, err
-		}
-		switch serr {
-		case nil:
-			return int(n), nil
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return 0, errWouldBlock
-		}
-		return 0, os.NewSyscallError("splice", serr)
-	}
-}
-
-// spliceOut moves n bytes from the pipe into dst, waiting in Go's
-// netpoller while dst cannot take more (backpressure).
-func (l *leg) spliceOut(p *kpipe, n int) error {
-	var serr error
-	err := l.rc.Write(func(fd uintptr) bool {
-		for n > 0 {
-			m, err := unix.Splice(p.r, nil, int(fd), nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			switch err {
-			case nil:
-				n -= int(m)
-			case unix.EINTR:
-			case unix.EAGAIN:
-				return false // wait until dst is writable
-			default:
-				serr = os.NewSyscallError("splice", err)
-				return true
-			}
-		}
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
-
-// spliceReady is ready for two plain TCP legs.
-func (p *pipe) spliceReady() {
-	for {
-		kp := getPipe()
-		if kp == nil {
-			p.ready() // too many pipes in use: through a buffer
-			return
-		}
-		if !p.spliceAvailable(kp) || !p.idle() {
-			return
-		}
-	}
-}
-
-// spliceAvailable moves what src has to dst through kp; true when src had
-// nothing more (kp is back in the pool then).
-func (p *pipe) spliceAvailable(kp *kpipe) bool {
-	for {
-		n, err := p.src.spliceIn(kp)
-		switch {
-		case err == errWouldBlock:
-			putPipe(kp) // drained by the last spliceOut
-			return true
-		case err != nil:
-			dropPipe(kp)
-			closeFor(p.src.c, err)
-			return false
-		case n == 0:
-			putPipe(kp)
-			p.eof()
-			return false
-		}
-		p.src.c.Touch(n, 0)
-		if err := p.dst.spliceOut(kp, n); err != nil {
-			dropPipe(kp) // may hold bytes nobody will read
-			closeFor(p.dst.c, err)
-			return false
-		}
-		p.dst.c.Touch(0, n)
-	}
 }

@@ -151,7 +151,7 @@ func (s *Server) serveWS(ctx context.Context, sc *sockConn, ws *websocket.Conn, 
 		go wc.echo()
 		return
 	}
-	in := &leg{c: sc.c, tcp: sc.TCPConn, r: &wsReader{wc: wc}, w: wsWriter{wc}, closeWrite: func() error {
+	in := &leg{c: sc.c, r: &wsReader{wc: wc}, w: wsWriter{wc}, closeWrite: func() error {
 		// WebSocket has no half-close: the backend is done, say so.
 		go wc.ws.Close(websocket.StatusNormalClosure, "backend closed")
 		return nil
@@ -164,10 +164,8 @@ func (s *Server) serveWS(ctx context.Context, sc *sockConn, ws *websocket.Conn, 
 // handshake may take the peer a while; the table does not wait for it.
 func (wc *wsConn) close(c *conn.Conn, reset bool) error {
 	if reset {
-		tcp := c.TCP()
-		tcp.SetLinger(0)
 		wc.cancel()
-		return tcp.Close()
+		return closeSocket(c, true)
 	}
 	code, text := websocket.StatusGoingAway, "going away: "+string(c.Reason())
 	if c.Reason() == conn.ReasonPeer {

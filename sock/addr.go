@@ -3,6 +3,7 @@ package sock
 import (
 	"net"
 	"net/netip"
+	"syscall"
 )
 
 // AddrPort is the address of a TCP endpoint, IPv4-mapped IPv6 unmapped;
@@ -13,4 +14,16 @@ func AddrPort(a net.Addr) netip.AddrPort {
 		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	return netip.AddrPort{}
+}
+
+// Addrs returns the local and remote address of a *net.TCPConn or an *FD
+// (invalid ones for anything else).
+func Addrs(c syscall.Conn) (local, remote netip.AddrPort) {
+	switch c := c.(type) {
+	case *FD:
+		local, remote, _ = c.Addrs()
+	case net.Conn:
+		local, remote = AddrPort(c.LocalAddr()), AddrPort(c.RemoteAddr())
+	}
+	return local, remote
 }

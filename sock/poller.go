@@ -2,7 +2,6 @@ package sock
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"sync"
 	"syscall"
@@ -10,162 +9,169 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Poller parks idle sockets in an epoll set of its own, so that a
-// connection with nothing to read costs no goroutine and no buffer. Each
-// socket is watched one-shot: when it becomes readable (data, FIN, error),
-// its Ready func runs once on a new goroutine, and the socket is not
-// watched again until Arm is called for it.
+// Poller watches FDs in an epoll set of its own, edge-triggered: each
+// socket is added once, for reading and writing, and its Handler hears of
+// every change (data, room to write, FIN, error) until it is removed. No
+// epoll_ctl runs per read or write.
 //
-// The sockets stay in Go's own netpoller too, so blocking writes and Close
-// work as usual; Poller only replaces the goroutine that would wait in Read.
+// The epoll descriptor itself sits in Go's netpoller, so a wake-up is an
+// ordinary netpoller wake-up of the goroutine running Run: no thread of
+// its own, no extra hand-off between threads.
 type Poller struct {
-	epfd   int
-	wakeFd int // eventfd that ends Run
+	ep *os.File
+	rc syscall.RawConn
 
 	// mu guards the fields below.
-	mu     sync.Mutex
-	ready  map[uint64]func()
-	closed bool
+	mu      sync.Mutex
+	slots   []slot // by descriptor number
+	seq     uint32
+	watched int
+	closed  bool
 }
 
-// NewPoller creates the epoll set.
+type slot struct {
+	seq uint32
+	h   Handler
+}
+
+// Handler hears what epoll reported for a socket (EPOLLIN, EPOLLOUT,
+// EPOLLRDHUP, EPOLLHUP, EPOLLERR). Ready runs on the Poller's goroutine
+// and must not block.
+type Handler interface{ Ready(events uint32) }
+
+// ErrPollerClosed is returned by Add after Close.
+var ErrPollerClosed = errors.New("poller closed")
+
+// NewPoller creates the epoll set; call Run to dispatch.
 func NewPoller() (*Poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	wfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	// Nonblocking, so that os.NewFile puts it in Go's netpoller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	ep := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := ep.SyscallConn()
 	if err != nil {
-		unix.Close(epfd)
-		return nil, os.NewSyscallError("eventfd", err)
+		ep.Close()
+		return nil, err
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	setToken(&ev, wakeToken)
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(wfd)
-		return nil, os.NewSyscallError("epoll_ctl", err)
-	}
-	return &Poller{epfd: epfd, wakeFd: wfd, ready: make(map[uint64]func())}, nil
+	return &Poller{ep: ep, rc: rc}, nil
 }
 
-const wakeToken = ^uint64(0)
-
-// ErrPollerClosed is returned by Arm after Close.
-var ErrPollerClosed = errors.New("poller closed")
-
-func setToken(ev *unix.EpollEvent, t uint64) {
-	ev.Fd = int32(uint32(t))
-	ev.Pad = int32(uint32(t >> 32))
-}
-
-func token(ev *unix.EpollEvent) uint64 {
-	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-}
-
-// Arm watches c for readability under token (unique per socket while it
-// is watched). The first Arm of a socket adds it with its ready func;
-// later ones re-arm it (ready is then the same func and not stored again).
-// If c is readable already, ready runs at once (epoll re-checks on arm),
-// so no wake-up is lost between a read that found nothing and Arm.
-func (p *Poller) Arm(c syscall.Conn, tok uint64, ready func()) error {
-	p.mu.Lock()
-	if p.closed {
+// Add watches f and reports to h. Events may reach h before Add returns.
+func (p *Poller) Add(f *FD, h Handler) error {
+	return f.do(func(fd int) error {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return ErrPollerClosed
+		}
+		if fd >= len(p.slots) {
+			p.slots = append(p.slots, make([]slot, fd+1-len(p.slots)+len(p.slots)/2)...)
+		}
+		p.seq++
+		seq := p.seq
+		if p.slots[fd].h == nil {
+			p.watched++
+		}
+		p.slots[fd] = slot{seq: seq, h: h}
 		p.mu.Unlock()
-		return ErrPollerClosed
-	}
-	_, known := p.ready[tok]
-	if !known {
-		p.ready[tok] = ready // a socket keeps its ready func; re-arming writes nothing
-	}
-	p.mu.Unlock()
-	// The token is known before the socket is armed, so an event that
-	// fires at once finds it.
-	err := control(c, func(fd int) error {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
-		setToken(&ev, tok)
-		op := unix.EPOLL_CTL_MOD
-		if !known {
-			op = unix.EPOLL_CTL_ADD
-		}
-		err := unix.EpollCtl(p.epfd, op, fd, &ev)
-		if err == unix.EEXIST && op == unix.EPOLL_CTL_ADD {
-			err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
-		}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd), Pad: int32(seq)}
+		var err error
+		p.ctl(func(epfd int) { err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev) })
 		if err != nil {
+			p.forget(fd, seq)
 			return &OpError{Op: "epoll_ctl", Err: os.NewSyscallError("epoll_ctl", err)}
 		}
 		return nil
 	})
-	if err != nil && !known {
-		p.Forget(tok)
-	}
-	return err
 }
 
-// Forget drops the token; call it when the socket is closed (the kernel
-// drops a closed descriptor from the epoll set by itself).
-func (p *Poller) Forget(tok uint64) {
+func (p *Poller) ctl(fn func(epfd int)) {
+	p.rc.Control(func(fd uintptr) { fn(int(fd)) })
+}
+
+// Remove stops watching f. Call it before closing f (the kernel drops a
+// closed descriptor from the set by itself, but its number may come back).
+func (p *Poller) Remove(f *FD) {
+	f.do(func(fd int) error {
+		p.mu.Lock()
+		if fd < len(p.slots) && p.slots[fd].h != nil {
+			p.slots[fd] = slot{}
+			p.watched--
+		}
+		p.mu.Unlock()
+		p.ctl(func(epfd int) { unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, fd, nil) })
+		return nil
+	})
+}
+
+func (p *Poller) forget(fd int, seq uint32) {
 	p.mu.Lock()
-	delete(p.ready, tok)
+	if fd < len(p.slots) && p.slots[fd].seq == seq && p.slots[fd].h != nil {
+		p.slots[fd] = slot{}
+		p.watched--
+	}
 	p.mu.Unlock()
 }
 
-// Watched returns how many sockets are known to the poller.
+// Watched returns how many sockets are watched.
 func (p *Poller) Watched() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.ready)
+	return p.watched
 }
 
-// Run waits for readiness and dispatches until Close. It is meant to run on
-// its own goroutine; epoll_wait blocks one OS thread, not a P.
+// Run dispatches events until Close.
 func (p *Poller) Run() error {
 	events := make([]unix.EpollEvent, 256)
-	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return os.NewSyscallError("epoll_wait", err)
-		}
-		for i := range n {
-			t := token(&events[i])
-			if t == wakeToken {
-				p.mu.Lock()
-				closed := p.closed
-				p.mu.Unlock()
-				if closed {
-					unix.Close(p.epfd)
-					unix.Close(p.wakeFd)
-					return nil
-				}
+	hs := make([]Handler, len(events))
+	err := p.rc.Read(func(epfd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(epfd), events, 0)
+			if err == unix.EINTR {
 				continue
 			}
+			if err != nil || n == 0 {
+				return false // wait in Go's netpoller for the next event
+			}
 			p.mu.Lock()
-			fn := p.ready[t]
+			for i := range n {
+				fd, seq := int(events[i].Fd), uint32(events[i].Pad)
+				hs[i] = nil
+				if fd < len(p.slots) && p.slots[fd].seq == seq {
+					hs[i] = p.slots[fd].h
+				}
+			}
 			p.mu.Unlock()
-			if fn != nil {
-				go fn()
+			for i := range n {
+				if hs[i] != nil {
+					hs[i].Ready(events[i].Events)
+					hs[i] = nil
+				}
+			}
+			if n < len(events) {
+				return false
 			}
 		}
+	})
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return nil
 	}
+	return err
 }
 
 // Close ends Run. Sockets are not closed.
 func (p *Poller) Close() error {
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil
-	}
-	p.closed = true
+	p.slots, p.closed = nil, true
 	p.mu.Unlock()
-	var one [8]byte
-	one[0] = 1
-	if _, err := unix.Write(p.wakeFd, one[:]); err != nil {
-		return fmt.Errorf("poller wake: %w", err)
-	}
-	return nil
+	return p.ep.Close()
 }

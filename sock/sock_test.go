@@ -2,10 +2,10 @@ package sock
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,6 +158,60 @@ func TestDefaultSocketPath(t *testing.T) {
 	}
 }
 
+// fdPair is a connected pair: a client and the accepted side as an FD.
+func fdPair(t *testing.T) (*net.TCPConn, *FD) {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, err := NewListener(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.Close()
+	f, err := fl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); f.Close(false) })
+	return c, f
+}
+
+type events chan uint32
+
+func (e events) Ready(ev uint32) { e <- ev }
+
+// next waits for an event with any of the bits in want.
+func (e events) next(t *testing.T, want uint32) uint32 {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case ev := <-e:
+			if ev&want != 0 {
+				return ev
+			}
+		case <-timeout:
+			t.Fatalf("no event %#x within 5s", want)
+		}
+	}
+}
+
+func (e events) none(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case ev := <-e:
+		t.Fatalf("%s: event %#x", what, ev)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
 func TestPoller(t *testing.T) {
 	p, err := NewPoller()
 	if err != nil {
@@ -165,48 +219,130 @@ func TestPoller(t *testing.T) {
 	}
 	done := make(chan error)
 	go func() { done <- p.Run() }()
-	c, s := pair(t)
-	var fired atomic.Int32
-	ready := make(chan struct{}, 4)
-	fn := func() { fired.Add(1); ready <- struct{}{} }
-	if err := p.Arm(s, 1, fn); err != nil {
+	c, f := fdPair(t)
+	ev := make(events, 16)
+	if err := p.Add(f, ev); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-ready:
-		t.Fatal("fired with nothing to read")
-	case <-time.After(50 * time.Millisecond):
+	// The socket's state when added: room to write, nothing to read.
+	if got := ev.next(t, unix.EPOLLOUT); got&unix.EPOLLIN != 0 {
+		t.Fatalf("first event %#x says readable with nothing sent", got)
 	}
+	ev.none(t, "edge-triggered, nothing changed")
 	c.Write([]byte("x"))
-	<-ready
-	// One-shot: more data does not fire again until re-armed.
+	ev.next(t, unix.EPOLLIN)
+	ev.none(t, "one edge per change")
 	c.Write([]byte("y"))
-	select {
-	case <-ready:
-		t.Fatal("fired twice without Arm")
-	case <-time.After(50 * time.Millisecond):
+	ev.next(t, unix.EPOLLIN) // a new edge though "x" was not read
+	b := make([]byte, 8)
+	if n, err := f.Read(b); n != 2 || err != nil || string(b[:n]) != "xy" {
+		t.Fatalf("Read = %d %q %v", n, b[:n], err)
 	}
-	// Re-arming with data already waiting fires at once: no lost wake-up.
-	if err := p.Arm(s, 1, fn); err != nil {
-		t.Fatal(err)
+	if _, err := f.Read(b); err != ErrWouldBlock {
+		t.Fatalf("Read of nothing: %v, want ErrWouldBlock", err)
 	}
-	<-ready
 	if p.Watched() != 1 {
 		t.Fatalf("watched = %d", p.Watched())
 	}
-	p.Forget(1)
-	s.Close()
-	if err := p.Arm(s, 2, fn); err == nil {
-		t.Fatal("Arm of a closed socket succeeded")
+	c.CloseWrite()
+	if got := ev.next(t, unix.EPOLLRDHUP); got&unix.EPOLLIN == 0 {
+		t.Fatalf("FIN came as %#x", got)
 	}
+	if n, err := f.Read(b); n != 0 || err != nil {
+		t.Fatalf("Read at EOF = %d %v", n, err)
+	}
+	p.Remove(f)
 	if p.Watched() != 0 {
-		t.Fatalf("a failed Arm left %d tokens", p.Watched())
+		t.Fatalf("watched after Remove = %d", p.Watched())
+	}
+	f.Write([]byte("z"))
+	ev.none(t, "removed")
+	f.Close(false)
+	if err := p.Add(f, ev); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Add of a closed socket: %v", err)
 	}
 	p.Close()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Arm(c, 3, fn); !errors.Is(err, ErrPollerClosed) {
-		t.Fatalf("Arm after Close: %v", err)
+	_, f2 := fdPair(t)
+	if err := p.Add(f2, ev); !errors.Is(err, ErrPollerClosed) {
+		t.Fatalf("Add after Close: %v", err)
+	}
+}
+
+func TestFD(t *testing.T) {
+	c, f := fdPair(t)
+	local, remote, err := f.Addrs()
+	if err != nil || local.String() != c.RemoteAddr().String() || remote.String() != c.LocalAddr().String() {
+		t.Fatalf("Addrs = %v %v %v, want %v %v", local, remote, err, c.RemoteAddr(), c.LocalAddr())
+	}
+	// Socket options go through SyscallConn like for a net.TCPConn.
+	if err := SetKeepalive(f, KeepaliveConfig{Enable: true, Idle: 31, Count: 4, Interval: 6, UserTimeoutMs: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := GetKeepalive(f); err != nil || k.Idle != 31 || k.Count != 4 || k.Interval != 6 || !k.Enabled {
+		t.Fatalf("keepalive read back %+v %v", k, err)
+	}
+	if ti, err := GetTCPInfo(f); err != nil || ti.StateName != "ESTABLISHED" {
+		t.Fatalf("TCP_INFO %+v %v", ti, err)
+	}
+	// Writes take what fits and then would block.
+	big := make([]byte, 1<<20)
+	total := 0
+	for range 1000 {
+		n, err := f.Write(big)
+		total += n
+		if err == ErrWouldBlock {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if total == 0 || total > 64<<20 {
+		t.Fatalf("wrote %d bytes to a peer that does not read", total)
+	}
+	// A reset close: the peer sees RST.
+	if err := f.Close(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(false); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := f.Read(big); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read after Close: %v", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, err := c.Read(big); err != nil {
+			if !errors.Is(err, unix.ECONNRESET) {
+				t.Fatalf("peer read after a reset close: %v", err)
+			}
+			break
+		}
+	}
+}
+
+func TestTakeConn(t *testing.T) {
+	c, s := pair(t)
+	f, err := TakeConn(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close(false)
+	if _, err := s.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("the taken conn still writes: %v", err)
+	}
+	if n, err := f.Write([]byte("hello")); n != 5 || err != nil {
+		t.Fatalf("Write = %d %v", n, err)
+	}
+	if err := f.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c)
+	if string(b) != "hello" || err != nil {
+		t.Fatalf("peer read %q %v", b, err)
 	}
 }

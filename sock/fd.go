@@ -1,0 +1,287 @@
+package sock
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// FD is a nonblocking TCP socket held as a bare descriptor, without Go's
+// net.Conn machinery (a netFD, two address structs, a descriptor in Go's
+// netpoller and a finalizer: about 600 bytes a socket). A Poller says when
+// it is readable or writable; every call here returns at once.
+//
+// Each call on the descriptor holds mu shared and Close holds it alone, so
+// a number is never used after close(2) has given it to a new socket.
+type FD struct {
+	mu     sync.RWMutex
+	fd     int
+	closed bool
+}
+
+// ErrWouldBlock says a nonblocking call found nothing to do: wait for the
+// Poller.
+var ErrWouldBlock = errors.New("operation would block")
+
+// NewFD takes ownership of fd, a nonblocking stream socket.
+func NewFD(fd int) *FD { return &FD{fd: fd} }
+
+// TakeConn moves the socket of c to an FD and closes c: a duplicate of
+// the descriptor (F_DUPFD_CLOEXEC; the nonblocking flag is shared) outlives
+// c, and c leaves Go's netpoller.
+func TakeConn(c *net.TCPConn) (*FD, error) {
+	nfd := -1
+	err := control(c, func(fd int) error {
+		var err error
+		nfd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return os.NewSyscallError("fcntl", err)
+		}
+		return nil
+	})
+	c.Close()
+	if err != nil {
+		return nil, err
+	}
+	return NewFD(nfd), nil
+}
+
+// Listener accepts connections of a listening TCP socket as FDs. It holds
+// a duplicate of the socket's descriptor (Go's net.TCPListener does not
+// let its own be waited on), in Go's netpoller: close both.
+type Listener struct {
+	f      *os.File
+	rc     syscall.RawConn
+	closed atomic.Bool
+}
+
+// NewListener makes a Listener on the socket of ln.
+func NewListener(ln *net.TCPListener) (*Listener, error) {
+	nfd := -1
+	err := control(ln, func(fd int) error {
+		var err error
+		nfd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		return os.NewSyscallError("fcntl", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(nfd), "listener") // nonblocking: pollable
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &Listener{f: f, rc: rc}, nil
+}
+
+// Accept takes one pending connection, waiting until there is one (or
+// the Listener is closed: net.ErrClosed).
+func (l *Listener) Accept() (*FD, error) {
+	nfd := -1
+	var aerr error
+	err := l.rc.Read(func(fd uintptr) bool {
+		for {
+			nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			switch aerr {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			return true
+		}
+	})
+	switch {
+	case err != nil && l.closed.Load():
+		return nil, net.ErrClosed
+	case err != nil:
+		return nil, err
+	case aerr != nil:
+		return nil, os.NewSyscallError("accept4", aerr)
+	}
+	return NewFD(nfd), nil
+}
+
+// Close closes the duplicate descriptor.
+func (l *Listener) Close() error {
+	l.closed.Store(true)
+	return l.f.Close()
+}
+
+// do runs fn on the descriptor unless it is closed.
+func (f *FD) do(fn func(fd int) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return net.ErrClosed
+	}
+	return fn(f.fd)
+}
+
+// Read reads what is there: (0, nil) at EOF, ErrWouldBlock when nothing is.
+func (f *FD) Read(b []byte) (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return 0, net.ErrClosed
+	}
+	for {
+		n, err := unix.Read(f.fd, b)
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, ErrWouldBlock
+		}
+		return 0, os.NewSyscallError("read", err)
+	}
+}
+
+// Write writes what the socket takes now; ErrWouldBlock when it takes
+// nothing.
+func (f *FD) Write(b []byte) (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return 0, net.ErrClosed
+	}
+	for {
+		n, err := unix.Write(f.fd, b)
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, ErrWouldBlock
+		}
+		return 0, os.NewSyscallError("write", err)
+	}
+}
+
+// SpliceTo moves up to max bytes from the socket into the pipe whose
+// write end is pw: (0, nil) at EOF, ErrWouldBlock when nothing is there.
+func (f *FD) SpliceTo(pw, max int) (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return 0, net.ErrClosed
+	}
+	for {
+		n, err := unix.Splice(f.fd, nil, pw, nil, max, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch err {
+		case nil:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, ErrWouldBlock
+		}
+		return 0, os.NewSyscallError("splice", err)
+	}
+}
+
+// SpliceFrom moves up to n bytes from the pipe whose read end is pr into
+// the socket, as many as it takes now; ErrWouldBlock with the count moved
+// when it is full.
+func (f *FD) SpliceFrom(pr, n int) (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return 0, net.ErrClosed
+	}
+	done := 0
+	for done < n {
+		m, err := unix.Splice(pr, nil, f.fd, nil, n-done, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch err {
+		case nil:
+			done += int(m)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return done, ErrWouldBlock
+		default:
+			return done, os.NewSyscallError("splice", err)
+		}
+	}
+	return done, nil
+}
+
+// CloseWrite sends FIN (shutdown SHUT_WR).
+func (f *FD) CloseWrite() error {
+	return f.do(func(fd int) error {
+		return os.NewSyscallError("shutdown", unix.Shutdown(fd, unix.SHUT_WR))
+	})
+}
+
+// Close closes the socket, with an RST instead of a FIN when reset is set
+// (SO_LINGER 0). Later calls return net.ErrClosed.
+func (f *FD) Close(reset bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return net.ErrClosed
+	}
+	f.closed = true
+	if reset {
+		unix.SetsockoptLinger(f.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	return os.NewSyscallError("close", unix.Close(f.fd))
+}
+
+// Addrs returns the socket's local and remote addresses.
+func (f *FD) Addrs() (local, remote netip.AddrPort, err error) {
+	err = f.do(func(fd int) error {
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			return os.NewSyscallError("getsockname", err)
+		}
+		local = sockaddrPort(sa)
+		if sa, err = unix.Getpeername(fd); err != nil {
+			return os.NewSyscallError("getpeername", err)
+		}
+		remote = sockaddrPort(sa)
+		return nil
+	})
+	return local, remote, err
+}
+
+func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// SyscallConn gives the socket options of this package (keepalive,
+// TCP_INFO) the descriptor. Only Control is meant for it: Read and Write
+// run their func once and do not wait.
+func (f *FD) SyscallConn() (syscall.RawConn, error) { return rawFD{f}, nil }
+
+type rawFD struct{ f *FD }
+
+func (r rawFD) Control(fn func(fd uintptr)) error {
+	return r.f.do(func(fd int) error { fn(uintptr(fd)); return nil })
+}
+
+func (r rawFD) Read(fn func(fd uintptr) bool) error {
+	return r.f.do(func(fd int) error {
+		if !fn(uintptr(fd)) {
+			return ErrWouldBlock
+		}
+		return nil
+	})
+}
+
+func (r rawFD) Write(fn func(fd uintptr) bool) error { return r.Read(fn) }
