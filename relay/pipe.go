@@ -34,6 +34,8 @@ type fdLeg struct {
 	s  *Server
 	// in reads from this leg, out writes to it (the same pipe for echo).
 	in, out atomic.Pointer[fdPipe]
+	// dialing is set while an outbound leg connects.
+	dialing atomic.Pointer[dialing]
 }
 
 // Ready wakes the directions a socket event concerns.
@@ -42,6 +44,10 @@ func (l *fdLeg) Ready(ev uint32) {
 		readable = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
 		writable = syscall.EPOLLOUT | syscall.EPOLLHUP | syscall.EPOLLERR
 	)
+	if d := l.dialing.Load(); d != nil {
+		l.connected(d)
+		return
+	}
 	in, out := l.in.Load(), l.out.Load()
 	r := ev&readable != 0 && in != nil
 	if r {
@@ -57,6 +63,9 @@ func (l *fdLeg) Ready(ev uint32) {
 // close is the Closer of a plain TCP leg. The directions using the socket
 // are woken to give back what they hold.
 func (l *fdLeg) close(_ *conn.Conn, reset bool) error {
+	if d := l.dialing.Swap(nil); d != nil {
+		d.timer.Stop()
+	}
 	l.s.poller.Remove(l.fd)
 	err := l.fd.Close(reset)
 	if p := l.in.Load(); p != nil {
@@ -281,16 +290,30 @@ func (s *Server) relayFD(in, out *fdLeg) {
 		s.watch(in)
 		return
 	}
-	up := &fdPipe{src: in, dst: out}
-	down := &fdPipe{src: out, dst: in, other: up}
+	s.pipeFD(in, out)
+	if s.watch(in) {
+		s.watch(out)
+	}
+}
+
+// startFD starts relaying between in and out, which is watched already
+// (it was connecting): what it may have sent meanwhile is read now.
+func (s *Server) startFD(in, out *fdLeg) {
+	_, down := s.pipeFD(in, out)
+	down.notify()
+	s.watch(in)
+}
+
+// pipeFD makes the two directions between in and out.
+func (s *Server) pipeFD(in, out *fdLeg) (up, down *fdPipe) {
+	up = &fdPipe{src: in, dst: out}
+	down = &fdPipe{src: out, dst: in, other: up}
 	up.other = down
 	in.in.Store(up)
 	out.out.Store(up)
 	out.in.Store(down)
 	in.out.Store(down)
-	if s.watch(in) {
-		s.watch(out)
-	}
+	return up, down
 }
 
 // watch adds a leg to the Poller; the socket's current state arrives as

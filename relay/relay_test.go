@@ -551,3 +551,45 @@ func TestListenerOverrides(t *testing.T) {
 		}
 	}
 }
+
+// TestHostNameBackend relays to a backend given by host name, which is
+// resolved and dialled on the dialling goroutines, then handed to the
+// Poller like any other: both directions, FIN and the events.
+func TestHostNameBackend(t *testing.T) {
+	be := backend(t, func(c *net.TCPConn) { io.Copy(c, c); c.CloseWrite() })
+	_, port, _ := net.SplitHostPort(be)
+	e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend=localhost:"+port)
+	c := e.dial()
+	c.Write([]byte("by name\n"))
+	if got := readLine(t, c); got != "by name" {
+		t.Fatalf("got %q", got)
+	}
+	infos := e.waitConns(2, conn.StateOK)
+	for _, in := range infos {
+		if in.Direction == "out" && in.Remote.String() != be {
+			t.Fatalf("outbound leg remote %v, want %v", in.Remote, be)
+		}
+		if k, err := sock.GetKeepalive(mustConn(t, e, in.ID).TCP()); err != nil || k.Idle != 30 {
+			t.Fatalf("keepalive of %s leg: %+v %v", in.Direction, k, err)
+		}
+	}
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+		t.Fatalf("after FIN: %q %v", b, err)
+	}
+	for _, ev := range e.events(2) {
+		if ev.Reason != conn.ReasonEOF {
+			t.Fatalf("%s leg closed with %s, want eof", ev.Direction, ev.Reason)
+		}
+	}
+}
+
+func mustConn(t *testing.T, e *env, id uint64) *conn.Conn {
+	t.Helper()
+	c, ok := e.table.Get(id)
+	if !ok {
+		t.Fatalf("conid %d not in the table", id)
+	}
+	return c
+}

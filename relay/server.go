@@ -219,11 +219,14 @@ func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, l Listener) {
 		in.Close(conn.ReasonError, err)
 		return
 	}
-	if l.Backend == Echo {
+	switch ap, literal := netipAddrPort(l.Backend); {
+	case l.Backend == Echo:
 		s.relayFD(lg, nil)
-		return
+	case literal:
+		s.dialFD(lg, l, ap)
+	default: // a host name: resolved and dialled on the dialling goroutines
+		s.queueDial(dialJob{ctx: ctx, c: in, fd: lg, l: l})
 	}
-	s.queueDial(dialJob{ctx: ctx, c: in, fd: lg, l: l})
 }
 
 // accept puts an accepted TLS or WebSocket connection in the table and

@@ -285,3 +285,53 @@ func (r rawFD) Read(fn func(fd uintptr) bool) error {
 }
 
 func (r rawFD) Write(fn func(fd uintptr) bool) error { return r.Read(fn) }
+
+// Connect starts connecting a new nonblocking socket to addr and returns
+// at once; the Poller reports the outcome as the socket's first
+// writable or error event, and ConnectErr reads it.
+func Connect(addr netip.AddrPort) (*FD, error) {
+	var sa unix.Sockaddr
+	family := unix.AF_INET6
+	if a := addr.Addr(); a.Is4() || a.Is4In6() {
+		family = unix.AF_INET
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: a.Unmap().As4()}
+	} else {
+		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: a.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	for {
+		err = unix.Connect(fd, sa)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("connect", err)
+	}
+	return NewFD(fd), nil
+}
+
+// ConnectErr is the outcome of Connect once the socket is writable or
+// failed: nil when connected, the errno otherwise (SO_ERROR), and
+// ErrWouldBlock while it is still in progress.
+func (f *FD) ConnectErr() error {
+	return f.do(func(fd int) error {
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			return os.NewSyscallError("getsockopt", err)
+		}
+		if v != 0 {
+			return os.NewSyscallError("connect", unix.Errno(v))
+		}
+		// Writable with no error may still be a connect in progress
+		// only if nothing happened yet: a peer name says it is done.
+		if _, err := unix.Getpeername(fd); err == unix.ENOTCONN {
+			return ErrWouldBlock
+		}
+		return nil
+	})
+}

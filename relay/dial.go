@@ -1,0 +1,107 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+
+	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/sock"
+)
+
+// A backend given by address is connected without a goroutine: the
+// socket connects in the background and its first event in the Poller
+// says how it went. Backends given by host name are resolved and dialled
+// on the dialling goroutines (Server.dial).
+
+// dialing is an outbound plain TCP leg being connected.
+type dialing struct {
+	in    *fdLeg
+	l     *Listener
+	timer *time.Timer
+}
+
+// dialFD starts connecting the backend of in.
+func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
+	fd, cerr := sock.Connect(addr)
+	lg := &fdLeg{fd: fd, s: s}
+	spec := conn.Spec{
+		Proto: "tcp", Direction: "out", Listener: l.Name, Remote: addr,
+		State: conn.StateConnecting, Lifetime: l.Lifetime,
+	}
+	if fd != nil {
+		spec.Close = lg.close
+	}
+	out, err := s.table.Add(spec)
+	if err != nil {
+		if fd != nil {
+			fd.Close(false)
+		}
+		in.c.Close(conn.ReasonError, err)
+		return
+	}
+	lg.c = out
+	conn.Pair(in.c, out)
+	if cerr != nil {
+		out.Close(conn.ReasonError, fmt.Errorf("dial %s: %w", l.Backend, cerr))
+		return
+	}
+	timeout := s.conf.Load().DialTimeout
+	d := &dialing{in: in, l: &l}
+	lg.dialing.Store(d)
+	d.timer = time.AfterFunc(timeout, func() {
+		if lg.dialing.CompareAndSwap(d, nil) {
+			out.Close(conn.ReasonError, fmt.Errorf("dial %s: no answer within %s", l.Backend, timeout))
+		}
+	})
+	s.watch(lg)
+}
+
+// connected runs on the Poller when a connecting leg has an event.
+func (l *fdLeg) connected(d *dialing) {
+	err := l.fd.ConnectErr()
+	if err == sock.ErrWouldBlock || !l.dialing.CompareAndSwap(d, nil) {
+		return
+	}
+	d.timer.Stop()
+	out := l.c
+	if err != nil {
+		out.Close(conn.ReasonError, fmt.Errorf("dial %s: %w", d.l.Backend, err))
+		return
+	}
+	out.Established(l.fd, nil, conn.StateOK)
+	if out.State() < 0 || !l.s.outKeepalive(out, *d.l) {
+		return
+	}
+	if d.l.ProxyProtocol != 0 {
+		if err := writeProxyHeader(d.in.c, out, d.l.ProxyProtocol, l.fd); err != nil {
+			closeFor(out, err)
+			return
+		}
+	}
+	l.s.startFD(d.in, l)
+}
+
+// writeProxyHeader sends the PROXY protocol header for in's client to a
+// freshly connected backend, which takes it at once.
+func writeProxyHeader(in, out *conn.Conn, version byte, fd *sock.FD) error {
+	inf := in.Info()
+	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(inf.Remote), net.TCPAddrFromAddrPort(inf.Local))
+	b, err := h.Format()
+	if err != nil {
+		return fmt.Errorf("proxy protocol header: %w", err)
+	}
+	n, err := fd.Write(b)
+	out.Touch(0, n)
+	switch {
+	case errors.Is(err, sock.ErrWouldBlock) || (err == nil && n < len(b)):
+		return fmt.Errorf("proxy protocol header: backend took %d of %d bytes", n, len(b))
+	case err != nil:
+		return fmt.Errorf("proxy protocol header: %w", err)
+	}
+	return nil
+}
