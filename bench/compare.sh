@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The figures of BENCHMARKS.md: tcpops and HAProxy (Debian's haproxy, as a
 # TCP relay) side by side on this machine, against the same backend.
-#   bench/compare.sh [idle|relay|all]   (default all)
-# Needs haproxy; uses ports 7000-7200 on 127.0.0.1. Every load is bounded:
+#   bench/compare.sh [idle|relay|iperf|all]   (default all)
+# Needs haproxy (and iperf3 for iperf); uses ports 7000-7300 on 127.0.0.1. Every load is bounded:
 # N connections, 1 GiB, 20,000 messages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,9 @@ defaults
 listen relay
     bind 127.0.0.1:7200
     server backend 127.0.0.1:7100
+listen iperf
+    bind 127.0.0.1:7201
+    server backend 127.0.0.1:7300
 CFG
 
 start_tcpops() { # listen args...
@@ -70,4 +73,23 @@ if [ "$what" = relay ] || [ "$what" = all ]; then
 		echo "== round $round: haproxy"
 		"$work/load" relay -addr 127.0.0.1:7200
 	done
+	kill $tp $hp; wait $tp $hp || true
+fi
+
+if [ "$what" = iperf ] || [ "$what" = all ]; then
+	# iperf3, 10 s per measurement, rounds alternated: direct, tcpops,
+	# HAProxy, for 1 and 64 streams.
+	iperf3 -s -p 7300 >/dev/null 2>&1 &
+	start_tcpops --listen tcp://127.0.0.1:7001?backend=127.0.0.1:7300
+	start_haproxy
+	mbps() { # port streams
+		iperf3 -c 127.0.0.1 -p "$1" -t 10 -P "$2" -J |
+			python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8e6))'
+	}
+	for round in 1 2 3; do
+		for p in 1 64; do
+			echo "iperf3 round $round, $p stream(s), MB/s: direct $(mbps 7300 $p) tcpops $(mbps 7001 $p) haproxy $(mbps 7201 $p)"
+		done
+	done
+	kill $tp $hp; wait $tp $hp || true
 fi
