@@ -56,6 +56,10 @@ if [ "$what" = idle ] || [ "$what" = all ]; then
 	start_haproxy
 	"$work/load" idle -addr 127.0.0.1:7200 -n "$PAIRS" -pid $hp
 	kill $hp; wait $hp || true
+	echo "== tcpops, 10000 echo connections (the list figures)"
+	start_tcpops --listen tcp://127.0.0.1:7001?backend=echo
+	"$work/load" idle -addr 127.0.0.1:7001 -n 10000 -pid $tp -socket "$work/s" -ctl "$work/tcpopsctl"
+	kill $tp; wait $tp || true
 	echo "== tcpops, $ECHOS idle echo connections"
 	start_tcpops --listen tcp://127.0.0.1:7001?backend=echo
 	"$work/load" idle -addr 127.0.0.1:7001 -n "$ECHOS" -pid $tp -socket "$work/s" -ctl "$work/tcpopsctl"

@@ -101,8 +101,8 @@ func (s *Server) Close() error {
 // AcceptErrors counts accept calls that failed (EMFILE and the like).
 func (s *Server) AcceptErrors() uint64 { return s.acceptErrors.Load() }
 
-// Parked counts sockets known to the poller.
-func (s *Server) Parked() int { return s.poller.Watched() }
+// Watched counts the plain TCP sockets in the poller.
+func (s *Server) Watched() int { return s.poller.Watched() }
 
 // Listen opens the listening socket of l, loading its certificate for
 // tls:// and wss://. Go's own keepalive default is switched off here:
