@@ -294,3 +294,44 @@ func TestMaxControlClients(t *testing.T) {
 		t.Fatalf("refusal = %q", l)
 	}
 }
+
+// TestCloseWhileConnecting closes, through the API, an outbound leg still
+// connecting to a backend that never answers: both legs end at once (local
+// and peer), the client sees its connection end, and the dial's timeout,
+// when it comes, adds no event.
+func TestCloseWhileConnecting(t *testing.T) {
+	be := fullBacklog(t)
+	d := daemontest.Start(t, "--listen", "tcp://127.0.0.1:0?backend="+be, "--backend-timeout", "500ms")
+	c := d.Client(t)
+	tc, id := d.Dial(t, 0)
+	in, _ := d.Table.Get(id)
+	var out uint64
+	for end := time.Now().Add(5 * time.Second); out == 0 && time.Now().Before(end); {
+		if p := in.Peer(); p != nil {
+			out = p.ID
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if st, err := c.State(t.Context(), out); err != nil || st.State != 3 {
+		t.Fatalf("outbound leg %d: %+v %v, want state 3 (connecting)", out, st, err)
+	}
+	if _, err := c.CloseConn(t.Context(), out, false); err != nil {
+		t.Fatal(err)
+	}
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := tc.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client read data from a backend that never answered")
+	}
+	for _, e := range daemontest.WaitEvents(t, c, rpc.EventsParams{}, 2) {
+		if want := map[uint64]string{id: "peer", out: "local"}[e.ConnID]; e.Reason != want {
+			t.Errorf("conid %d (%s) closed with %s, want %s", e.ConnID, e.Direction, e.Reason, want)
+		}
+	}
+	time.Sleep(800 * time.Millisecond) // past the dial timeout
+	if ev, _ := c.Events(t.Context(), rpc.EventsParams{}); len(ev.Events) != 2 {
+		t.Fatalf("%d events after the dial timeout, want the 2 closes only: %+v", len(ev.Events), ev.Events)
+	}
+	if s, err := c.Stats(t.Context()); err != nil || s.Connections != 0 {
+		t.Fatalf("stats %+v %v, want no connection left", s, err)
+	}
+}
