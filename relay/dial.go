@@ -52,12 +52,15 @@ func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
 	}
 	timeout := s.conf.Load().DialTimeout
 	d := &dialing{in: in, l: &l}
-	lg.dialing.Store(d)
-	d.timer = time.AfterFunc(timeout, func() {
+	// The timer exists before d is visible to close, and starts counting
+	// once it is: firing earlier would find nothing to time out.
+	d.timer = time.AfterFunc(time.Hour, func() {
 		if lg.dialing.CompareAndSwap(d, nil) {
 			out.Close(conn.ReasonError, fmt.Errorf("dial %s: no answer within %s", l.Backend, timeout))
 		}
 	})
+	lg.dialing.Store(d)
+	d.timer.Reset(timeout)
 	s.watch(lg)
 }
 
