@@ -215,6 +215,12 @@ func (t *Table) release(ip netip.Addr, listener string) {
 
 // remove takes a closing connection out and publishes its event.
 func (t *Table) remove(c *Conn) {
+	c.mu.Lock()
+	r := c.reason
+	c.mu.Unlock()
+	// Remembered first: a conid is always either in the table or among
+	// the recently closed, never briefly in neither (State without reason).
+	t.remember(c.ID, r)
 	sh := t.shard(c.ID)
 	sh.mu.Lock()
 	delete(sh.m, c.ID)
@@ -222,10 +228,6 @@ func (t *Table) remove(c *Conn) {
 	if c.Direction == "in" {
 		t.release(c.RemoteAddr().Addr(), c.Listener)
 	}
-	c.mu.Lock()
-	r := c.reason
-	c.mu.Unlock()
-	t.remember(c.ID, r)
 	if t.cfg.Load().ClosedEvent != ModeOff && c.closedEvent.Load() {
 		t.events.Publish(c.event(time.Now()))
 	}

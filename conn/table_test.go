@@ -3,6 +3,7 @@ package conn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -515,5 +516,37 @@ func TestRingChunks(t *testing.T) {
 	evs, _, _ := sub.Next(context.Background(), 10)
 	if len(evs) != 10 || evs[0].Seq != 2*size+1 {
 		t.Fatalf("after the loss: %d events from %d", len(evs), evs[0].Seq)
+	}
+}
+
+// TestStateDuringClose polls State while connections close on other
+// goroutines: a conid is in the table or among the recently closed with
+// its reason, never neither (what `tcpopsctl wait closed` relies on).
+func TestStateDuringClose(t *testing.T) {
+	tb := NewTable(Config{})
+	cl := &closes{}
+	const n = 2000
+	conns := make([]*Conn, n)
+	for i := range conns {
+		conns[i] = addIn(t, tb, cl, fmt.Sprintf("10.0.%d.%d:5060", i/250, i%250+1))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, c := range conns {
+			c.Close(ReasonEOF, nil)
+		}
+	}()
+	for polling := true; polling; {
+		select {
+		case <-done:
+			polling = false
+		default:
+		}
+		for _, c := range conns {
+			if st, r := tb.State(c.ID); st == StateNotFound && r == "" {
+				t.Fatalf("conid %d: not in the table and no reason remembered", c.ID)
+			}
+		}
 	}
 }
