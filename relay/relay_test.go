@@ -20,6 +20,7 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/sock"
+	"golang.org/x/sys/unix"
 )
 
 // env is a relay serving one listener on 127.0.0.1.
@@ -575,6 +576,9 @@ func TestHostNameBackend(t *testing.T) {
 		if k, err := sock.GetKeepalive(mustConn(t, e, in.ID).TCP()); err != nil || k.Idle != 30 {
 			t.Fatalf("keepalive of %s leg: %+v %v", in.Direction, k, err)
 		}
+		if !noDelay(t, mustConn(t, e, in.ID).TCP()) {
+			t.Fatalf("%s leg: TCP_NODELAY off", in.Direction)
+		}
 	}
 	c.CloseWrite()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -595,4 +599,38 @@ func mustConn(t *testing.T, e *env, id uint64) *conn.Conn {
 		t.Fatalf("conid %d not in the table", id)
 	}
 	return c
+}
+
+// noDelay reads TCP_NODELAY back from the kernel.
+func noDelay(t *testing.T, c syscall.Conn) bool {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY) }); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	return v != 0
+}
+
+// TestNoDelay: like Go's own TCP connections, both legs of a relayed
+// connection (accepted, and connected by address) pass small writes on at
+// once (TCP_NODELAY), and so does an echoed one.
+func TestNoDelay(t *testing.T) {
+	be := backend(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	for _, backend := range []string{be, Echo} {
+		e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend="+backend)
+		c := e.dial()
+		c.Write([]byte("x\n"))
+		readLine(t, c)
+		infos, _ := e.table.List(conn.Filter{})
+		for _, in := range infos {
+			if !noDelay(t, mustConn(t, e, in.ID).TCP()) {
+				t.Fatalf("backend %s, %s leg: TCP_NODELAY off", backend, in.Direction)
+			}
+		}
+	}
 }

@@ -106,6 +106,9 @@ func (l *Listener) Accept() (*FD, error) {
 	case aerr != nil:
 		return nil, os.NewSyscallError("accept4", aerr)
 	}
+	// As Go does for its own TCP connections: no Nagle delay on what the
+	// relay passes on.
+	unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	return NewFD(nfd), nil
 }
 
@@ -302,6 +305,7 @@ func Connect(addr netip.AddrPort) (*FD, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	for {
 		err = unix.Connect(fd, sa)
 		if err != unix.EINTR {
