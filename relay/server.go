@@ -143,6 +143,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
 		if fl, err = sock.NewListener(tl); err != nil {
 			return fmt.Errorf("accept %s: %w", l.Name, err)
 		}
+		// Both descriptors hold the listening socket open: this one is
+		// closed with ln, however Serve ends.
+		defer fl.Close()
 		defer context.AfterFunc(ctx, func() { fl.Close() })()
 	}
 	var backoff time.Duration
@@ -163,22 +166,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
 				continue
 			}
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if temporary(err) {
-				s.acceptErrors.Add(1)
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; backing off", "listener", l.Name, "err", err, "backoff", backoff)
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
-					return nil
-				}
-				continue
-			}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !temporary(err) {
 			return fmt.Errorf("accept %s: %w", l.Name, err)
+		}
+		s.acceptErrors.Add(1)
+		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+		s.log.Warn("accept failed; backing off", "listener", l.Name, "err", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
 		}
 	}
 }
@@ -198,7 +198,9 @@ func temporary(err error) bool {
 func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, l Listener) {
 	local, remote, err := fd.Addrs()
 	if err != nil {
-		// Reset by the client before we got to it.
+		// Reset by the client before we got to it: counted, not tabled.
+		s.acceptErrors.Add(1)
+		s.log.Debug("accepted connection already gone", "listener", l.Name, "err", err)
 		fd.Close(false)
 		return
 	}
