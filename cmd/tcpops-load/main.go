@@ -89,12 +89,24 @@ func serve(args []string) error {
 				buf := make([]byte, 32<<10)
 				io.CopyBuffer(c, c, buf)
 			case 'S':
-				io.Copy(io.Discard, c)
+				sink(c)
 				c.Write([]byte("K"))
 			default:
 				io.Copy(io.Discard, c) // idle holders: wait for the close
 			}
 		}()
+	}
+}
+
+// sink reads c to EOF with a large buffer, as iperf3's receiver does
+// (io.Discard would read 8 KiB at a time and spend the cores the relay
+// under test needs).
+func sink(c net.Conn) {
+	buf := make([]byte, 256<<10)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
 	}
 }
 
