@@ -634,3 +634,58 @@ func TestNoDelay(t *testing.T) {
 		}
 	}
 }
+
+// TestWithoutKernelPipes takes every kernel pipe the relay may use, so
+// that it copies through a buffer: bytes still arrive exact through echo
+// and a relayed pair, including a large transfer that the receiver reads
+// slowly (the part a full socket did not take is kept and sent later).
+func TestWithoutKernelPipes(t *testing.T) {
+	var held []*kpipe
+	for {
+		p := getPipe()
+		if p == nil {
+			break
+		}
+		held = append(held, p)
+	}
+	t.Cleanup(func() {
+		for _, p := range held {
+			putPipe(p)
+		}
+	})
+	if len(held) != maxPipes {
+		t.Fatalf("took %d pipes, want %d", len(held), maxPipes)
+	}
+	be := backend(t, func(c *net.TCPConn) { io.Copy(c, c); c.CloseWrite() })
+	for _, backend := range []string{Echo, be} {
+		e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend="+backend)
+		data := make([]byte, 8<<20)
+		for i := range data {
+			data[i] = byte(i * 7)
+		}
+		c := e.dial()
+		go func() {
+			c.Write(data)
+			c.CloseWrite()
+		}()
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		var got []byte
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break
+			}
+			if len(got)%(1<<20) < 4096 {
+				time.Sleep(5 * time.Millisecond) // a slow reader: the relay's writes fill up
+			}
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("backend %s: %d bytes back, want the %d sent, exact", backend, len(got), len(data))
+		}
+		if p := pipesInUse.Load(); int(p) != maxPipes {
+			t.Fatalf("pipes in use %d, want the %d held by the test", p, maxPipes)
+		}
+	}
+}
