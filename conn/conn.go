@@ -34,6 +34,10 @@ type Spec struct {
 	Lifetime *time.Duration
 	// MaxConns limits the inbound connections of this Listener (0: none).
 	MaxConns int
+	// Keepalive is what the kernel reported after keepalive was set on TCP
+	// before Add (sock.ApplyKeepalive), so that no tabled connection is
+	// seen without it.
+	Keepalive *sock.Keepalive
 }
 
 // Conn is one connection in the table. Its methods are safe for concurrent use.
@@ -96,6 +100,20 @@ func (c *Conn) Touch(in, out int) {
 // WebSocket upgrade finished.
 // tcp and closer replace the ones given at Add (nil keeps them).
 func (c *Conn) Established(tcp syscall.Conn, closer Closer, state State) {
+	if (tcp != nil || closer != nil) && !c.Attach(tcp, closer) {
+		return
+	}
+	if !c.state.CompareAndSwap(int32(StateConnecting), int32(state)) {
+		c.state.CompareAndSwap(int32(StateAccepting), int32(state))
+	}
+	c.lastActive.Store(c.t.clock())
+}
+
+// Attach gives a dialled connection its socket and closer (nil keeps the
+// one given at Add) before Established, so that its options can be set
+// while it is not yet usable. If it was closed meanwhile, the new
+// transport goes with it and Attach reports false.
+func (c *Conn) Attach(tcp syscall.Conn, closer Closer) bool {
 	var local, remote netip.AddrPort
 	if tcp != nil {
 		local, remote = sock.Addrs(tcp)
@@ -109,17 +127,10 @@ func (c *Conn) Established(tcp syscall.Conn, closer Closer, state State) {
 	}
 	closing := c.closing
 	c.mu.Unlock()
-	if closing {
-		// Closed while dialling: the new transport goes with it.
-		if closer != nil {
-			closer(c, false)
-		}
-		return
+	if closing && closer != nil {
+		closer(c, false)
 	}
-	if !c.state.CompareAndSwap(int32(StateConnecting), int32(state)) {
-		c.state.CompareAndSwap(int32(StateAccepting), int32(state))
-	}
-	c.lastActive.Store(c.t.clock())
+	return !closing
 }
 
 // Reason is why the connection closed ("" while it is open).
@@ -196,10 +207,7 @@ func (c *Conn) SetKeepalive(k sock.KeepaliveConfig) (sock.Keepalive, error) {
 	if err != nil {
 		return sock.Keepalive{}, err
 	}
-	if err := sock.SetKeepalive(s, k); err != nil {
-		return sock.Keepalive{}, err
-	}
-	ka, err := sock.GetKeepalive(s)
+	ka, err := sock.ApplyKeepalive(s, k)
 	if err != nil {
 		return sock.Keepalive{}, err
 	}

@@ -154,7 +154,7 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 	c := &Conn{
 		ID: t.nextID.Add(1), Proto: s.Proto, Direction: s.Direction, Listener: s.Listener,
 		Created: time.Now(), t: t, handshake: s.Handshake,
-		local: s.Local, remote: s.Remote, tcp: s.TCP, closer: s.Close,
+		local: s.Local, remote: s.Remote, tcp: s.TCP, closer: s.Close, ka: s.Keepalive,
 	}
 	c.state.Store(int32(s.State))
 	c.lastActive.Store(now)

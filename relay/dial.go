@@ -76,8 +76,7 @@ func (l *fdLeg) connected(d *dialing) {
 		out.Close(conn.ReasonError, fmt.Errorf("dial %s: %w", d.l.Backend, err))
 		return
 	}
-	out.Established(l.fd, nil, conn.StateOK)
-	if out.State() < 0 || !l.s.outKeepalive(out, *d.l) {
+	if !l.s.establish(out, l.fd, nil, *d.l) {
 		return
 	}
 	if d.l.ProxyProtocol != 0 {

@@ -83,6 +83,17 @@ func (s *Server) SetConfig(cfg Config) error {
 	return nil
 }
 
+// keepaliveBefore sets the listener's keepalive on the socket of spec
+// before it is tabled, and records what the kernel holds: no connection
+// in the table is ever seen without it.
+func (s *Server) keepaliveBefore(spec *conn.Spec, l *Listener) error {
+	ka, err := sock.ApplyKeepalive(spec.TCP, s.keepaliveFor(l))
+	if err == nil {
+		spec.Keepalive = &ka
+	}
+	return err
+}
+
 // keepaliveFor is the keepalive of a listener's connections.
 func (s *Server) keepaliveFor(l *Listener) sock.KeepaliveConfig {
 	if l.Keepalive != nil {
@@ -205,20 +216,22 @@ func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, l Listener) {
 		return
 	}
 	lg := &fdLeg{fd: fd, s: s}
-	in, err := s.table.Add(conn.Spec{
+	spec := conn.Spec{
 		Proto: l.Scheme, Direction: "in", Listener: l.Name, Local: local, Remote: remote,
 		State: conn.StateAccepting, TCP: fd, Close: lg.close,
 		Lifetime: l.Lifetime, MaxConns: l.MaxConns,
-	})
+	}
+	kerr := s.keepaliveBefore(&spec, &l)
+	in, err := s.table.Add(spec)
 	if err != nil {
 		s.log.Debug("connection refused by limit", "listener", l.Name, "remote", remote.String(), "err", err)
 		fd.Close(true)
 		return
 	}
 	lg.c = in
-	if _, err := in.SetKeepalive(s.keepaliveFor(&l)); err != nil {
-		s.log.Error("keepalive on accepted socket failed; closing it", "conid", in.ID, "err", err)
-		in.Close(conn.ReasonError, err)
+	if kerr != nil {
+		s.log.Error("keepalive on accepted socket failed; closing it", "conid", in.ID, "err", kerr)
+		in.Close(conn.ReasonError, kerr)
 		return
 	}
 	switch ap, literal := netipAddrPort(l.Backend); {
@@ -234,21 +247,23 @@ func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, l Listener) {
 // accept puts an accepted TLS or WebSocket connection in the table and
 // starts its handshake.
 func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand *chanListener) {
-	in, err := s.table.Add(conn.Spec{
+	spec := conn.Spec{
 		Proto: l.Scheme, Direction: "in", Listener: l.Name,
 		Local: sock.AddrPort(tcp.LocalAddr()), Remote: sock.AddrPort(tcp.RemoteAddr()),
 		State: conn.StateAccepting, TCP: tcp, Close: closeSocket, Handshake: true,
 		Lifetime: l.Lifetime, MaxConns: l.MaxConns,
-	})
+	}
+	kerr := s.keepaliveBefore(&spec, &l)
+	in, err := s.table.Add(spec)
 	if err != nil {
 		s.log.Debug("connection refused by limit", "listener", l.Name, "remote", tcp.RemoteAddr().String(), "err", err)
 		tcp.SetLinger(0)
 		tcp.Close()
 		return
 	}
-	if _, err := in.SetKeepalive(s.keepaliveFor(&l)); err != nil {
-		s.log.Error("keepalive on accepted socket failed; closing it", "conid", in.ID, "err", err)
-		in.Close(conn.ReasonError, err)
+	if kerr != nil {
+		s.log.Error("keepalive on accepted socket failed; closing it", "conid", in.ID, "err", kerr)
+		in.Close(conn.ReasonError, kerr)
 		return
 	}
 	sc := &sockConn{TCPConn: tcp, c: in}
@@ -375,11 +390,15 @@ func (s *Server) dial(j dialJob) {
 	}
 	if j.fd == nil {
 		// To a TLS or WebSocket client: both directions on goroutines.
-		out.Established(tcp, closeSocket, conn.StateOK)
-		if out.State() < 0 || !s.outKeepalive(out, l) {
+		if !s.establish(out, tcp, closeSocket, l) {
 			return
 		}
-		relayStream(j.in, &leg{c: out, r: tcp, w: tcp, closeWrite: tcp.CloseWrite, count: true})
+		wait, err := waitReadable(tcp)
+		if err != nil {
+			out.Close(conn.ReasonError, err)
+			return
+		}
+		relayStream(j.in, &leg{c: out, r: tcp, w: tcp, closeWrite: tcp.CloseWrite, count: true, wait: wait})
 		return
 	}
 	fd, err := sock.TakeConn(tcp)
@@ -388,19 +407,22 @@ func (s *Server) dial(j dialJob) {
 		return
 	}
 	lg := &fdLeg{c: out, fd: fd, s: s}
-	out.Established(fd, lg.close, conn.StateOK)
-	if out.State() < 0 || !s.outKeepalive(out, l) {
+	if !s.establish(out, fd, lg.close, l) {
 		return
 	}
 	s.relayFD(j.fd, lg)
 }
 
-// outKeepalive applies the listener's keepalive to a dialled leg; false
-// when that failed and the leg is closed.
-func (s *Server) outKeepalive(out *conn.Conn, l Listener) bool {
+// establish gives a dialled leg its socket, the listener's keepalive, and
+// then state ok; false when it was closed meanwhile or keepalive failed.
+func (s *Server) establish(out *conn.Conn, tcp syscall.Conn, closer conn.Closer, l Listener) bool {
+	if !out.Attach(tcp, closer) {
+		return false
+	}
 	if _, err := out.SetKeepalive(s.keepaliveFor(&l)); err != nil {
 		out.Close(conn.ReasonError, err)
 		return false
 	}
-	return true
+	out.Established(nil, nil, conn.StateOK)
+	return out.State() >= 0
 }

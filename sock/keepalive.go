@@ -181,6 +181,14 @@ func SetKeepalive(c syscall.Conn, k KeepaliveConfig) error {
 	})
 }
 
+// ApplyKeepalive sets k and returns what the kernel holds afterwards.
+func ApplyKeepalive(c syscall.Conn, k KeepaliveConfig) (Keepalive, error) {
+	if err := SetKeepalive(c, k); err != nil {
+		return Keepalive{}, err
+	}
+	return GetKeepalive(c)
+}
+
 // GetKeepalive reads the keepalive state back from the kernel.
 func GetKeepalive(c syscall.Conn) (Keepalive, error) {
 	var k Keepalive
