@@ -80,7 +80,9 @@ if [ "$what" = relay ] || [ "$what" = all ]; then
 	kill $tp $hp; wait $tp $hp || true
 fi
 
-if [ "$what" = iperf ] || [ "$what" = all ]; then
+if { [ "$what" = iperf ] || [ "$what" = all ]; } && ! command -v iperf3 >/dev/null; then
+	echo "iperf3 not installed (apt-get install iperf3): skipping the iperf3 figures"
+elif [ "$what" = iperf ] || [ "$what" = all ]; then
 	# iperf3, 10 s per measurement, rounds alternated: direct, tcpops,
 	# HAProxy, for 1 and 64 streams.
 	iperf3 -s -p 7300 >/dev/null 2>&1 &
