@@ -150,6 +150,12 @@ func backend(t *testing.T, handle func(*net.TCPConn)) string {
 }
 
 // upper answers each line in upper case and, on EOF, sends "bye" and FIN.
+// echoBack is a backend handler sending back what it reads, then FIN.
+func echoBack(c *net.TCPConn) {
+	io.Copy(c, c)
+	c.CloseWrite()
+}
+
 func upper(c *net.TCPConn) {
 	r := bufio.NewReader(c)
 	for {
@@ -566,7 +572,7 @@ func TestListenerOverrides(t *testing.T) {
 // resolved and dialled on the dialling goroutines, then handed to the
 // Poller like any other: both directions, FIN and the events.
 func TestHostNameBackend(t *testing.T) {
-	be := backend(t, func(c *net.TCPConn) { io.Copy(c, c); c.CloseWrite() })
+	be := backend(t, echoBack)
 	_, port, _ := net.SplitHostPort(be)
 	e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend=localhost:"+port)
 	c := e.dial()
@@ -626,7 +632,7 @@ func noDelay(t *testing.T, c syscall.Conn) bool {
 // connection (accepted, and connected by address) pass small writes on at
 // once (TCP_NODELAY), and so does an echoed one.
 func TestNoDelay(t *testing.T) {
-	be := backend(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	be := backend(t, echoBack)
 	for _, backend := range []string{be, Echo} {
 		e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend="+backend)
 		c := e.dial()
@@ -666,7 +672,7 @@ func TestWithoutKernelPipes(t *testing.T) {
 	if len(held) != maxPipes {
 		t.Fatalf("took %d pipes, want %d", len(held), maxPipes)
 	}
-	be := backend(t, func(c *net.TCPConn) { io.Copy(c, c); c.CloseWrite() })
+	be := backend(t, echoBack)
 	for _, backend := range []string{Echo, be} {
 		e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend="+backend)
 		data := make([]byte, 8<<20)

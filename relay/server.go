@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -164,9 +165,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
 		var err error
 		if fl != nil {
 			var fd *sock.FD
-			if fd, err = fl.Accept(); err == nil {
+			var remote netip.AddrPort
+			if fd, remote, err = fl.Accept(); err == nil {
 				backoff = 0
-				s.acceptFD(ctx, fd, l)
+				s.acceptFD(ctx, fd, remote, l)
 				continue
 			}
 		} else {
@@ -206,8 +208,8 @@ func temporary(err error) bool {
 
 // acceptFD puts an accepted plain TCP connection in the table and starts
 // relaying it.
-func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, l Listener) {
-	local, remote, err := fd.Addrs()
+func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, remote netip.AddrPort, l Listener) {
+	local, err := fd.LocalAddr()
 	if err != nil {
 		// Reset by the client before we got to it: counted, not tabled.
 		s.acceptErrors.Add(1)

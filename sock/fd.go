@@ -81,14 +81,15 @@ func NewListener(ln *net.TCPListener) (*Listener, error) {
 	return &Listener{f: f, rc: rc}, nil
 }
 
-// Accept takes one pending connection, waiting until there is one (or
-// the Listener is closed: net.ErrClosed).
-func (l *Listener) Accept() (*FD, error) {
+// Accept takes one pending connection and its peer's address, waiting
+// until there is one (or the Listener is closed: net.ErrClosed).
+func (l *Listener) Accept() (*FD, netip.AddrPort, error) {
 	nfd := -1
+	var sa unix.Sockaddr
 	var aerr error
 	err := l.rc.Read(func(fd uintptr) bool {
 		for {
-			nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			nfd, sa, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 			switch aerr {
 			case unix.EINTR:
 				continue
@@ -100,16 +101,16 @@ func (l *Listener) Accept() (*FD, error) {
 	})
 	switch {
 	case err != nil && l.closed.Load():
-		return nil, net.ErrClosed
+		return nil, netip.AddrPort{}, net.ErrClosed
 	case err != nil:
-		return nil, err
+		return nil, netip.AddrPort{}, err
 	case aerr != nil:
-		return nil, os.NewSyscallError("accept4", aerr)
+		return nil, netip.AddrPort{}, os.NewSyscallError("accept4", aerr)
 	}
 	// As Go does for its own TCP connections: no Nagle delay on what the
 	// relay passes on.
 	unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	return NewFD(nfd), nil
+	return NewFD(nfd), sockaddrPort(sa), nil
 }
 
 // Close closes the duplicate descriptor.
@@ -128,15 +129,16 @@ func (f *FD) do(fn func(fd int) error) error {
 	return fn(f.fd)
 }
 
-// Read reads what is there: (0, nil) at EOF, ErrWouldBlock when nothing is.
-func (f *FD) Read(b []byte) (int, error) {
+// once makes one nonblocking call on the descriptor (again after EINTR):
+// ErrWouldBlock for EAGAIN, op's errno for any other failure.
+func (f *FD) once(op string, call func(fd int) (int, error)) (int, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.closed {
 		return 0, net.ErrClosed
 	}
 	for {
-		n, err := unix.Read(f.fd, b)
+		n, err := call(f.fd)
 		switch err {
 		case nil:
 			return n, nil
@@ -145,74 +147,43 @@ func (f *FD) Read(b []byte) (int, error) {
 		case unix.EAGAIN:
 			return 0, ErrWouldBlock
 		}
-		return 0, os.NewSyscallError("read", err)
+		return 0, os.NewSyscallError(op, err)
 	}
+}
+
+// Read reads what is there: (0, nil) at EOF, ErrWouldBlock when nothing is.
+func (f *FD) Read(b []byte) (int, error) {
+	return f.once("read", func(fd int) (int, error) { return unix.Read(fd, b) })
 }
 
 // Write writes what the socket takes now; ErrWouldBlock when it takes
 // nothing.
 func (f *FD) Write(b []byte) (int, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.closed {
-		return 0, net.ErrClosed
-	}
-	for {
-		n, err := unix.Write(f.fd, b)
-		switch err {
-		case nil:
-			return n, nil
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return 0, ErrWouldBlock
-		}
-		return 0, os.NewSyscallError("write", err)
-	}
+	return f.once("write", func(fd int) (int, error) { return unix.Write(fd, b) })
 }
 
 // SpliceTo moves up to max bytes from the socket into the pipe whose
 // write end is pw: (0, nil) at EOF, ErrWouldBlock when nothing is there.
 func (f *FD) SpliceTo(pw, max int) (int, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.closed {
-		return 0, net.ErrClosed
-	}
-	for {
-		n, err := unix.Splice(f.fd, nil, pw, nil, max, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		switch err {
-		case nil:
-			return int(n), nil
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return 0, ErrWouldBlock
-		}
-		return 0, os.NewSyscallError("splice", err)
-	}
+	return f.once("splice", func(fd int) (int, error) {
+		n, err := unix.Splice(fd, nil, pw, nil, max, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		return int(n), err
+	})
 }
 
 // SpliceFrom moves up to n bytes from the pipe whose read end is pr into
 // the socket, as many as it takes now; ErrWouldBlock with the count moved
 // when it is full.
 func (f *FD) SpliceFrom(pr, n int) (int, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.closed {
-		return 0, net.ErrClosed
-	}
 	done := 0
 	for done < n {
-		m, err := unix.Splice(pr, nil, f.fd, nil, n-done, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		switch err {
-		case nil:
-			done += int(m)
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return done, ErrWouldBlock
-		default:
-			return done, os.NewSyscallError("splice", err)
+		m, err := f.once("splice", func(fd int) (int, error) {
+			m, err := unix.Splice(pr, nil, fd, nil, n-done, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			return int(m), err
+		})
+		done += m
+		if err != nil {
+			return done, err
 		}
 	}
 	return done, nil
@@ -240,15 +211,28 @@ func (f *FD) Close(reset bool) error {
 	return os.NewSyscallError("close", unix.Close(f.fd))
 }
 
-// Addrs returns the socket's local and remote addresses.
-func (f *FD) Addrs() (local, remote netip.AddrPort, err error) {
-	err = f.do(func(fd int) error {
+// LocalAddr returns the socket's local address.
+func (f *FD) LocalAddr() (netip.AddrPort, error) {
+	var local netip.AddrPort
+	err := f.do(func(fd int) error {
 		sa, err := unix.Getsockname(fd)
 		if err != nil {
 			return os.NewSyscallError("getsockname", err)
 		}
 		local = sockaddrPort(sa)
-		if sa, err = unix.Getpeername(fd); err != nil {
+		return nil
+	})
+	return local, err
+}
+
+// Addrs returns the socket's local and remote addresses.
+func (f *FD) Addrs() (local, remote netip.AddrPort, err error) {
+	if local, err = f.LocalAddr(); err != nil {
+		return local, remote, err
+	}
+	err = f.do(func(fd int) error {
+		sa, err := unix.Getpeername(fd)
+		if err != nil {
 			return os.NewSyscallError("getpeername", err)
 		}
 		remote = sockaddrPort(sa)

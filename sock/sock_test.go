@@ -175,9 +175,12 @@ func fdPair(t *testing.T) (*net.TCPConn, *FD) {
 		t.Fatal(err)
 	}
 	defer fl.Close()
-	f, err := fl.Accept()
+	f, remote, err := fl.Accept()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if remote.String() != c.LocalAddr().String() {
+		t.Fatalf("Accept: peer %v, want %v", remote, c.LocalAddr())
 	}
 	t.Cleanup(func() { c.Close(); f.Close(false) })
 	return c, f
