@@ -34,10 +34,11 @@ type Spec struct {
 	Lifetime *time.Duration
 	// MaxConns limits the inbound connections of this Listener (0: none).
 	MaxConns int
-	// Keepalive is what the kernel reported after keepalive was set on TCP
-	// before Add (sock.ApplyKeepalive), so that no tabled connection is
-	// seen without it.
-	Keepalive *sock.Keepalive
+	// Keepalive, if set, is applied to TCP once the connection is admitted
+	// and before it is visible in the table, so that none is ever seen
+	// without it (and a connection refused by a limit costs no socket
+	// option). If that fails the connection is closed with reason error.
+	Keepalive *sock.KeepaliveConfig
 }
 
 // Conn is one connection in the table. Its methods are safe for concurrent use.

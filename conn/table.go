@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tcpops/tcpops/sock"
 )
 
 // Errors of the table; the RPC layer maps them to error codes.
@@ -154,15 +156,28 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 	c := &Conn{
 		ID: t.nextID.Add(1), Proto: s.Proto, Direction: s.Direction, Listener: s.Listener,
 		Created: time.Now(), t: t, handshake: s.Handshake,
-		local: s.Local, remote: s.Remote, tcp: s.TCP, closer: s.Close, ka: s.Keepalive,
+		local: s.Local, remote: s.Remote, tcp: s.TCP, closer: s.Close,
 	}
 	c.state.Store(int32(s.State))
 	c.lastActive.Store(now)
 	c.closedEvent.Store(cfg.ClosedEvent == ModeAll)
+	var kaErr error
+	if s.Keepalive != nil && s.TCP != nil {
+		ka, err := sock.ApplyKeepalive(s.TCP, *s.Keepalive)
+		if err != nil {
+			kaErr = fmt.Errorf("keepalive: %w", err)
+		} else {
+			c.ka = &ka
+		}
+	}
 	sh := t.shard(c.ID)
 	sh.mu.Lock()
 	sh.m[c.ID] = c
 	sh.mu.Unlock()
+	if kaErr != nil {
+		c.Close(ReasonError, kaErr)
+		return c, nil
+	}
 	lifetime := cfg.Lifetime
 	if s.Lifetime != nil {
 		lifetime = *s.Lifetime

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/tcpops/tcpops/sock"
 )
 
 // closes records what the table asked a transport to do.
@@ -548,5 +552,51 @@ func TestStateDuringClose(t *testing.T) {
 				t.Fatalf("conid %d: not in the table and no reason remembered", c.ID)
 			}
 		}
+	}
+}
+
+// TestAddKeepalive: a connection added with a keepalive is visible only
+// with it set and read back; one whose socket refuses it is tabled closed,
+// with reason error and the socket error in its event.
+func TestAddKeepalive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c1, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	tb := NewTable(Config{})
+	cl := &closes{}
+	k := sock.KeepaliveConfig{Enable: true, Idle: 37, Count: 4, Interval: 6, UserTimeoutMs: -1}
+	c, err := tb.Add(Spec{Proto: "tcp", Direction: "out", TCP: c1.(*net.TCPConn), Keepalive: &k, Close: cl.closer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := c.Info(); in.Keepalive == nil || in.Keepalive.Idle != 37 || in.Keepalive.Count != 4 || !in.Keepalive.Enabled {
+		t.Fatalf("Info().Keepalive = %+v right after Add, want 37,4,6 read back", in.Keepalive)
+	}
+	if got, _ := sock.GetKeepalive(c1.(*net.TCPConn)); got.Idle != 37 {
+		t.Fatalf("kernel holds %+v", got)
+	}
+	c2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Close() // its options cannot be set any more
+	sub := tb.Events().Subscribe(0)
+	bad, err := tb.Add(Spec{Proto: "tcp", Direction: "out", TCP: c2.(*net.TCPConn), Keepalive: &k, Close: cl.closer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, r := tb.State(bad.ID); st != StateNotFound || r != ReasonError {
+		t.Fatalf("state %v %q, want closed with reason error", st, r)
+	}
+	evs, _, err := sub.Next(context.Background(), 1)
+	if err != nil || len(evs) != 1 || evs[0].ConnID != bad.ID || !strings.Contains(evs[0].Error, "keepalive") {
+		t.Fatalf("event %+v %v, want the keepalive error", evs, err)
 	}
 }

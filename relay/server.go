@@ -84,23 +84,13 @@ func (s *Server) SetConfig(cfg Config) error {
 	return nil
 }
 
-// keepaliveBefore sets the listener's keepalive on the socket of spec
-// before it is tabled, and records what the kernel holds: no connection
-// in the table is ever seen without it.
-func (s *Server) keepaliveBefore(spec *conn.Spec, l *Listener) error {
-	ka, err := sock.ApplyKeepalive(spec.TCP, s.keepaliveFor(l))
-	if err == nil {
-		spec.Keepalive = &ka
-	}
-	return err
-}
-
-// keepaliveFor is the keepalive of a listener's connections.
-func (s *Server) keepaliveFor(l *Listener) sock.KeepaliveConfig {
+// keepaliveFor is the keepalive of a listener's connections (shared, not
+// to be changed: a Config is replaced whole).
+func (s *Server) keepaliveFor(l *Listener) *sock.KeepaliveConfig {
 	if l.Keepalive != nil {
-		return *l.Keepalive
+		return l.Keepalive
 	}
-	return s.conf.Load().Keepalive
+	return &s.conf.Load().Keepalive
 }
 
 // Close stops the poller after waiting for dials in flight. Close the
@@ -223,7 +213,7 @@ func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, remote netip.AddrPor
 		State: conn.StateAccepting, TCP: fd, Close: lg.close,
 		Lifetime: l.Lifetime, MaxConns: l.MaxConns,
 	}
-	kerr := s.keepaliveBefore(&spec, &l)
+	spec.Keepalive = s.keepaliveFor(&l)
 	in, err := s.table.Add(spec)
 	if err != nil {
 		s.log.Debug("connection refused by limit", "listener", l.Name, "remote", remote.String(), "err", err)
@@ -231,9 +221,8 @@ func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, remote netip.AddrPor
 		return
 	}
 	lg.c = in
-	if kerr != nil {
-		s.log.Error("keepalive on accepted socket failed; closing it", "conid", in.ID, "err", kerr)
-		in.Close(conn.ReasonError, kerr)
+	if in.State() < 0 {
+		s.log.Error("accepted socket closed at once (keepalive could not be set)", "conid", in.ID)
 		return
 	}
 	switch ap, literal := netipAddrPort(l.Backend); {
@@ -255,7 +244,7 @@ func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand 
 		State: conn.StateAccepting, TCP: tcp, Close: closeSocket, Handshake: true,
 		Lifetime: l.Lifetime, MaxConns: l.MaxConns,
 	}
-	kerr := s.keepaliveBefore(&spec, &l)
+	spec.Keepalive = s.keepaliveFor(&l)
 	in, err := s.table.Add(spec)
 	if err != nil {
 		s.log.Debug("connection refused by limit", "listener", l.Name, "remote", tcp.RemoteAddr().String(), "err", err)
@@ -263,9 +252,8 @@ func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand 
 		tcp.Close()
 		return
 	}
-	if kerr != nil {
-		s.log.Error("keepalive on accepted socket failed; closing it", "conid", in.ID, "err", kerr)
-		in.Close(conn.ReasonError, kerr)
+	if in.State() < 0 {
+		s.log.Error("accepted socket closed at once (keepalive could not be set)", "conid", in.ID)
 		return
 	}
 	sc := &sockConn{TCPConn: tcp, c: in}
@@ -421,7 +409,7 @@ func (s *Server) establish(out *conn.Conn, tcp syscall.Conn, closer conn.Closer,
 	if !out.Attach(tcp, closer) {
 		return false
 	}
-	if _, err := out.SetKeepalive(s.keepaliveFor(&l)); err != nil {
+	if _, err := out.SetKeepalive(*s.keepaliveFor(&l)); err != nil {
 		out.Close(conn.ReasonError, err)
 		return false
 	}
