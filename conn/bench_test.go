@@ -8,7 +8,7 @@ import (
 )
 
 func benchSpec() Spec {
-	return Spec{Proto: "tcp", Direction: "in", Remote: netip.MustParseAddrPort("10.0.0.1:5060"), State: StateOK,
+	return Spec{Proto: "tcp", Direction: DirIn, Remote: netip.MustParseAddrPort("10.0.0.1:5060"), State: StateOK,
 		Close: func(*Conn, bool) error { return nil }}
 }
 

@@ -16,8 +16,8 @@ type Closer func(c *Conn, reset bool) error
 
 // Spec describes a connection being added to the table.
 type Spec struct {
-	Proto     string // tcp, tls, ws, wss
-	Direction string // in, out
+	Proto     Proto
+	Direction Direction
 	Listener  string
 	Local     netip.AddrPort
 	Remote    netip.AddrPort
@@ -44,8 +44,8 @@ type Spec struct {
 // Conn is one connection in the table. Its methods are safe for concurrent use.
 type Conn struct {
 	ID        uint64
-	Proto     string
-	Direction string
+	Proto     Proto
+	Direction Direction
 	Listener  string
 	Created   time.Time
 
@@ -162,14 +162,42 @@ func (c *Conn) Peer() *Conn {
 	return c.peer
 }
 
-// Pair makes a and b each other's partner: when one closes, so does the other.
-func Pair(a, b *Conn) {
-	a.mu.Lock()
-	a.peer = b
-	a.mu.Unlock()
-	b.mu.Lock()
-	b.peer = a
-	b.mu.Unlock()
+// Pair makes a and b each other's partner: when one closes, so does the
+// other. It pairs nothing and reports false if either is already closing
+// (its close has run without a partner to take along): the caller then
+// closes the other with ClosePeer.
+func Pair(a, b *Conn) bool {
+	first, second := a, b
+	if b.ID < a.ID {
+		first, second = b, a
+	}
+	first.mu.Lock()
+	defer first.mu.Unlock()
+	second.mu.Lock()
+	defer second.mu.Unlock()
+	if a.closing || b.closing {
+		return false
+	}
+	a.peer, b.peer = b, a
+	return true
+}
+
+// ClosePeer closes c because its partner ended (reason peer, or shutdown
+// while the table shuts down); for a leg whose Pair failed.
+func (c *Conn) ClosePeer() bool {
+	if c.t.shutdown.Load() {
+		return c.Close(ReasonShutdown, nil)
+	}
+	return c.Close(ReasonPeer, nil)
+}
+
+// Closing reports whether the connection is being closed by us (Close was
+// called). A connection whose peer sent FIN (state eof) and that still
+// drains the other way is not closing.
+func (c *Conn) Closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
 }
 
 // SetWSClose records a WebSocket close code and reason for the event.
@@ -385,8 +413,8 @@ func addrString(a netip.AddrPort) string {
 type Info struct {
 	ID          uint64
 	Peer        uint64
-	Proto       string
-	Direction   string
+	Proto       Proto
+	Direction   Direction
 	Listener    string
 	Local       netip.AddrPort
 	Remote      netip.AddrPort

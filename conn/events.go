@@ -15,8 +15,8 @@ type Event struct {
 	Reason        Reason
 	ConnID        uint64
 	Peer          uint64
-	Proto         string
-	Direction     string
+	Proto         Proto
+	Direction     Direction
 	Listener      string
 	Local         string
 	Remote        string

@@ -124,3 +124,65 @@ func ParseMode(s string) (Mode, error) {
 }
 
 func (m Mode) String() string { return [...]string{"all", "manual", "off"}[m] }
+
+// Direction says which side opened a connection.
+type Direction uint8
+
+// The directions: from a client to a listener, or from the daemon to a
+// backend.
+const (
+	DirIn Direction = iota + 1
+	DirOut
+)
+
+// String returns "in" or "out".
+func (d Direction) String() string {
+	switch d {
+	case DirIn:
+		return "in"
+	case DirOut:
+		return "out"
+	}
+	return ""
+}
+
+// ParseDirection accepts "in" or "out".
+func ParseDirection(s string) (Direction, error) {
+	switch s {
+	case "in":
+		return DirIn, nil
+	case "out":
+		return DirOut, nil
+	}
+	return 0, fmt.Errorf("direction %q: want in (from clients) or out (to backends)", s)
+}
+
+// Proto is a connection's protocol, as its listener's URL scheme names it.
+type Proto string
+
+// The protocols. Outbound legs are always ProtoTCP.
+const (
+	ProtoTCP Proto = "tcp"
+	ProtoTLS Proto = "tls"
+	ProtoWS  Proto = "ws"
+	ProtoWSS Proto = "wss"
+)
+
+// Protos lists every protocol.
+var Protos = []Proto{ProtoTCP, ProtoTLS, ProtoWS, ProtoWSS}
+
+// ParseProto accepts tcp, tls, ws or wss.
+func ParseProto(s string) (Proto, error) {
+	for _, p := range Protos {
+		if string(p) == s {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("proto %q: want tcp, tls, ws or wss", s)
+}
+
+// TLS reports whether the protocol runs over TLS.
+func (p Proto) TLS() bool { return p == ProtoTLS || p == ProtoWSS }
+
+// WS reports whether the protocol is WebSocket.
+func (p Proto) WS() bool { return p == ProtoWS || p == ProtoWSS }

@@ -2,6 +2,7 @@ package conn
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -22,6 +23,7 @@ var (
 	ErrLimit       = errors.New("connection limit reached")
 	ErrBadLifetime = errors.New("lifetime must be >= 0")
 	ErrEventsOff   = errors.New("closed events are off in this daemon (--closed-event off)")
+	ErrShutdown    = errors.New("the daemon is shutting down")
 )
 
 // LimitError says which limit refused a connection.
@@ -59,7 +61,8 @@ type Table struct {
 
 	shards [shards]shard
 
-	shutdown atomic.Bool
+	shutdown atomic.Bool  // set once by Shutdown: Add refuses from then on
+	open     atomic.Int64 // tabled and not yet through remove
 
 	accepted atomic.Uint64 // inbound connections tabled
 	dialled  atomic.Uint64 // outbound legs tabled
@@ -117,11 +120,12 @@ func (t *Table) SetLimits(lifetime time.Duration, maxConns, maxConnsPerIP int) {
 
 // Closed describes a connection that left the table, for OnClose.
 type Closed struct {
-	Proto, Direction string
-	Reason           Reason
-	Duration         time.Duration
-	BytesIn          uint64
-	BytesOut         uint64
+	Proto     Proto
+	Direction Direction
+	Reason    Reason
+	Duration  time.Duration
+	BytesIn   uint64
+	BytesOut  uint64
 }
 
 // OnClose sets a function told of every connection that leaves the table
@@ -139,13 +143,20 @@ func (t *Table) clock() int64 { return int64(time.Since(t.epoch)) }
 
 func (t *Table) shard(id uint64) *shard { return &t.shards[id%shards] }
 
-// Add puts a new connection in the table. Inbound connections past a limit
-// are refused with a *LimitError and counted; the caller closes them.
+// Add puts a new connection in the table and returns it, usable by its
+// transport. On error the connection is not in the table and its transport
+// has been closed through spec.Close: refused by a limit (a *LimitError,
+// counted, with an RST and no conid), or tabled and closed at once with
+// its closed event, because the table is shutting down (ErrShutdown) or
+// its keepalive could not be set (reason error).
 func (t *Table) Add(s Spec) (*Conn, error) {
 	cfg := t.cfg.Load()
-	if s.Direction == "in" {
+	if s.Direction == DirIn {
 		if err := t.admit(cfg, s.Remote.Addr(), s.Listener, s.MaxConns); err != nil {
 			t.rejected.Add(1)
+			if s.Close != nil {
+				s.Close(&Conn{t: t, tcp: s.TCP}, true)
+			}
 			return nil, err
 		}
 		t.accepted.Add(1)
@@ -170,13 +181,20 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 			c.ka = &ka
 		}
 	}
+	t.open.Add(1)
 	sh := t.shard(c.ID)
 	sh.mu.Lock()
 	sh.m[c.ID] = c
 	sh.mu.Unlock()
+	// Checked after the insert: Shutdown sets the flag before it looks at
+	// the table, so a connection is either seen there or sees the flag.
+	if t.shutdown.Load() {
+		c.Close(ReasonShutdown, nil)
+		return nil, ErrShutdown
+	}
 	if kaErr != nil {
 		c.Close(ReasonError, kaErr)
-		return c, nil
+		return nil, kaErr
 	}
 	lifetime := cfg.Lifetime
 	if s.Lifetime != nil {
@@ -240,7 +258,7 @@ func (t *Table) remove(c *Conn) {
 	sh.mu.Lock()
 	delete(sh.m, c.ID)
 	sh.mu.Unlock()
-	if c.Direction == "in" {
+	if c.Direction == DirIn {
 		t.release(c.RemoteAddr().Addr(), c.Listener)
 	}
 	if t.cfg.Load().ClosedEvent != ModeOff && c.closedEvent.Load() {
@@ -254,6 +272,7 @@ func (t *Table) remove(c *Conn) {
 	if t.onClose != nil {
 		t.onClose(Closed{Proto: c.Proto, Direction: c.Direction, Reason: r, Duration: time.Since(c.Created), BytesIn: in, BytesOut: out})
 	}
+	t.open.Add(-1)
 }
 
 func (t *Table) remember(id uint64, r Reason) {
@@ -330,8 +349,8 @@ func (t *Table) conns(after uint64) []*Conn {
 // Filter selects connections for List. Zero fields match everything.
 type Filter struct {
 	State     State
-	Proto     string
-	Direction string
+	Proto     Proto
+	Direction Direction
 	Listener  string
 	Remote    netip.Prefix // an address is a /32 or /128
 	Port      uint16       // remote port, with Remote
@@ -362,7 +381,7 @@ func (f *Filter) match(in *Info) bool {
 	switch {
 	case f.State != 0 && in.State != f.State,
 		f.Proto != "" && in.Proto != f.Proto,
-		f.Direction != "" && in.Direction != f.Direction,
+		f.Direction != 0 && in.Direction != f.Direction,
 		f.Listener != "" && in.Listener != f.Listener,
 		f.IdleMin > 0 && in.Idle < f.IdleMin:
 		return false
@@ -401,13 +420,9 @@ func (t *Table) List(f Filter) (infos []Info, next uint64) {
 	return infos, 0
 }
 
-// CloseAll closes every connection for reason r; with ReasonShutdown the
-// partners of closed legs get ReasonShutdown too, and nothing new should
-// be added afterwards.
+// CloseAll closes every connection in the table for reason r and returns
+// how many it closed. Connections added meanwhile stay open.
 func (t *Table) CloseAll(r Reason) int {
-	if r == ReasonShutdown {
-		t.shutdown.Store(true)
-	}
 	n := 0
 	for _, c := range t.conns(0) {
 		if c.Close(r, nil) {
@@ -417,11 +432,34 @@ func (t *Table) CloseAll(r Reason) int {
 	return n
 }
 
+// Shutdown refuses every connection added from now on (Add closes it with
+// reason shutdown and returns ErrShutdown), closes every connection with
+// reason shutdown (their partners too) and waits until each close begun
+// anywhere has published its event, or ctx ends. After it returns the
+// table is empty and no event is still to come.
+func (t *Table) Shutdown(ctx context.Context) (closed int, err error) {
+	t.shutdown.Store(true)
+	closed = t.CloseAll(ReasonShutdown)
+	// Closes that other goroutines began before the flag was set may still
+	// be publishing: wait for the last one.
+	for t.open.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return closed, fmt.Errorf("shutdown: %d connection(s) still closing: %w", t.open.Load(), ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return closed, nil
+}
+
+// ShuttingDown reports whether Shutdown has begun.
+func (t *Table) ShuttingDown() bool { return t.shutdown.Load() }
+
 // Stats are the table's counters.
 type Stats struct {
 	Conns     int
 	ByState   map[string]int
-	ByProto   map[string]int
+	ByProto   map[Proto]int
 	Accepted  uint64
 	Dialled   uint64
 	Rejected  uint64
@@ -441,13 +479,13 @@ type Stats struct {
 // Kind is a connection's state, proto and listener, for counting.
 type Kind struct {
 	State    State
-	Proto    string
+	Proto    Proto
 	Listener string
 }
 
 // Stats counts the table.
 func (t *Table) Stats() Stats {
-	s := Stats{ByState: map[string]int{}, ByProto: map[string]int{}, ByReason: map[Reason]uint64{}, ByKind: map[Kind]int{},
+	s := Stats{ByState: map[string]int{}, ByProto: map[Proto]int{}, ByReason: map[Reason]uint64{}, ByKind: map[Kind]int{},
 		Accepted: t.accepted.Load(), Dialled: t.dialled.Load(), Rejected: t.rejected.Load(),
 		EventSeq: t.events.LastSeq(), EventDrop: t.events.Dropped(), Uptime: time.Since(t.epoch),
 		BytesIn: t.bytesIn.Load(), BytesOut: t.bytesOut.Load()}

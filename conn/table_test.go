@@ -40,7 +40,7 @@ func (c *closes) closed(id uint64) (reset, ok bool) {
 
 func addIn(t *testing.T, tb *Table, cl *closes, remote string) *Conn {
 	t.Helper()
-	c, err := tb.Add(Spec{Proto: "tcp", Direction: "in", Listener: "tcp://127.0.0.1:5060",
+	c, err := tb.Add(Spec{Proto: "tcp", Direction: DirIn, Listener: "tcp://127.0.0.1:5060",
 		Remote: netip.MustParseAddrPort(remote), State: StateAccepting, Close: cl.closer})
 	if err != nil {
 		t.Fatalf("Add: %v", err)
@@ -368,7 +368,7 @@ func TestPair(t *testing.T) {
 			tb := NewTable(Config{})
 			cl := &closes{}
 			a := addIn(t, tb, cl, "127.0.0.1:1")
-			b, err := tb.Add(Spec{Proto: "tcp", Direction: "out", State: StateConnecting, Close: cl.closer})
+			b, err := tb.Add(Spec{Proto: "tcp", Direction: DirOut, State: StateConnecting, Close: cl.closer})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -380,7 +380,7 @@ func TestPair(t *testing.T) {
 				}
 			}
 			if tt.shutdown {
-				tb.CloseAll(ReasonShutdown)
+				tb.Shutdown(context.Background())
 			} else {
 				a.Close(tt.first, nil)
 			}
@@ -401,7 +401,7 @@ func TestPair(t *testing.T) {
 func TestClosedWhileDialling(t *testing.T) {
 	tb := NewTable(Config{})
 	cl := &closes{}
-	b, _ := tb.Add(Spec{Proto: "tcp", Direction: "out", State: StateConnecting, Close: cl.closer})
+	b, _ := tb.Add(Spec{Proto: "tcp", Direction: DirOut, State: StateConnecting, Close: cl.closer})
 	b.Close(ReasonLocal, nil)
 	late := &closes{}
 	b.Established(nil, late.closer, StateOK)
@@ -418,18 +418,18 @@ func TestLimits(t *testing.T) {
 	cl := &closes{}
 	a := addIn(t, tb, cl, "127.0.0.1:1")
 	addIn(t, tb, cl, "127.0.0.1:2")
-	_, err := tb.Add(Spec{Direction: "in", Remote: netip.MustParseAddrPort("127.0.0.1:3"), Close: cl.closer})
+	_, err := tb.Add(Spec{Direction: DirIn, Remote: netip.MustParseAddrPort("127.0.0.1:3"), Close: cl.closer})
 	var le *LimitError
 	if !errors.As(err, &le) || le.Limit != "max-conns-per-ip" {
 		t.Fatalf("third from one IP: err = %v, want max-conns-per-ip", err)
 	}
 	addIn(t, tb, cl, "127.0.0.2:1")
-	_, err = tb.Add(Spec{Direction: "in", Remote: netip.MustParseAddrPort("127.0.0.3:1"), Close: cl.closer})
+	_, err = tb.Add(Spec{Direction: DirIn, Remote: netip.MustParseAddrPort("127.0.0.3:1"), Close: cl.closer})
 	if !errors.As(err, &le) || le.Limit != "max-conns" {
 		t.Fatalf("fourth: err = %v, want max-conns", err)
 	}
 	// Outbound legs do not count against inbound limits.
-	if _, err := tb.Add(Spec{Direction: "out", Close: cl.closer}); err != nil {
+	if _, err := tb.Add(Spec{Direction: DirOut, Close: cl.closer}); err != nil {
 		t.Fatalf("outbound leg refused: %v", err)
 	}
 	a.Close(ReasonEOF, nil)
@@ -556,8 +556,8 @@ func TestStateDuringClose(t *testing.T) {
 }
 
 // TestAddKeepalive: a connection added with a keepalive is visible only
-// with it set and read back; one whose socket refuses it is tabled closed,
-// with reason error and the socket error in its event.
+// with it set and read back; one whose socket refuses it is refused with
+// the error, after its closed event with reason error and the socket error.
 func TestAddKeepalive(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -572,7 +572,7 @@ func TestAddKeepalive(t *testing.T) {
 	tb := NewTable(Config{})
 	cl := &closes{}
 	k := sock.KeepaliveConfig{Enable: true, Idle: 37, Count: 4, Interval: 6, UserTimeoutMs: -1}
-	c, err := tb.Add(Spec{Proto: "tcp", Direction: "out", TCP: c1.(*net.TCPConn), Keepalive: &k, Close: cl.closer})
+	c, err := tb.Add(Spec{Proto: "tcp", Direction: DirOut, TCP: c1.(*net.TCPConn), Keepalive: &k, Close: cl.closer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -588,15 +588,112 @@ func TestAddKeepalive(t *testing.T) {
 	}
 	c2.Close() // its options cannot be set any more
 	sub := tb.Events().Subscribe(0)
-	bad, err := tb.Add(Spec{Proto: "tcp", Direction: "out", TCP: c2.(*net.TCPConn), Keepalive: &k, Close: cl.closer})
-	if err != nil {
-		t.Fatal(err)
+	bad, err := tb.Add(Spec{Proto: "tcp", Direction: DirOut, TCP: c2.(*net.TCPConn), Keepalive: &k, Close: cl.closer})
+	if err == nil || !strings.Contains(err.Error(), "keepalive") || bad != nil {
+		t.Fatalf("Add of a socket that refuses keepalive = %v, %v; want the keepalive error", bad, err)
 	}
-	if st, r := tb.State(bad.ID); st != StateNotFound || r != ReasonError {
+	if st, r := tb.State(c.ID + 1); st != StateNotFound || r != ReasonError {
 		t.Fatalf("state %v %q, want closed with reason error", st, r)
 	}
+	if _, ok := cl.closed(c.ID + 1); !ok {
+		t.Fatal("the refused socket's transport was not closed")
+	}
 	evs, _, err := sub.Next(context.Background(), 1)
-	if err != nil || len(evs) != 1 || evs[0].ConnID != bad.ID || !strings.Contains(evs[0].Error, "keepalive") {
+	if err != nil || len(evs) != 1 || evs[0].ConnID != c.ID+1 || !strings.Contains(evs[0].Error, "keepalive") {
 		t.Fatalf("event %+v %v, want the keepalive error", evs, err)
 	}
+}
+
+func TestAddAfterShutdown(t *testing.T) {
+	tb := NewTable(Config{})
+	cl := &closes{}
+	early := addIn(t, tb, cl, "127.0.0.1:1")
+	if n, err := tb.Shutdown(t.Context()); n != 1 || err != nil {
+		t.Fatalf("Shutdown = %d, %v; want 1, nil", n, err)
+	}
+	for _, dir := range []Direction{DirIn, DirOut} {
+		c, err := tb.Add(Spec{Proto: ProtoTCP, Direction: dir, Remote: netip.MustParseAddrPort("127.0.0.1:2"), State: StateAccepting, Close: cl.closer})
+		if !errors.Is(err, ErrShutdown) || c != nil {
+			t.Fatalf("Add (%v) after shutdown = %v, %v; want nil, ErrShutdown", dir, c, err)
+		}
+	}
+	// The late ones got conids, their transports were closed, and each
+	// has its closed event with reason shutdown.
+	evs, _ := tb.Events().Since(0)
+	if len(evs) != 3 {
+		t.Fatalf("%d events, want 3: %+v", len(evs), evs)
+	}
+	for _, e := range evs {
+		if e.Reason != ReasonShutdown {
+			t.Fatalf("event of conid %d: reason %q, want shutdown", e.ConnID, e.Reason)
+		}
+		if _, ok := cl.closed(e.ConnID); !ok {
+			t.Fatalf("transport of conid %d not closed", e.ConnID)
+		}
+	}
+	if early.ID != 1 || tb.Len() != 0 {
+		t.Fatalf("table has %d left", tb.Len())
+	}
+}
+
+func TestPairRefusesAClosingLeg(t *testing.T) {
+	for _, closeFirst := range []string{"in", "out"} {
+		t.Run(closeFirst, func(t *testing.T) {
+			tb := NewTable(Config{})
+			cl := &closes{}
+			in := addIn(t, tb, cl, "127.0.0.1:1")
+			out, err := tb.Add(Spec{Proto: ProtoTCP, Direction: DirOut, State: StateConnecting, Close: cl.closer})
+			if err != nil {
+				t.Fatal(err)
+			}
+			gone, other := in, out
+			if closeFirst == "out" {
+				gone, other = out, in
+			}
+			gone.Close(ReasonLocal, nil)
+			if Pair(in, out) {
+				t.Fatal("Pair of a closed leg reported true")
+			}
+			if other.Peer() != nil || other.Closing() {
+				t.Fatalf("the open leg: peer %v, closing %v; want unpaired and open", other.Peer(), other.Closing())
+			}
+			other.ClosePeer()
+			if _, r := tb.State(other.ID); r != ReasonPeer {
+				t.Fatalf("open leg closed with %q, want peer", r)
+			}
+		})
+	}
+}
+
+// A close begun elsewhere before Shutdown may still be on its way to the
+// event ring: Shutdown returns only after its event is out.
+func TestShutdownWaitsForClosesInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tb := NewTable(Config{})
+		release := make(chan struct{})
+		slow, err := tb.Add(Spec{Proto: ProtoTCP, Direction: DirIn, Remote: netip.MustParseAddrPort("127.0.0.1:1"), State: StateOK,
+			Close: func(*Conn, bool) error { <-release; return nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go slow.Close(ReasonEOF, nil)
+		synctest.Wait() // the close is inside its transport's Closer
+		done := make(chan struct{})
+		go func() {
+			tb.Shutdown(context.Background())
+			close(done)
+		}()
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatal("Shutdown returned while a close was still publishing")
+		default:
+		}
+		close(release)
+		<-done
+		evs, _ := tb.Events().Since(0)
+		if len(evs) != 1 || evs[0].Reason != ReasonEOF {
+			t.Fatalf("events = %+v, want the eof of the slow close", evs)
+		}
+	})
 }

@@ -210,10 +210,15 @@ type Daemon struct {
 	// MetricsAddr is where /metrics is served ("" without --metrics).
 	MetricsAddr string
 	log         *slog.Logger
-	cancel      context.CancelFunc
-	wg          sync.WaitGroup
-	eventLog    *eventLog // nil without --event-log
-	ctx         context.Context
+	cancel      context.CancelFunc // ends the control socket, metrics and event log
+	wg          sync.WaitGroup     // goroutines ended by cancel
+	// listenCtx is the parent of every listener's context; stopListening
+	// cancels it, and serving counts the accept loops still running.
+	listenCtx     context.Context
+	stopListening context.CancelFunc
+	serving       sync.WaitGroup
+	eventLog      *eventLog // nil without --event-log
+	ctx           context.Context
 
 	// mu guards the fields below and Listeners.
 	mu      sync.Mutex
@@ -286,15 +291,15 @@ func (d *Daemon) startListener(l relay.Listener) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := context.WithCancel(d.ctx)
+	ctx, stop := context.WithCancel(d.listenCtx)
 	r := &running{ListenerAddr: ListenerAddr{Listener: l, Bound: ln.Addr().String()}, stop: stop, done: make(chan struct{})}
 	d.mu.Lock()
 	d.running[l.URL] = r
 	d.Listeners = append(d.Listeners, r.ListenerAddr)
 	d.mu.Unlock()
-	d.wg.Add(1)
+	d.serving.Add(1)
 	go func() {
-		defer d.wg.Done()
+		defer d.serving.Done()
 		defer close(r.done)
 		if err := d.Relay.Serve(ctx, ln, l); err != nil {
 			d.log.Error("listener stopped", "listener", l.Name, "err", err)
@@ -329,6 +334,8 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 	d := &Daemon{Table: t, Relay: rs, log: log, cancel: cancel}
 	fail := func(err error) (*Daemon, error) {
 		cancel()
+		d.serving.Wait()
+		t.Events().Close()
 		d.wg.Wait()
 		rs.Close()
 		return nil, err
@@ -363,25 +370,28 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 		return fail(err)
 	}
 	d.ctx = ctx
+	d.listenCtx, d.stopListening = context.WithCancel(ctx)
 	d.running = map[string]*running{}
-	for _, l := range cfg.Listeners {
-		if err := d.startListener(l); err != nil {
-			ctl.Close()
-			return fail(err)
-		}
-	}
 	if cfg.EventLog != "" {
+		// Subscribed before any listener accepts: the log misses no event.
 		el, err := openEventLog(cfg.EventLog, log)
 		if err != nil {
 			ctl.Close()
 			return fail(err)
 		}
 		d.eventLog = el
+		sub := t.Events().Subscribe(t.Events().LastSeq())
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			el.run(t.Events())
+			el.run(sub)
 		}()
+	}
+	for _, l := range cfg.Listeners {
+		if err := d.startListener(l); err != nil {
+			ctl.Close()
+			return fail(err)
+		}
 	}
 	d.wg.Add(1)
 	go func() {
@@ -393,28 +403,55 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 	return d, nil
 }
 
-// Shutdown stops listeners and the control socket, closes every
-// connection with reason shutdown and waits (up to grace) for event
-// followers to receive those events.
+// Shutdown stops the daemon in the order that loses nothing, as
+// net/http's Shutdown does: the listeners are closed and their accept
+// loops have returned before the table is drained, so no connection is
+// accepted behind the drain's back; the table then refuses new entries
+// (an outbound leg dialled late is closed with reason shutdown and its
+// event), closes every connection with reason shutdown and waits until
+// each closed event is published; the event stream ends, and the control
+// socket and the event log stop once their followers have read it all.
+// Everything is bounded by grace.
 func (d *Daemon) Shutdown(grace time.Duration) error {
-	d.cancel()
-	n := d.Table.CloseAll(conn.ReasonShutdown)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	var errs []error
+	d.stopListening()
+	if !waitGroup(ctx, &d.serving) {
+		errs = append(errs, errors.New("shutdown: accept loops still running"))
+	}
+	n, err := d.Table.Shutdown(ctx)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	d.Table.Events().Close()
-	done := make(chan struct{})
-	go func() {
+	d.cancel()
+	var rpcDone sync.WaitGroup
+	rpcDone.Go(func() {
 		d.wg.Wait()
 		d.RPC.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-time.After(grace):
-		err = fmt.Errorf("shutdown: followers or listeners still busy after %s", grace)
+	})
+	if !waitGroup(ctx, &rpcDone) {
+		errs = append(errs, fmt.Errorf("shutdown: event followers still reading after %s", grace))
 	}
 	d.Relay.Close()
 	d.log.Info("tcpops stopped", "closed", n, "last_event_seq", d.Table.Events().LastSeq())
-	return err
+	return errors.Join(errs...)
+}
+
+// waitGroup waits for wg until ctx ends; false if ctx ended first.
+func waitGroup(ctx context.Context, wg *sync.WaitGroup) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // ParseArgs parses daemon flags (and the --config file they name)

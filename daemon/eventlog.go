@@ -53,10 +53,9 @@ func (l *eventLog) Reopen() error {
 	return l.open()
 }
 
-// run writes events from the ring until it closes (shutdown), then the
+// run writes events from sub until the ring closes (shutdown), then the
 // file is flushed and closed.
-func (l *eventLog) run(events *conn.Events) {
-	sub := events.Subscribe(events.LastSeq())
+func (l *eventLog) run(sub *conn.Subscription) {
 	defer func() {
 		l.mu.Lock()
 		l.w.Flush()

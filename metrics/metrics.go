@@ -51,7 +51,7 @@ func New(t *conn.Table, relay AcceptErrors, methods []string) *Metrics {
 		m.methods[n] = true
 	}
 	t.OnClose(func(c conn.Closed) {
-		m.duration.WithLabelValues(c.Proto, c.Direction).Observe(c.Duration.Seconds())
+		m.duration.WithLabelValues(string(c.Proto), c.Direction.String()).Observe(c.Duration.Seconds())
 	})
 	bi := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "tcpops_build_info",
@@ -113,7 +113,7 @@ func (c *tableCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.t.Stats()
 	for k, n := range s.ByKind {
-		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(n), k.State.String(), k.Proto, k.Listener)
+		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(n), k.State.String(), string(k.Proto), k.Listener)
 	}
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)

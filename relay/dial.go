@@ -29,23 +29,15 @@ type dialing struct {
 func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
 	fd, cerr := sock.Connect(addr)
 	lg := &fdLeg{fd: fd, s: s}
-	spec := conn.Spec{
-		Proto: "tcp", Direction: "out", Listener: l.Name, Remote: addr,
-		State: conn.StateConnecting, Lifetime: l.Lifetime,
-	}
+	spec := conn.Spec{Remote: addr}
 	if fd != nil {
 		spec.Close = lg.close
 	}
-	out, err := s.table.Add(spec)
-	if err != nil {
-		if fd != nil {
-			fd.Close(false)
-		}
-		in.c.Close(conn.ReasonError, err)
+	out, ok := s.tableOut(in.c, l, spec)
+	if !ok {
 		return
 	}
 	lg.c = out
-	conn.Pair(in.c, out)
 	if cerr != nil {
 		out.Close(conn.ReasonError, fmt.Errorf("dial %s: %w", l.Backend, cerr))
 		return

@@ -10,11 +10,11 @@ import (
 	"net"
 	"net/url"
 	"path"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/sock"
 )
 
@@ -24,7 +24,7 @@ const Echo = "echo"
 // Listener is one --listen URL, parsed.
 type Listener struct {
 	URL     string // as given
-	Scheme  string // tcp, tls, ws, wss
+	Scheme  conn.Proto
 	Addr    string // HOST:PORT to listen on
 	Path    string // ws/wss request path ("/" if none)
 	Backend string // HOST:PORT or Echo
@@ -56,11 +56,8 @@ type Listener struct {
 // DefaultMaxMessage is the default largest WebSocket message.
 const DefaultMaxMessage = 64 << 10
 
-func (l *Listener) isTLS() bool { return l.Scheme == "tls" || l.Scheme == "wss" }
-func (l *Listener) isWS() bool  { return l.Scheme == "ws" || l.Scheme == "wss" }
-
-// Schemes are the listener schemes tcpops knows.
-var Schemes = []string{"tcp", "tls", "ws", "wss"}
+func (l *Listener) isTLS() bool { return l.Scheme.TLS() }
+func (l *Listener) isWS() bool  { return l.Scheme.WS() }
 
 // ParseListener parses a --listen URL such as
 // tcp://127.0.0.1:5060?backend=10.0.0.5:5060&name=sip. defBackend is used
@@ -70,7 +67,8 @@ func ParseListener(raw, defBackend string) (Listener, error) {
 	if err != nil {
 		return Listener{}, fmt.Errorf("listen %q: %w", raw, err)
 	}
-	if !slices.Contains(Schemes, u.Scheme) {
+	scheme, err := conn.ParseProto(u.Scheme)
+	if err != nil {
 		return Listener{}, fmt.Errorf("listen %q: scheme %q not supported (want tcp://, tls://, ws:// or wss://HOST:PORT)", raw, u.Scheme)
 	}
 	if u.User != nil || u.Fragment != "" || u.Opaque != "" {
@@ -79,7 +77,7 @@ func ParseListener(raw, defBackend string) (Listener, error) {
 	if err := checkHostPort(u.Host, true); err != nil {
 		return Listener{}, fmt.Errorf("listen %q: %w", raw, err)
 	}
-	l := Listener{URL: raw, Scheme: u.Scheme, Addr: u.Host, Path: u.Path, Backend: defBackend, MaxMessage: DefaultMaxMessage}
+	l := Listener{URL: raw, Scheme: scheme, Addr: u.Host, Path: u.Path, Backend: defBackend, MaxMessage: DefaultMaxMessage}
 	if l.Path != "" && !l.isWS() {
 		return Listener{}, fmt.Errorf("listen %q: a path is only meaningful for ws:// and wss://", raw)
 	}
@@ -105,7 +103,7 @@ func ParseListener(raw, defBackend string) (Listener, error) {
 		return Listener{}, fmt.Errorf("listen %q: proxy_protocol is sent to a backend; this listener echoes", raw)
 	}
 	if l.Name == "" {
-		l.Name = l.Scheme + "://" + l.Addr + l.Path
+		l.Name = string(l.Scheme) + "://" + l.Addr + l.Path
 	}
 	return l, nil
 }

@@ -59,7 +59,7 @@ func start(t *testing.T, tcfg conn.Config, rcfg Config, listen string) *env {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		tb.CloseAll(conn.ReasonShutdown)
+		tb.Shutdown(context.Background())
 		srv.Close()
 	})
 	return &env{t: t, table: tb, srv: srv, addr: ln.Addr().String(), sub: tb.Events().Subscribe(0)}
@@ -187,7 +187,7 @@ func readLine(t *testing.T, c net.Conn) string {
 func TestEcho(t *testing.T) {
 	e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend=echo")
 	c := e.dial()
-	if st := e.waitConns(1, conn.StateAccepting); st[0].Direction != "in" {
+	if st := e.waitConns(1, conn.StateAccepting); st[0].Direction != conn.DirIn {
 		t.Fatalf("accepted conn: %+v", st[0])
 	}
 	big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB, more than the socket buffers
@@ -227,7 +227,7 @@ func TestRelayBothWaysAndHalfClose(t *testing.T) {
 	}
 	legs := e.waitConns(2, conn.StateOK)
 	in, out := legs[0], legs[1]
-	if in.Direction != "in" || out.Direction != "out" || in.Peer != out.ID || out.Peer != in.ID {
+	if in.Direction != conn.DirIn || out.Direction != conn.DirOut || in.Peer != out.ID || out.Peer != in.ID {
 		t.Fatalf("legs not paired: %+v %+v", in, out)
 	}
 	if out.Remote.String() != be {
@@ -295,7 +295,7 @@ func TestCloseReasons(t *testing.T) {
 				cc.Close(conn.ReasonLocal, nil)
 			}},
 		{name: "shutdown", backend: be, wantIn: conn.ReasonShutdown, wantOut: conn.ReasonShutdown,
-			act: func(e *env, c *net.TCPConn, in conn.Info) { e.table.CloseAll(conn.ReasonShutdown) }},
+			act: func(e *env, c *net.TCPConn, in conn.Info) { e.table.Shutdown(context.Background()) }},
 		{name: "backend refused", backend: refused, wantIn: conn.ReasonPeer, wantOut: conn.ReasonError,
 			act: func(e *env, c *net.TCPConn, in conn.Info) {}},
 	}
@@ -328,7 +328,7 @@ func TestCloseReasons(t *testing.T) {
 				// Both legs idle for the same time: either may expire
 				// first and close the other, or both expire together.
 				for _, ev := range evs {
-					if ev.Direction == "in" {
+					if ev.Direction == conn.DirIn {
 						tt.wantIn = ev.Reason
 					} else {
 						tt.wantOut = ev.Reason
@@ -342,13 +342,13 @@ func TestCloseReasons(t *testing.T) {
 			}
 			for _, ev := range evs {
 				want := tt.wantIn
-				if ev.Direction == "out" {
+				if ev.Direction == conn.DirOut {
 					want = tt.wantOut
 				}
 				if ev.Reason != want {
 					t.Errorf("%s leg reason = %q (error %q), want %q", ev.Direction, ev.Reason, ev.Error, want)
 				}
-				if ev.Direction == "out" && tt.wantOut == conn.ReasonError && !strings.Contains(ev.Error, "refused") {
+				if ev.Direction == conn.DirOut && tt.wantOut == conn.ReasonError && !strings.Contains(ev.Error, "refused") {
 					t.Errorf("refused dial event error = %q, want the errno text", ev.Error)
 				}
 			}
@@ -582,7 +582,7 @@ func TestHostNameBackend(t *testing.T) {
 	}
 	infos := e.waitConns(2, conn.StateOK)
 	for _, in := range infos {
-		if in.Direction == "out" && in.Remote.String() != be {
+		if in.Direction == conn.DirOut && in.Remote.String() != be {
 			t.Fatalf("outbound leg remote %v, want %v", in.Remote, be)
 		}
 		if k, err := sock.GetKeepalive(mustConn(t, e, in.ID).TCP()); err != nil || k.Idle != 30 {
@@ -703,5 +703,43 @@ func TestWithoutKernelPipes(t *testing.T) {
 		if p := pipesInUse.Load(); int(p) != maxPipes {
 			t.Fatalf("pipes in use %d, want the %d held by the test", p, maxPipes)
 		}
+	}
+}
+
+// TestPairWithClosingLeg closes the client's leg (as tcpopsctl close or its
+// lifetime would) at the worst moment: its backend leg is tabled but not
+// yet paired. The backend leg must not be left behind: it closes with
+// reason peer, whichever way the backend is dialled.
+func TestPairWithClosingLeg(t *testing.T) {
+	be := backend(t, echoBack)
+	_, port, _ := net.SplitHostPort(be)
+	for _, tt := range []struct{ name, backend string }{
+		{"address", be},                    // connected on the poller
+		{"host name", "localhost:" + port}, // dialled on a goroutine
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var once sync.Once
+			testHookBeforePair = func(in, out *conn.Conn) { once.Do(func() { in.Close(conn.ReasonLocal, nil) }) }
+			t.Cleanup(func() { testHookBeforePair = nil })
+			e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend="+tt.backend)
+			c := e.dial()
+			evs := e.events(2)
+			for _, ev := range evs {
+				want := conn.ReasonLocal
+				if ev.Direction == conn.DirOut {
+					want = conn.ReasonPeer
+				}
+				if ev.Reason != want {
+					t.Fatalf("%s leg closed with %q, want %q", ev.Direction, ev.Reason, want)
+				}
+			}
+			if n := e.table.Len(); n != 0 {
+				t.Fatalf("%d connections left in the table, want 0", n)
+			}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Fatal("client connection still open")
+			}
+		})
 	}
 }

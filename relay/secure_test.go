@@ -157,7 +157,7 @@ func TestWebSocket(t *testing.T) {
 				}
 			}
 			in := echo.waitConns(1, conn.StateOK)[0]
-			if in.Proto != scheme {
+			if string(in.Proto) != scheme {
 				t.Fatalf("proto = %q, want %q", in.Proto, scheme)
 			}
 			cc, _ := echo.table.Get(in.ID)

@@ -140,7 +140,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
 	defer stop()
 	// Plain TCP connections are accepted as bare descriptors.
 	var fl *sock.Listener
-	if tl, ok := ln.(*net.TCPListener); ok && l.Scheme == "tcp" {
+	if tl, ok := ln.(*net.TCPListener); ok && l.Scheme == conn.ProtoTCP {
 		var err error
 		if fl, err = sock.NewListener(tl); err != nil {
 			return fmt.Errorf("accept %s: %w", l.Name, err)
@@ -208,23 +208,11 @@ func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, remote netip.AddrPor
 		return
 	}
 	lg := &fdLeg{fd: fd, s: s}
-	spec := conn.Spec{
-		Proto: l.Scheme, Direction: "in", Listener: l.Name, Local: local, Remote: remote,
-		State: conn.StateAccepting, TCP: fd, Close: lg.close,
-		Lifetime: l.Lifetime, MaxConns: l.MaxConns,
-	}
-	spec.Keepalive = s.keepaliveFor(&l)
-	in, err := s.table.Add(spec)
-	if err != nil {
-		s.log.Debug("connection refused by limit", "listener", l.Name, "remote", remote.String(), "err", err)
-		fd.Close(true)
+	in, ok := s.tableIn(l, conn.Spec{Local: local, Remote: remote, TCP: fd, Close: lg.close})
+	if !ok {
 		return
 	}
 	lg.c = in
-	if in.State() < 0 {
-		s.log.Error("accepted socket closed at once (keepalive could not be set)", "conid", in.ID)
-		return
-	}
 	switch ap, literal := netipAddrPort(l.Backend); {
 	case l.Backend == Echo:
 		s.relayFD(lg, nil)
@@ -238,33 +226,22 @@ func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, remote netip.AddrPor
 // accept puts an accepted TLS or WebSocket connection in the table and
 // starts its handshake.
 func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand *chanListener) {
-	spec := conn.Spec{
-		Proto: l.Scheme, Direction: "in", Listener: l.Name,
+	in, ok := s.tableIn(l, conn.Spec{
 		Local: sock.AddrPort(tcp.LocalAddr()), Remote: sock.AddrPort(tcp.RemoteAddr()),
-		State: conn.StateAccepting, TCP: tcp, Close: closeSocket, Handshake: true,
-		Lifetime: l.Lifetime, MaxConns: l.MaxConns,
-	}
-	spec.Keepalive = s.keepaliveFor(&l)
-	in, err := s.table.Add(spec)
-	if err != nil {
-		s.log.Debug("connection refused by limit", "listener", l.Name, "remote", tcp.RemoteAddr().String(), "err", err)
-		tcp.SetLinger(0)
-		tcp.Close()
-		return
-	}
-	if in.State() < 0 {
-		s.log.Error("accepted socket closed at once (keepalive could not be set)", "conid", in.ID)
+		TCP: tcp, Close: closeSocket, Handshake: true,
+	})
+	if !ok {
 		return
 	}
 	sc := &sockConn{TCPConn: tcp, c: in}
 	switch l.Scheme {
-	case "tls":
+	case conn.ProtoTLS:
 		go s.serveTLS(ctx, sc, l)
-	case "ws":
+	case conn.ProtoWS:
 		if !hand.push(sc) {
 			in.Close(conn.ReasonShutdown, nil)
 		}
-	case "wss":
+	case conn.ProtoWSS:
 		go func() {
 			if tc, ok := s.handshake(sc, l.tlsConfig); ok && !hand.push(tc) {
 				in.Close(conn.ReasonShutdown, nil)
@@ -272,6 +249,62 @@ func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand 
 		}()
 	}
 }
+
+// tableIn adds an accepted connection of listener l to the table, with
+// the listener's protocol, limits, lifetime and keepalive; spec gives its
+// addresses and transport. A connection the table refuses has been closed
+// by it (see conn.Table.Add).
+func (s *Server) tableIn(l Listener, spec conn.Spec) (*conn.Conn, bool) {
+	spec.Proto, spec.Direction, spec.Listener = l.Scheme, conn.DirIn, l.Name
+	spec.State = conn.StateAccepting
+	spec.Lifetime, spec.MaxConns = l.Lifetime, l.MaxConns
+	spec.Keepalive = s.keepaliveFor(&l)
+	c, err := s.table.Add(spec)
+	var le *conn.LimitError
+	switch {
+	case err == nil:
+		return c, true
+	case errors.As(err, &le):
+		s.log.Debug("connection refused by limit", "listener", l.Name, "remote", spec.Remote.String(), "err", err)
+	case errors.Is(err, conn.ErrShutdown):
+		s.log.Debug("connection closed: shutting down", "listener", l.Name, "remote", spec.Remote.String())
+	default:
+		s.log.Error("accepted connection closed at once", "listener", l.Name, "remote", spec.Remote.String(), "err", err)
+	}
+	return nil, false
+}
+
+// tableOut adds the outbound leg of in (dialling its backend) to the table
+// and pairs the two. It reports false when either leg is gone: then both
+// are closed (in with the table's error if the leg could not be added, the
+// survivor of a failed pairing with reason peer).
+func (s *Server) tableOut(in *conn.Conn, l Listener, spec conn.Spec) (*conn.Conn, bool) {
+	spec.Proto, spec.Direction, spec.Listener = conn.ProtoTCP, conn.DirOut, l.Name
+	spec.State, spec.Lifetime = conn.StateConnecting, l.Lifetime
+	out, err := s.table.Add(spec)
+	if err != nil {
+		if errors.Is(err, conn.ErrShutdown) {
+			in.Close(conn.ReasonShutdown, nil)
+		} else {
+			in.Close(conn.ReasonError, err)
+		}
+		return nil, false
+	}
+	if testHookBeforePair != nil {
+		testHookBeforePair(in, out)
+	}
+	if !conn.Pair(in, out) {
+		// One leg closed before it had a partner to take along.
+		in.ClosePeer()
+		out.ClosePeer()
+		return nil, false
+	}
+	return out, true
+}
+
+// testHookBeforePair, set by tests, runs between adding an outbound leg
+// and pairing it, to force what a close at that moment does.
+var testHookBeforePair func(in, out *conn.Conn)
 
 // serveLeg relays an established TLS or WebSocket leg: to itself for
 // echo, else to a new outbound leg.
@@ -328,7 +361,7 @@ func (s *Server) dialer() {
 		s.dialQ[0] = dialJob{}
 		s.dialQ = s.dialQ[1:]
 		s.dialMu.Unlock()
-		if j.c.State() >= 0 { // the client may have gone while queued
+		if !j.c.Closing() { // the client may have gone while queued
 			s.dial(j)
 		}
 		s.wg.Done()
@@ -342,16 +375,10 @@ func (s *Server) dial(j dialJob) {
 	ctx, cancel := context.WithTimeout(j.ctx, dialTimeout)
 	defer cancel()
 	remote, _ := netipAddrPort(l.Backend)
-	out, err := s.table.Add(conn.Spec{
-		Proto: "tcp", Direction: "out", Listener: l.Name, Remote: remote,
-		State: conn.StateConnecting, Lifetime: l.Lifetime,
-		Close: func(*conn.Conn, bool) error { cancel(); return nil },
-	})
-	if err != nil {
-		in.Close(conn.ReasonError, err)
+	out, ok := s.tableOut(in, l, conn.Spec{Remote: remote, Close: func(*conn.Conn, bool) error { cancel(); return nil }})
+	if !ok {
 		return
 	}
-	conn.Pair(in, out)
 	d := net.Dialer{KeepAlive: -1}
 	nc, err := d.DialContext(ctx, "tcp", l.Backend)
 	if err != nil {
@@ -414,5 +441,5 @@ func (s *Server) establish(out *conn.Conn, tcp syscall.Conn, closer conn.Closer,
 		return false
 	}
 	out.Established(nil, nil, conn.StateOK)
-	return out.State() >= 0
+	return !out.Closing()
 }

@@ -141,7 +141,7 @@ func (s *Server) serveWS(ctx context.Context, sc *sockConn, ws *websocket.Conn, 
 	}
 	sc.usable.Store(true)
 	sc.c.Established(nil, wc.close, conn.StateOK)
-	if sc.c.State() < 0 {
+	if sc.c.Closing() {
 		return
 	}
 	if l.Ping > 0 {

@@ -16,7 +16,7 @@ func BenchmarkListServerSide(b *testing.B) {
 	t := conn.NewTable(conn.Config{Lifetime: 120e9})
 	for i := range 10000 {
 		ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 5060)
-		t.Add(conn.Spec{Proto: "tcp", Direction: "in", Remote: ap, State: conn.StateOK,
+		t.Add(conn.Spec{Proto: "tcp", Direction: conn.DirIn, Remote: ap, State: conn.StateOK,
 			Close: func(*conn.Conn, bool) error { return nil }})
 	}
 	s, err := NewServer(ServerConfig{Table: t})

@@ -50,7 +50,7 @@ func BenchmarkCalls16Clients(b *testing.B) {
 func fill(b *testing.B, t *conn.Table, n int) {
 	for i := range n {
 		ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 5060)
-		if _, err := t.Add(conn.Spec{Proto: "tcp", Direction: "in", Listener: "tcp://127.0.0.1:5060",
+		if _, err := t.Add(conn.Spec{Proto: "tcp", Direction: conn.DirIn, Listener: "tcp://127.0.0.1:5060",
 			Local: netip.MustParseAddrPort("127.0.0.1:5060"), Remote: ap, State: conn.StateOK,
 			Close: func(*conn.Conn, bool) error { return nil }}); err != nil {
 			b.Fatal(err)

@@ -43,8 +43,8 @@ func appendConn(b []byte, in *conn.Info) []byte {
 		b = append(b, `,"peer":`...)
 		b = strconv.AppendUint(b, in.Peer, 10)
 	}
-	b = appendStr(b, `,"proto":`, in.Proto)
-	b = appendStr(b, `,"direction":`, in.Direction)
+	b = appendStr(b, `,"proto":`, string(in.Proto))
+	b = appendStr(b, `,"direction":`, in.Direction.String())
 	b = appendStr(b, `,"listener":`, in.Listener)
 	b = appendAddr(b, `,"local":`, in.Local)
 	b = appendAddr(b, `,"remote":`, in.Remote)

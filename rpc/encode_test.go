@@ -13,10 +13,10 @@ import (
 
 func TestAppendListMatchesEncodingJSON(t *testing.T) {
 	infos := []conn.Info{
-		{ID: 1, Proto: "tcp", Direction: "in", Listener: "tcp://127.0.0.1:5060", Local: netip.MustParseAddrPort("127.0.0.1:5060"),
+		{ID: 1, Proto: "tcp", Direction: conn.DirIn, Listener: "tcp://127.0.0.1:5060", Local: netip.MustParseAddrPort("127.0.0.1:5060"),
 			Remote: netip.MustParseAddrPort("127.0.0.1:40000"), State: conn.StateAccepting, Created: time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.Local),
 			Idle: 1234 * time.Millisecond, Lifetime: 120 * time.Second, ExpiresIn: 118766 * time.Millisecond, ClosedEvent: true, BytesOut: 99},
-		{ID: 2, Peer: 1, Proto: "ws", Direction: "out", Listener: "odd \"name\" \\ \n\t\x01 é \u2028 <&>",
+		{ID: 2, Peer: 1, Proto: "ws", Direction: conn.DirOut, Listener: "odd \"name\" \\ \n\t\x01 é \u2028 <&>",
 			Remote: netip.MustParseAddrPort("[::1]:80"), State: conn.StateEOF, Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 			Keepalive: &sock.Keepalive{Enabled: true, Idle: 60, Count: 5, Interval: 5, UserTimeoutMs: 7000}, BytesIn: 1 << 40, BytesOut: 3},
 		{ID: 3, Listener: "bad utf8 \xff", Keepalive: &sock.Keepalive{}, Idle: time.Millisecond, ExpiresIn: 123456789 * time.Millisecond, State: 9},

@@ -27,7 +27,7 @@ func fuzzSrv(t testing.TB) *Server {
 	fuzzOnce.Do(func() {
 		tb := conn.NewTable(conn.Config{EventBuffer: 64})
 		for i := range 4 {
-			tb.Add(conn.Spec{Proto: "tcp", Direction: "in", State: conn.StateOK,
+			tb.Add(conn.Spec{Proto: "tcp", Direction: conn.DirIn, State: conn.StateOK,
 				Remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 5060),
 				Close:  func(*conn.Conn, bool) error { return nil }})
 		}

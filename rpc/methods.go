@@ -222,7 +222,21 @@ func (cl *call) list() (any, error) {
 	if err := decodeParams(cl.m, cl.params, &p); err != nil {
 		return nil, err
 	}
-	f := conn.Filter{Proto: p.Proto, Direction: p.Direction, Listener: p.Listener, After: p.After}
+	f := conn.Filter{Listener: p.Listener, After: p.After}
+	if p.Proto != "" {
+		pr, err := conn.ParseProto(p.Proto)
+		if err != nil {
+			return nil, badParam("param %v", err)
+		}
+		f.Proto = pr
+	}
+	if p.Direction != "" {
+		d, err := conn.ParseDirection(p.Direction)
+		if err != nil {
+			return nil, badParam("param %v", err)
+		}
+		f.Direction = d
+	}
 	switch v := p.State.(type) {
 	case nil:
 	case string:
@@ -239,12 +253,6 @@ func (cl *call) list() (any, error) {
 		f.State = st
 	default:
 		return nil, badParam("param state: want a state name or number, got %v", v)
-	}
-	if f.Proto != "" && !slices.Contains([]string{"tcp", "tls", "ws", "wss"}, f.Proto) {
-		return nil, badParam("param proto %q: want tcp, tls, ws or wss", f.Proto)
-	}
-	if f.Direction != "" && f.Direction != "in" && f.Direction != "out" {
-		return nil, badParam("param direction %q: want in or out", f.Direction)
 	}
 	if p.Remote != "" {
 		pfx, port, err := conn.ParseRemote(p.Remote)
@@ -363,8 +371,12 @@ func (cl *call) stats() (any, error) {
 	}
 	st := cl.s.t.Stats()
 	cfg := cl.s.t.Config()
+	byProto := make(map[string]int, len(st.ByProto))
+	for p, n := range st.ByProto {
+		byProto[string(p)] = n
+	}
 	out := Stats{
-		Connections: st.Conns, ByState: st.ByState, ByProto: st.ByProto, Accepted: st.Accepted,
+		Connections: st.Conns, ByState: st.ByState, ByProto: byProto, Accepted: st.Accepted,
 		Dialled: st.Dialled, Closed: st.Closed, ClosedBy: map[string]uint64{}, Rejected: st.Rejected,
 		EventSeq: st.EventSeq, EventsLost: st.EventDrop, UptimeS: seconds(st.Uptime),
 		Limits: Limits{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, EventBuffer: cl.s.t.Events().Size(),

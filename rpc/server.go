@@ -324,7 +324,7 @@ func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 10
 // wireConn converts a snapshot.
 func wireConn(in conn.Info) Conn {
 	return Conn{
-		ConnID: in.ID, Peer: in.Peer, Proto: in.Proto, Direction: in.Direction, Listener: in.Listener,
+		ConnID: in.ID, Peer: in.Peer, Proto: string(in.Proto), Direction: in.Direction.String(), Listener: in.Listener,
 		Local: addrString(in.Local), Remote: addrString(in.Remote), State: int(in.State), StateName: in.State.String(),
 		Created: in.Created.UTC(), IdleS: seconds(in.Idle), Lifetime: seconds(in.Lifetime),
 		ExpiresIn: seconds(in.ExpiresIn), Keepalive: in.Keepalive, ClosedEvent: in.ClosedEvent,
@@ -343,7 +343,7 @@ func addrString(a netip.AddrPort) string {
 func WireEvent(e *conn.Event) Event {
 	return Event{
 		Seq: e.Seq, Time: e.Time.UTC(), Event: e.Name(), Reason: string(e.Reason), ConnID: e.ConnID,
-		Peer: e.Peer, Proto: e.Proto, Direction: e.Direction, Listener: e.Listener, Local: e.Local,
+		Peer: e.Peer, Proto: string(e.Proto), Direction: e.Direction.String(), Listener: e.Listener, Local: e.Local,
 		Remote: e.Remote, DurationS: seconds(e.Duration), BytesIn: e.BytesIn, BytesOut: e.BytesOut,
 		Error: e.Error, WSCloseCode: e.WSCloseCode, WSCloseReason: e.WSCloseReason,
 	}

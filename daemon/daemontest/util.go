@@ -27,5 +27,5 @@ func (w *Buffer) String() string {
 
 func filterRemote(addr string) conn.Filter {
 	pfx, port, _ := conn.ParseRemote(addr)
-	return conn.Filter{Remote: pfx, Port: port, Direction: "in"}
+	return conn.Filter{Remote: pfx, Port: port, Direction: conn.DirIn}
 }
