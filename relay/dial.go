@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"time"
@@ -80,16 +81,18 @@ func (l *fdLeg) connected(d *dialing) {
 	l.s.startFD(d.in, l)
 }
 
-// writeProxyHeader sends the PROXY protocol header for in's client to a
-// freshly connected backend, which takes it at once.
-func writeProxyHeader(in, out *conn.Conn, version byte, fd *sock.FD) error {
+// writeProxyHeader sends the PROXY protocol header naming in's client and
+// the address it connected to, to out, a freshly connected backend, before
+// any byte of the client's. A fresh socket takes it at once: a short write
+// is an error, as a socket that would block (sock.FD) is.
+func writeProxyHeader(in, out *conn.Conn, version byte, w io.Writer) error {
 	inf := in.Info()
 	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(inf.Remote), net.TCPAddrFromAddrPort(inf.Local))
 	b, err := h.Format()
 	if err != nil {
 		return fmt.Errorf("proxy protocol header: %w", err)
 	}
-	n, err := fd.Write(b)
+	n, err := w.Write(b)
 	out.Touch(0, n)
 	switch {
 	case errors.Is(err, sock.ErrWouldBlock) || (err == nil && n < len(b)):

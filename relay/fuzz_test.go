@@ -179,7 +179,7 @@ func startFuzzRelay(t *testing.T, listen string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := srv.Listen(t.Context(), &l)
+	ln, err := srv.Listen(t.Context(), l)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func startFuzzRelay(t *testing.T, listen string) string {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.Serve(ctx, ln, l)
+		ln.Serve(ctx)
 	}()
 	relayStops = append(relayStops, func() {
 		cancel()

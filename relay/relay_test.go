@@ -47,14 +47,14 @@ func start(t *testing.T, tcfg conn.Config, rcfg Config, listen string) *env {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ln, err := srv.Listen(ctx, &l)
+	ln, err := srv.Listen(ctx, l)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.Serve(ctx, ln, l)
+		ln.Serve(ctx)
 	}()
 	t.Cleanup(func() {
 		cancel()

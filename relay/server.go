@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pires/go-proxyproto"
-
 	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/sock"
 )
@@ -106,13 +104,20 @@ func (s *Server) AcceptErrors() uint64 { return s.acceptErrors.Load() }
 // Watched counts the plain TCP sockets in the poller.
 func (s *Server) Watched() int { return s.poller.Watched() }
 
+// Bound is a listener whose socket is open: Serve accepts on it.
+type Bound struct {
+	s  *Server
+	l  Listener
+	ln net.Listener
+}
+
 // Listen opens the listening socket of l, loading its certificate for
 // tls:// and wss://. Go's own keepalive default is switched off here:
 // every accepted socket gets ours explicitly.
-func (s *Server) Listen(ctx context.Context, l *Listener) (net.Listener, error) {
+func (s *Server) Listen(ctx context.Context, l Listener) (*Bound, error) {
 	if l.isTLS() {
 		c := s.conf.Load()
-		cfg, err := loadTLS(l, c.TLSCert, c.TLSKey)
+		cfg, err := loadTLS(&l, c.TLSCert, c.TLSKey)
 		if err != nil {
 			return nil, err
 		}
@@ -123,12 +128,24 @@ func (s *Server) Listen(ctx context.Context, l *Listener) (net.Listener, error) 
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", l.Name, err)
 	}
-	return ln, nil
+	return &Bound{s: s, l: l, ln: ln}, nil
 }
 
-// Serve accepts on ln until ctx ends, then closes ln. Temporary accept
-// errors (out of file descriptors) back off up to 1 s instead of spinning.
-func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
+// Addr is the address the socket is bound to (a port 0 resolved).
+func (b *Bound) Addr() net.Addr { return b.ln.Addr() }
+
+// Listener is the listener b serves.
+func (b *Bound) Listener() Listener { return b.l }
+
+// Close closes the socket of a listener that is not served.
+func (b *Bound) Close() error { return b.ln.Close() }
+
+// Serve accepts until ctx ends, then closes the socket; it returns once it
+// accepts no more, so that a shutdown can then drain the table knowing no
+// connection comes in behind it. Temporary accept errors (out of file
+// descriptors) back off up to 1 s instead of spinning.
+func (b *Bound) Serve(ctx context.Context) error {
+	s, l, ln := b.s, b.l, b.ln
 	var hand *chanListener
 	if l.isWS() {
 		cl, hs := s.wsServer(ctx, l, ln.Addr())
@@ -143,6 +160,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
 	if tl, ok := ln.(*net.TCPListener); ok && l.Scheme == conn.ProtoTCP {
 		var err error
 		if fl, err = sock.NewListener(tl); err != nil {
+			ln.Close()
 			return fmt.Errorf("accept %s: %w", l.Name, err)
 		}
 		// Both descriptors hold the listening socket open: this one is
@@ -150,6 +168,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, l Listener) error {
 		defer fl.Close()
 		defer context.AfterFunc(ctx, func() { fl.Close() })()
 	}
+	defer ln.Close()
 	var backoff time.Duration
 	for {
 		var err error
@@ -391,17 +410,12 @@ func (s *Server) dial(j dialJob) {
 	}
 	tcp := nc.(*net.TCPConn)
 	if l.ProxyProtocol != 0 {
-		// The client's address and the one it connected to, before any
-		// byte of the client's own. A fresh socket takes it at once.
-		inf := in.Info()
-		h := proxyproto.HeaderProxyFromAddrs(l.ProxyProtocol, net.TCPAddrFromAddrPort(inf.Remote), net.TCPAddrFromAddrPort(inf.Local))
 		tcp.SetWriteDeadline(time.Now().Add(dialTimeout))
-		n, err := h.WriteTo(tcp)
+		err := writeProxyHeader(in, out, l.ProxyProtocol, tcp)
 		tcp.SetWriteDeadline(time.Time{})
-		out.Touch(0, int(n))
 		if err != nil {
 			tcp.Close()
-			closeFor(out, fmt.Errorf("proxy protocol header: %w", err))
+			closeFor(out, err)
 			return
 		}
 	}

@@ -29,6 +29,8 @@ type Poller struct {
 	closed  bool
 }
 
+// slot is what the Poller knows of one descriptor number. seq is the
+// generation of the watch: every Add takes a new one.
 type slot struct {
 	seq uint32
 	h   Handler
@@ -80,6 +82,11 @@ func (p *Poller) Add(f *FD, h Handler) error {
 		}
 		p.slots[fd] = slot{seq: seq, h: h}
 		p.mu.Unlock()
+		// The kernel hands back epoll_event.data as it was given: in
+		// golang.org/x/sys/unix that 64-bit union is Fd (low half) and Pad
+		// (high half). Pad carries the watch's generation, so that an event
+		// still queued for a descriptor number that was closed and reused
+		// meanwhile reaches nobody instead of the new socket's handler.
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd), Pad: int32(seq)}
 		var err error
 		p.ctl(func(epfd int) { err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev) })
@@ -141,6 +148,7 @@ func (p *Poller) Run() error {
 			}
 			p.mu.Lock()
 			for i := range n {
+				// An event of an earlier generation (see Add) is dropped.
 				fd, seq := int(events[i].Fd), uint32(events[i].Pad)
 				hs[i] = nil
 				if fd < len(p.slots) && p.slots[fd].seq == seq {

@@ -1,0 +1,301 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/relay"
+	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/sock"
+)
+
+// Options are the daemon's settings, filled from flags.
+type Options struct {
+	ConfigFile     string
+	CheckConfig    bool
+	Listen         []string
+	Backend        string
+	Socket         string
+	SocketMode     string
+	AdminGroup     string
+	Lifetime       string
+	Keepalive      string
+	ClosedEvent    string
+	MaxConns       int
+	MaxConnsPerIP  int
+	EventBuffer    int
+	BackendTimeout time.Duration
+	RPCIdleTimeout time.Duration
+	MaxRPCClients  int
+	TLSCert        string
+	TLSKey         string
+	EventLog       string
+	Metrics        string
+	LogFormat      string
+	LogLevel       string
+}
+
+// Config is Options checked and parsed.
+type Config struct {
+	Listeners  []relay.Listener
+	Socket     string
+	SocketMode os.FileMode
+	AdminGroup string
+	Table      conn.Config
+	Relay      relay.Config
+	// RPCWriteTimeout cuts off a control client that stops reading
+	// (default 10s).
+	RPCWriteTimeout time.Duration
+	RPCIdleTimeout  time.Duration
+	MaxRPCClients   int
+	// EventLog is a file to append closed events to as NDJSON ("" none).
+	EventLog string
+	// Metrics is the HOST:PORT to serve Prometheus metrics on ("" none).
+	Metrics string
+}
+
+// Parse checks every option and names the bad one.
+func (o *Options) Parse() (*Config, error) {
+	cfg := &Config{Socket: o.Socket, AdminGroup: o.AdminGroup}
+	if err := relay.CheckBackend(o.Backend); err != nil {
+		return nil, fmt.Errorf("--backend: %w", err)
+	}
+	if len(o.Listen) == 0 {
+		return nil, errors.New("--listen: at least one listener is needed")
+	}
+	for _, raw := range o.Listen {
+		l, err := relay.ParseListener(raw, o.Backend)
+		if err != nil {
+			return nil, fmt.Errorf("--listen: %w", err)
+		}
+		cfg.Listeners = append(cfg.Listeners, l)
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = sock.DefaultSocketPath()
+	}
+	mode, err := strconv.ParseUint(o.SocketMode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return nil, fmt.Errorf("--socket-mode %q: want an octal file mode such as 0660", o.SocketMode)
+	}
+	cfg.SocketMode = os.FileMode(mode)
+	lt, err := rpc.ParseSeconds(o.Lifetime)
+	if err != nil {
+		return nil, fmt.Errorf("--lifetime: %w", err)
+	}
+	ka, err := sock.ParseKeepalive(o.Keepalive)
+	if err != nil {
+		return nil, fmt.Errorf("--keepalive: %w", err)
+	}
+	mode2, err := conn.ParseMode(o.ClosedEvent)
+	if err != nil {
+		return nil, fmt.Errorf("--closed-event: %w", err)
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+		min  int
+	}{{"--max-conns", o.MaxConns, 0}, {"--max-conns-per-ip", o.MaxConnsPerIP, 0}, {"--event-buffer", o.EventBuffer, 1}} {
+		if n.v < n.min {
+			return nil, fmt.Errorf("%s %d: must be >= %d", n.flag, n.v, n.min)
+		}
+	}
+	if o.BackendTimeout <= 0 {
+		return nil, fmt.Errorf("--backend-timeout %s: must be > 0", o.BackendTimeout)
+	}
+	if o.RPCIdleTimeout <= 0 {
+		return nil, fmt.Errorf("--rpc-idle-timeout %s: must be > 0", o.RPCIdleTimeout)
+	}
+	if o.MaxRPCClients < 1 {
+		return nil, fmt.Errorf("--max-rpc-clients %d: must be >= 1", o.MaxRPCClients)
+	}
+	cfg.RPCIdleTimeout, cfg.MaxRPCClients = o.RPCIdleTimeout, o.MaxRPCClients
+	cfg.EventLog = o.EventLog
+	if o.Metrics != "" {
+		if _, _, err := net.SplitHostPort(o.Metrics); err != nil {
+			return nil, fmt.Errorf("--metrics %q: want HOST:PORT, such as 127.0.0.1:9464", o.Metrics)
+		}
+	}
+	cfg.Metrics = o.Metrics
+	cfg.Table = conn.Config{Lifetime: lt, ClosedEvent: mode2, EventBuffer: o.EventBuffer,
+		MaxConns: o.MaxConns, MaxConnsPerIP: o.MaxConnsPerIP}
+	cfg.Relay = relay.Config{Keepalive: ka, DialTimeout: o.BackendTimeout, TLSCert: o.TLSCert, TLSKey: o.TLSKey}
+	return cfg, nil
+}
+
+// NewLogger builds the daemon's logger.
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// ParseArgs parses daemon flags (and the --config file they name)
+// without running anything.
+func ParseArgs(args []string) (*Config, error) {
+	o := &Options{}
+	cmd := &cobra.Command{}
+	addFlags(cmd, o)
+	if err := cmd.ParseFlags(args); err != nil {
+		return nil, err
+	}
+	if cmd.Flags().NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", cmd.Flags().Args())
+	}
+	return parse(cmd.Flags(), o)
+}
+
+// parse applies the --config file to the flags not given, then checks all.
+func parse(fs *pflag.FlagSet, o *Options) (*Config, error) {
+	lines := map[string]int{}
+	if o.ConfigFile != "" {
+		if err := applyFile(fs, o.ConfigFile, lines); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := o.Parse()
+	if err != nil && o.ConfigFile != "" {
+		err = withLine(err, o.ConfigFile, lines)
+	}
+	return cfg, err
+}
+
+// NewCommand builds the tcpops command.
+func NewCommand() *cobra.Command {
+	o := &Options{}
+	cmd := &cobra.Command{
+		Use:   "tcpops",
+		Short: "Relay TCP connections and steer each one live (keepalive, idle lifetime, closed events)",
+		Long: `tcpops accepts TCP, TLS, WebSocket (ws) and secure WebSocket (wss) connections on
+its listeners and relays each one to a backend (or to the built-in echo backend).
+Every connection, inbound and the outbound leg to its backend, sits in a
+connection table under a numeric id (conid) with Kamailio's tcp_conid_state
+numbers, a per-connection idle lifetime and kernel keepalive, and leaves a closed
+event with its reason when it ends.
+
+Operators inspect and steer connections through JSON-RPC 2.0 on a Unix socket,
+most easily with tcpopsctl.
+
+Listener URLs: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT/PATH and
+wss://HOST:PORT/PATH, with query options:
+  backend=HOST:PORT|echo   where to relay (default --backend)
+  name=NAME                what the connection table calls the listener
+  proxy_protocol=v1|v2     send a PROXY protocol header to the backend first
+  cert=FILE, key=FILE      tls and wss: certificate and key (default --tls-cert, --tls-key)
+  origin=PATTERN,...       ws and wss: Origin hosts allowed besides the request's own
+  frame=binary|text        ws and wss: message type of backend bytes (text for SIP, RFC 7118)
+  max_message=BYTES        ws and wss: largest message (default 65536; over it: close 1009)
+  ping=DURATION            ws and wss: ping interval; a missing pong closes with reason timeout
+
+Signals: SIGTERM and SIGINT stop accepting, close every connection with reason
+"shutdown", deliver those events to followers (and the event log), remove the
+socket and exit 0. SIGUSR1 reopens the --event-log file, for log rotation.
+
+Files: the control socket, by default $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock
+for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
+		Example: `  # echo server on 127.0.0.1:5060, the defaults
+  tcpops
+
+  # relay SIP over TCP to a backend, close connections idle for 10 minutes
+  tcpops --listen tcp://0.0.0.0:5060 --backend 10.0.0.5:5060 --lifetime 10m
+
+  # two listeners, one to echo, kernel keepalive 60 s idle, 5 probes, 5 s apart
+  tcpops --listen 'tcp://127.0.0.1:7000?backend=echo&name=test' \
+         --listen tcp://127.0.0.1:5060?backend=10.0.0.5:5060 --keepalive 60,5,5
+
+  # SIP over secure WebSocket to a TCP SIP server, text frames, pings every 30 s
+  tcpops --tls-cert /etc/tcpops/cert.pem --tls-key /etc/tcpops/key.pem \
+         --listen 'wss://0.0.0.0:8443/sip?backend=10.0.0.5:5060&frame=text&ping=30s'`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := parse(cmd.Flags(), o)
+			if err != nil {
+				return usageError{err}
+			}
+			if o.CheckConfig {
+				fmt.Fprintf(cmd.OutOrStdout(), "configuration ok: %d listener(s), socket %s\n", len(cfg.Listeners), cfg.Socket)
+				return nil
+			}
+			log, err := NewLogger(cmd.ErrOrStderr(), o.LogFormat, o.LogLevel)
+			if err != nil {
+				return usageError{err}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			args := os.Args[1:]
+			return Run(ctx, cfg, log, func() (*Config, error) { return ParseArgs(args) })
+		},
+	}
+	addFlags(cmd, o)
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	return cmd
+}
+
+func addFlags(cmd *cobra.Command, o *Options) {
+	f := cmd.Flags()
+	f.SortFlags = false
+	f.StringVar(&o.ConfigFile, "config", "", "YAML file of settings (the long flag names); flags given here win; SIGHUP reloads it")
+	f.BoolVar(&o.CheckConfig, "check-config", false, "check the configuration (file and flags), say what is wrong with line numbers, and exit")
+	f.StringArrayVar(&o.Listen, "listen", []string{"tcp://127.0.0.1:5060"}, "listener URL, repeatable: tcp|tls|ws|wss://HOST:PORT[/PATH][?backend=HOST:PORT|echo&name=NAME&...] (see below)")
+	f.StringVar(&o.Backend, "backend", relay.Echo, "default backend of listeners: HOST:PORT or echo")
+	f.StringVarP(&o.Socket, "socket", "s", "", "control socket path (default $TCPOPS_SOCKET, /run/tcpops/tcpops.sock for root, $XDG_RUNTIME_DIR/tcpops.sock, /tmp/tcpops-UID.sock)")
+	f.StringVar(&o.SocketMode, "socket-mode", "0660", "file mode of the control socket (octal)")
+	f.StringVar(&o.AdminGroup, "admin-group", "", "group whose members may change connections (root and the daemon's user always may)")
+	f.StringVar(&o.Lifetime, "lifetime", "120s", "default idle lifetime of a connection (0 = none); seconds or a duration such as 2m")
+	f.StringVar(&o.Keepalive, "keepalive", "on", "TCP keepalive of every socket: off, on (kernel defaults) or IDLE,COUNT,INTERVAL in seconds")
+	f.StringVar(&o.ClosedEvent, "closed-event", "all", "closed events for: all connections, manual (enabled one by one), off")
+	f.IntVar(&o.MaxConns, "max-conns", 0, "most inbound connections at once (0 = no limit)")
+	f.IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", 0, "most inbound connections at once from one IP (0 = no limit)")
+	f.IntVar(&o.EventBuffer, "event-buffer", 65536, "closed events kept for replay (ring size)")
+	f.DurationVar(&o.BackendTimeout, "backend-timeout", 5*time.Second, "time allowed to connect to a backend")
+	f.DurationVar(&o.RPCIdleTimeout, "rpc-idle-timeout", 5*time.Minute, "close a control client that sends no request for this long (events followers excepted)")
+	f.IntVar(&o.MaxRPCClients, "max-rpc-clients", 1024, "most control clients at once; more are refused")
+	f.StringVar(&o.TLSCert, "tls-cert", "", "certificate file (PEM) for tls:// and wss:// listeners without ?cert=")
+	f.StringVar(&o.TLSKey, "tls-key", "", "private key file (PEM) for tls:// and wss:// listeners without ?key=")
+	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at http://HOST:PORT/metrics")
+	f.StringVar(&o.EventLog, "event-log", "", "append every closed event to this file, one JSON object a line (reopened on SIGUSR1)")
+	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// Main runs tcpops and returns its exit code: 0 after a clean shutdown,
+// 2 for bad flags, 1 for anything else.
+func Main() int {
+	cmd := NewCommand()
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tcpops:", err)
+		var u usageError
+		if errors.As(err, &u) {
+			fmt.Fprintln(os.Stderr, "run 'tcpops --help' for usage")
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
