@@ -34,6 +34,10 @@ type Spec struct {
 	Lifetime *time.Duration
 	// MaxConns limits the inbound connections of this Listener (0: none).
 	MaxConns int
+	// AwaitClient says Remote is a balancer's: the client's address comes
+	// later (a PROXY protocol header) through SetClient, and the
+	// max-conns-per-ip limit waits for it.
+	AwaitClient bool
 	// Keepalive, if set, is applied to TCP once the connection is admitted
 	// and before it is visible in the table, so that none is ever seen
 	// without it (and a connection refused by a limit costs no socket
@@ -74,6 +78,12 @@ type Conn struct {
 	wsCode   int
 	wsReason string
 	ka       *sock.Keepalive // last read back from the kernel
+	// via is the balancer that named remote in a PROXY protocol header.
+	via netip.AddrPort
+	// countedIP is the address counted for max-conns-per-ip (invalid
+	// while none is).
+	countedIP netip.Addr
+	tls       *TLSInfo
 }
 
 // State returns the current state.
@@ -121,7 +131,10 @@ func (c *Conn) Attach(tcp syscall.Conn, closer Closer) bool {
 	}
 	c.mu.Lock()
 	if tcp != nil {
-		c.tcp, c.local, c.remote = tcp, local, remote
+		c.tcp, c.local = tcp, local
+		if !c.via.IsValid() { // a PROXY protocol header named the client
+			c.remote = remote
+		}
 	}
 	if closer != nil {
 		c.closer = closer
@@ -384,7 +397,7 @@ func (c *Conn) event(now time.Time) Event {
 	defer c.mu.Unlock()
 	e := Event{
 		Time: now, Reason: c.reason, ConnID: c.ID, Proto: c.Proto, Direction: c.Direction,
-		Listener: c.Listener, Local: addrString(c.local), Remote: addrString(c.remote),
+		Listener: c.Listener, Local: addrString(c.local), Remote: addrString(c.remote), Via: addrString(c.via),
 		Duration: now.Sub(c.Created), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
 		Error: c.errText, WSCloseCode: c.wsCode, WSCloseReason: c.wsReason,
 	}
@@ -429,6 +442,12 @@ type Info struct {
 	// Keepalive is what the kernel reported when keepalive was last set
 	// (nil before that); Conn.Keepalive reads it afresh.
 	Keepalive *sock.Keepalive
+	// Via is the balancer's address when a PROXY protocol header named
+	// Remote (invalid otherwise).
+	Via netip.AddrPort
+	// TLS describes the session once its handshake is done (nil before,
+	// and for other protocols).
+	TLS *TLSInfo
 }
 
 // Info takes a snapshot of c (without kernel state: see Keepalive, TCPInfo).
@@ -443,6 +462,7 @@ func (c *Conn) info(now int64) Info {
 		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
 		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka,
+		Via: c.via, TLS: c.tls,
 	}
 	if c.peer != nil {
 		in.Peer = c.peer.ID

@@ -20,6 +20,7 @@ type Event struct {
 	Listener      string
 	Local         string
 	Remote        string
+	Via           string // the balancer, when a PROXY protocol header named Remote
 	Duration      time.Duration
 	BytesIn       uint64
 	BytesOut      uint64

@@ -151,8 +151,12 @@ func (t *Table) shard(id uint64) *shard { return &t.shards[id%shards] }
 // its keepalive could not be set (reason error).
 func (t *Table) Add(s Spec) (*Conn, error) {
 	cfg := t.cfg.Load()
+	var ip netip.Addr // counted for max-conns-per-ip
+	if s.Direction == DirIn && !s.AwaitClient {
+		ip = s.Remote.Addr().Unmap()
+	}
 	if s.Direction == DirIn {
-		if err := t.admit(cfg, s.Remote.Addr(), s.Listener, s.MaxConns); err != nil {
+		if err := t.admit(cfg, ip, s.Listener, s.MaxConns); err != nil {
 			t.rejected.Add(1)
 			if s.Close != nil {
 				s.Close(&Conn{t: t, tcp: s.TCP}, true)
@@ -167,7 +171,7 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 	c := &Conn{
 		ID: t.nextID.Add(1), Proto: s.Proto, Direction: s.Direction, Listener: s.Listener,
 		Created: time.Now(), t: t, handshake: s.Handshake,
-		local: s.Local, remote: s.Remote, tcp: s.TCP, closer: s.Close,
+		local: s.Local, remote: s.Remote, tcp: s.TCP, closer: s.Close, countedIP: ip,
 	}
 	c.state.Store(int32(s.State))
 	c.lastActive.Store(now)
@@ -219,24 +223,37 @@ func (t *Table) admit(cfg *Config, ip netip.Addr, listener string, listenerMax i
 	if listenerMax > 0 && t.perListener[listener] >= listenerMax {
 		return &LimitError{Limit: "max_conns of listener " + listener, Max: listenerMax}
 	}
-	ip = ip.Unmap()
-	if cfg.MaxConnsPerIP > 0 && t.perIP[ip] >= cfg.MaxConnsPerIP {
-		return &LimitError{Limit: "max-conns-per-ip", Max: cfg.MaxConnsPerIP}
+	if ip.IsValid() {
+		if err := t.admitIPLocked(cfg, ip); err != nil {
+			return err
+		}
 	}
 	t.inbound++
-	t.perIP[ip]++
 	t.perListener[listener]++
 	return nil
 }
 
+// admitIPLocked counts one more connection from ip, or refuses it; limMu
+// is held.
+func (t *Table) admitIPLocked(cfg *Config, ip netip.Addr) error {
+	if cfg.MaxConnsPerIP > 0 && t.perIP[ip] >= cfg.MaxConnsPerIP {
+		return &LimitError{Limit: "max-conns-per-ip", Max: cfg.MaxConnsPerIP}
+	}
+	t.perIP[ip]++
+	return nil
+}
+
+// release gives back what admit counted; ip is invalid when no per-IP
+// count was taken.
 func (t *Table) release(ip netip.Addr, listener string) {
-	ip = ip.Unmap()
 	t.limMu.Lock()
 	t.inbound--
-	if n := t.perIP[ip] - 1; n > 0 {
-		t.perIP[ip] = n
-	} else {
-		delete(t.perIP, ip)
+	if ip.IsValid() {
+		if n := t.perIP[ip] - 1; n > 0 {
+			t.perIP[ip] = n
+		} else {
+			delete(t.perIP, ip)
+		}
 	}
 	if n := t.perListener[listener] - 1; n > 0 {
 		t.perListener[listener] = n
@@ -249,7 +266,7 @@ func (t *Table) release(ip netip.Addr, listener string) {
 // remove takes a closing connection out and publishes its event.
 func (t *Table) remove(c *Conn) {
 	c.mu.Lock()
-	r := c.reason
+	r, ip := c.reason, c.countedIP
 	c.mu.Unlock()
 	// Remembered first: a conid is always either in the table or among
 	// the recently closed, never briefly in neither (State without reason).
@@ -259,7 +276,7 @@ func (t *Table) remove(c *Conn) {
 	delete(sh.m, c.ID)
 	sh.mu.Unlock()
 	if c.Direction == DirIn {
-		t.release(c.RemoteAddr().Addr(), c.Listener)
+		t.release(ip, c.Listener)
 	}
 	if t.cfg.Load().ClosedEvent != ModeOff && c.closedEvent.Load() {
 		t.events.Publish(c.event(time.Now()))

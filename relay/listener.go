@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"path"
 	"strconv"
@@ -43,6 +44,13 @@ type Listener struct {
 	// ProxyProtocol is 1 or 2 to send a PROXY protocol header of that
 	// version to the backend first, so it sees the client's address.
 	ProxyProtocol byte
+	// AcceptProxy makes every connection start with a PROXY protocol
+	// header from a balancer (ProxyFrom: which ones; empty: any).
+	AcceptProxy ProxyAccept
+	ProxyFrom   []netip.Prefix
+
+	// tls and wss: the lowest TLS version accepted (tls.VersionTLS12 or 13).
+	TLSMin uint16
 
 	// Lifetime and Keepalive, if set, replace the daemon's defaults for
 	// this listener's connections; MaxConns limits its inbound ones.
@@ -98,6 +106,9 @@ func ParseListener(raw, defBackend string) (Listener, error) {
 	}
 	if err := CheckBackend(l.Backend); err != nil {
 		return Listener{}, fmt.Errorf("listen %q: %w", raw, err)
+	}
+	if len(l.ProxyFrom) > 0 && l.AcceptProxy == ProxyOff {
+		return Listener{}, fmt.Errorf("listen %q: proxy_from says who may send a PROXY protocol header; add accept_proxy=v1|v2|any", raw)
 	}
 	if l.ProxyProtocol != 0 && l.Backend == Echo {
 		return Listener{}, fmt.Errorf("listen %q: proxy_protocol is sent to a backend; this listener echoes", raw)
@@ -175,6 +186,42 @@ func (l *Listener) option(k, v string) error {
 		default:
 			return fmt.Errorf("proxy_protocol %q: want v1 or v2", v)
 		}
+	case "accept_proxy":
+		switch v {
+		case "v1":
+			l.AcceptProxy = ProxyV1
+		case "v2":
+			l.AcceptProxy = ProxyV2
+		case "any":
+			l.AcceptProxy = ProxyAny
+		default:
+			return fmt.Errorf("accept_proxy %q: want v1, v2 or any", v)
+		}
+	case "proxy_from":
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			pfx, err := netip.ParsePrefix(p)
+			if err != nil {
+				a, aerr := netip.ParseAddr(p)
+				if aerr != nil {
+					return fmt.Errorf("proxy_from %q: want addresses or CIDRs, such as 10.0.0.0/8,192.0.2.7", p)
+				}
+				pfx = netip.PrefixFrom(a, a.BitLen())
+			}
+			l.ProxyFrom = append(l.ProxyFrom, pfx.Masked())
+		}
+	case "tls_min":
+		if !l.isTLS() {
+			return fmt.Errorf("%s is only for tls:// and wss://", k)
+		}
+		switch v {
+		case "1.2":
+			l.TLSMin = tls.VersionTLS12
+		case "1.3":
+			l.TLSMin = tls.VersionTLS13
+		default:
+			return fmt.Errorf("tls_min %q: want 1.2 or 1.3", v)
+		}
 	case "lifetime":
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
@@ -207,7 +254,7 @@ func (l *Listener) option(k, v string) error {
 		}
 		l.MaxMessage = n
 	default:
-		return fmt.Errorf("unknown option %q (want backend, name, lifetime, keepalive, max_conns, proxy_protocol; cert, key for tls and wss; origin, frame, ping, max_message for ws and wss)", k)
+		return fmt.Errorf("unknown option %q (want backend, name, lifetime, keepalive, max_conns, proxy_protocol, accept_proxy, proxy_from; cert, key, tls_min for tls and wss; origin, frame, ping, max_message for ws and wss)", k)
 	}
 	return nil
 }

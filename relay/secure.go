@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tcpops/tcpops/conn"
@@ -108,15 +111,49 @@ func (s *Server) handshake(sc *sockConn, cfg *tls.Config) (*tls.Conn, bool) {
 	switch {
 	case err == nil:
 		sc.SetDeadline(time.Time{})
+		sc.c.SetTLS(tlsInfo(tc.ConnectionState()))
 		return tc, true
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		sc.c.Close(conn.ReasonEOF, nil)
+	case errors.Is(err, syscall.ECONNRESET):
+		sc.c.Close(conn.ReasonReset, err)
 	case errors.As(err, &ne) && ne.Timeout():
 		sc.c.Close(conn.ReasonError, fmt.Errorf("tls handshake: not done within %s", timeout))
 	default:
-		sc.c.Close(conn.ReasonError, fmt.Errorf("tls handshake: %w", err))
+		sc.c.Close(conn.ReasonError, fmt.Errorf("tls handshake: %s", oneLine(err.Error())))
 	}
 	return nil, false
+}
+
+// tlsInfo is what the table shows of a TLS session.
+func tlsInfo(cs tls.ConnectionState) conn.TLSInfo {
+	in := conn.TLSInfo{Version: tls.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite),
+		SNI: cs.ServerName, ALPN: cs.NegotiatedProtocol}
+	if len(cs.PeerCertificates) > 0 {
+		in.PeerSubject = cs.PeerCertificates[0].Subject.String()
+	}
+	return in
+}
+
+// hexList matches the lists of numbers crypto/tls puts in its errors
+// ("client offered: [c02b c02f ...]"): a scanner offers hundreds.
+var hexList = regexp.MustCompile(`\[[0-9a-fA-F]{1,8}( [0-9a-fA-F]{1,8})*\]`)
+
+// oneLine makes an error text fit an event: one line, lists of offered
+// values counted rather than listed, at most 200 bytes.
+func oneLine(s string) string {
+	s = hexList.ReplaceAllStringFunc(s, func(l string) string {
+		n := strings.Count(l, " ") + 1
+		if n <= 4 {
+			return l
+		}
+		return fmt.Sprintf("%d values", n)
+	})
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "") + "..."
+	}
+	return s
 }
 
 // serveTLS serves one tls:// connection: handshake, then relay.
@@ -152,6 +189,16 @@ func (r tlsReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// aeadSuites are the TLS 1.2 cipher suites offered: forward secret and
+// AEAD only. crypto/tls still accepts ECDHE with AES-CBC and SHA-1 by
+// default, which scanners flag. (TLS 1.3 suites are not configurable and
+// all AEAD.)
+var aeadSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 // loadTLS loads the certificate of a tls:// or wss:// listener.
 func loadTLS(l *Listener, defCert, defKey string) (*tls.Config, error) {
 	cert, key := l.CertFile, l.KeyFile
@@ -168,7 +215,10 @@ func loadTLS(l *Listener, defCert, defKey string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: certificate %s, key %s: %w", l.Name, cert, key, err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12, CipherSuites: aeadSuites}
+	if l.TLSMin != 0 {
+		cfg.MinVersion = l.TLSMin
+	}
 	if l.isWS() {
 		cfg.NextProtos = []string{"http/1.1"}
 	}

@@ -157,7 +157,8 @@ func (b *Bound) Serve(ctx context.Context) error {
 	defer stop()
 	// Plain TCP connections are accepted as bare descriptors.
 	var fl *sock.Listener
-	if tl, ok := ln.(*net.TCPListener); ok && l.Scheme == conn.ProtoTCP {
+	// (Those of accept_proxy listeners once their header is read.)
+	if tl, ok := ln.(*net.TCPListener); ok && l.Scheme == conn.ProtoTCP && l.AcceptProxy == ProxyOff {
 		var err error
 		if fl, err = sock.NewListener(tl); err != nil {
 			ln.Close()
@@ -232,28 +233,61 @@ func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, remote netip.AddrPor
 		return
 	}
 	lg.c = in
+	s.relayIn(ctx, lg, l)
+}
+
+// relayIn relays a plain TCP connection to its listener's backend.
+func (s *Server) relayIn(ctx context.Context, lg *fdLeg, l Listener) {
 	switch ap, literal := netipAddrPort(l.Backend); {
 	case l.Backend == Echo:
 		s.relayFD(lg, nil)
 	case literal:
 		s.dialFD(lg, l, ap)
 	default: // a host name: resolved and dialled on the dialling goroutines
-		s.queueDial(dialJob{ctx: ctx, c: in, fd: lg, l: l})
+		s.queueDial(dialJob{ctx: ctx, c: lg.c, fd: lg, l: l})
 	}
 }
 
-// accept puts an accepted TLS or WebSocket connection in the table and
-// starts its handshake.
+// accept puts an accepted TLS or WebSocket connection, or any connection
+// of an accept_proxy listener, in the table and starts its handshake.
 func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand *chanListener) {
 	in, ok := s.tableIn(l, conn.Spec{
 		Local: sock.AddrPort(tcp.LocalAddr()), Remote: sock.AddrPort(tcp.RemoteAddr()),
-		TCP: tcp, Close: closeSocket, Handshake: true,
+		TCP: tcp, Close: closeSocket, Handshake: true, AwaitClient: l.AcceptProxy != ProxyOff,
 	})
 	if !ok {
 		return
 	}
 	sc := &sockConn{TCPConn: tcp, c: in}
+	if l.AcceptProxy != ProxyOff {
+		go func() {
+			if s.takeProxyHeader(tcp, in, &l) {
+				s.handshakeIn(ctx, sc, l, hand)
+			}
+		}()
+		return
+	}
+	s.handshakeIn(ctx, sc, l, hand)
+}
+
+// handshakeIn goes on with an accepted connection: the TLS handshake or
+// WebSocket upgrade; a plain TCP one (behind a PROXY protocol header, read
+// by now) becomes a bare descriptor and is relayed.
+func (s *Server) handshakeIn(ctx context.Context, sc *sockConn, l Listener, hand *chanListener) {
+	in := sc.c
 	switch l.Scheme {
+	case conn.ProtoTCP:
+		fd, err := sock.TakeConn(sc.TCPConn)
+		if err != nil {
+			closeFor(in, err)
+			return
+		}
+		lg := &fdLeg{fd: fd, s: s, c: in}
+		in.Established(fd, lg.close, conn.StateOK)
+		if in.Closing() {
+			return
+		}
+		s.relayIn(ctx, lg, l)
 	case conn.ProtoTLS:
 		go s.serveTLS(ctx, sc, l)
 	case conn.ProtoWS:

@@ -1,0 +1,48 @@
+package conn
+
+import (
+	"net/netip"
+)
+
+// TLSInfo describes a TLS session, as an operator checks it.
+type TLSInfo struct {
+	Version     string // "TLS 1.3"
+	Cipher      string // "TLS_AES_128_GCM_SHA256"
+	SNI         string // the server name the client asked for
+	ALPN        string // the protocol agreed on, if any
+	PeerSubject string // the client certificate's subject, if one was sent
+}
+
+// SetTLS records the TLS session of the connection after its handshake.
+func (c *Conn) SetTLS(t TLSInfo) {
+	c.mu.Lock()
+	c.tls = &t
+	c.mu.Unlock()
+}
+
+// SetClient replaces the remote address of a connection added with
+// AwaitClient by the client's, as a PROXY protocol header named it, and
+// keeps the balancer's as via; the client now counts for
+// max-conns-per-ip. A *LimitError says the client is over that limit (the
+// caller closes the connection: its event names the client all the same);
+// ErrClosed that it is closing.
+func (c *Conn) SetClient(client, via netip.AddrPort) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return ErrClosed
+	}
+	c.remote, c.via = client, via
+	if c.Direction == DirIn && !c.countedIP.IsValid() {
+		ip := client.Addr().Unmap()
+		c.t.limMu.Lock()
+		err := c.t.admitIPLocked(c.t.cfg.Load(), ip)
+		c.t.limMu.Unlock()
+		if err != nil {
+			c.t.rejected.Add(1)
+			return err
+		}
+		c.countedIP = ip
+	}
+	return nil
+}
