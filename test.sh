@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine with Go: installs the
+# programs the tests drive (missing ones only), then runs go test ./...
+# Extra arguments go to go test (e.g. ./test.sh -race -count=1).
+#
+# The tests use ss and ip (iproute2) to check keepalive from outside and to
+# cut a link, unshare and prlimit (util-linux) for network namespaces and fd
+# limits, systemd-analyze (systemd) to verify the unit file, gcc for the
+# race detector, and the real peers tcpops is tested against: HAProxy,
+# Kamailio, Chromium, sslscan and openssl. A tool that cannot be installed
+# stops the run here, naming it; no test is skipped for want of one.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+tools=(
+	ss:iproute2 ip:iproute2 unshare:util-linux prlimit:util-linux
+	systemd-analyze:systemd gcc:gcc
+	haproxy:haproxy kamailio:kamailio chromium:chromium
+	sslscan:sslscan openssl:openssl
+)
+have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ]; }
+need=()
+for t in "${tools[@]}"; do
+	have "${t%%:*}" || need+=("${t#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo="sudo -n"
+	echo "installing: $(printf '%s\n' "${need[@]}" | sort -u | tr '\n' ' ')"
+	$sudo apt-get update -qq || true
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+		$(printf '%s\n' "${need[@]}" | sort -u) >/dev/null || true
+fi
+missing=0
+for t in "${tools[@]}"; do
+	have "${t%%:*}" || { echo "${t%%:*} (Debian package ${t#*:}) is missing and could not be installed"; missing=1; }
+done
+[ "$missing" = 0 ] || exit 1
+
+go test "$@" ./...
