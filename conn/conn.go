@@ -74,6 +74,7 @@ type Conn struct {
 	wsCode   int
 	wsReason string
 	ka       *sock.Keepalive // last read back from the kernel
+	ws       *WSInfo
 }
 
 // State returns the current state.
@@ -401,6 +402,8 @@ type Info struct {
 	// Keepalive is what the kernel reported when keepalive was last set
 	// (nil before that); Conn.Keepalive reads it afresh.
 	Keepalive *sock.Keepalive
+	// WS is set on an upgraded WebSocket connection.
+	WS *WSInfo
 }
 
 // Info takes a snapshot of c (without kernel state: see Keepalive, TCPInfo).
@@ -414,7 +417,7 @@ func (c *Conn) info(now int64) Info {
 		Local: c.local, Remote: c.remote,
 		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
 		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
-		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka,
+		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka, WS: c.ws,
 	}
 	if c.peer != nil {
 		in.Peer = c.peer.ID
