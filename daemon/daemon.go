@@ -470,8 +470,14 @@ wss://HOST:PORT/PATH, with query options:
   proxy_protocol=v1|v2     send a PROXY protocol header to the backend first
   cert=FILE, key=FILE      tls and wss: certificate and key (default --tls-cert, --tls-key)
   origin=PATTERN,...       ws and wss: Origin hosts allowed besides the request's own
-  frame=binary|text        ws and wss: message type of backend bytes (text for SIP, RFC 7118)
-  max_message=BYTES        ws and wss: largest message (default 65536; over it: close 1009)
+  subprotocol=NAME,...     ws and wss: subprotocols spoken; the client's first offer listed is answered
+  subprotocol_required=true
+                           ws and wss: refuse (400) a client that offers none of them
+  frame=binary|text|sip    ws and wss: how backend bytes become messages: binary, one per read;
+                           text, one per read, never splitting a UTF-8 character (bytes that are
+                           not UTF-8 go binary); sip, one whole SIP message each (RFC 7118)
+  max_message=BYTES        ws and wss: largest message (default 65536; over it: close 1009);
+                           with frame=sip also the largest SIP message from the backend
   ping=DURATION            ws and wss: ping interval; a missing pong closes with reason timeout
 
 Signals: SIGTERM and SIGINT stop accepting, close every connection with reason
