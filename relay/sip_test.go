@@ -155,15 +155,15 @@ func TestWebSocketFrameSIPErrors(t *testing.T) {
 		want   string // in the event's error
 	}{
 		{"no Content-Length", "", "SIP/2.0 200 OK\r\nCSeq: 1 OPTIONS\r\n\r\n",
-			`frame=sip: the backend sent SIP message without Content-Length (mandatory on a stream, RFC 3261 18.3): "SIP/2.0 200 OK"`},
+			`frame=sip: cannot cut the backend's stream into SIP messages: SIP message without Content-Length (mandatory on a stream, RFC 3261 18.3): "SIP/2.0 200 OK"`},
 		{"not SIP", "", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-			`frame=sip: the backend sent not a SIP request line or status line: "HTTP/1.1 200 OK"`},
+			`frame=sip: cannot cut the backend's stream into SIP messages: not a SIP request line or status line: "HTTP/1.1 200 OK"`},
 		{"header section over 64 KiB", "&max_message=1000000", "SIP/2.0 200 OK\r\nX: " + strings.Repeat("x", 70000) + "\r\nl: 0\r\n\r\n",
-			`frame=sip: the backend sent SIP header section over 64 KiB: "SIP/2.0 200 OK"`},
+			`frame=sip: cannot cut the backend's stream into SIP messages: SIP header section over 64 KiB: "SIP/2.0 200 OK"`},
 		{"over max_message", "&max_message=2000", sipMsg("SIP/2.0 200 OK", strings.Repeat("x", 2000)),
-			"frame=sip: the backend sent SIP message over the size limit: \"SIP/2.0 200 OK\" is "},
+			"frame=sip: cannot cut the backend's stream into SIP messages: SIP message over the size limit: \"SIP/2.0 200 OK\" is "},
 		{"bad Content-Length", "", "SIP/2.0 200 OK\r\nContent-Length: ten\r\n\r\n",
-			`frame=sip: the backend sent bad Content-Length: "Content-Length: ten"`},
+			`frame=sip: cannot cut the backend's stream into SIP messages: bad Content-Length: "Content-Length: ten"`},
 		{"backend ends mid-message", "", options[:30],
 			"frame=sip: the backend closed in the middle of a SIP message (30 bytes not sent)"},
 	}
@@ -345,6 +345,16 @@ func TestWebSocketRefusals(t *testing.T) {
 				t.Fatalf("event reason %q error %q, want error %q", ev.Reason, ev.Error, tt.errText)
 			}
 		})
+	}
+}
+
+func TestWebSocketSilentClient(t *testing.T) {
+	e := start(t, conn.Config{}, Config{HandshakeTimeout: 300 * time.Millisecond}, "ws://127.0.0.1:0/?backend=echo")
+	c := e.dial()
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n")) // and no more
+	ev := e.event()
+	if want := "websocket upgrade: no complete request within 300ms"; ev.Reason != conn.ReasonError || ev.Error != want {
+		t.Fatalf("event reason %q error %q, want error %q", ev.Reason, ev.Error, want)
 	}
 }
 

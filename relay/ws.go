@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,20 +28,21 @@ import (
 
 // chanListener is a net.Listener fed by our accept loop.
 type chanListener struct {
-	addr  net.Addr
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
+	addr    net.Addr
+	conns   chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+	timeout time.Duration // for the upgrade request
 }
 
-func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+func newChanListener(addr net.Addr, timeout time.Duration) *chanListener {
+	return &chanListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{}), timeout: timeout}
 }
 
 func (l *chanListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.conns:
-		return &httpConn{Conn: c, sc: sockConnOf(c)}, nil
+		return &httpConn{Conn: c, sc: sockConnOf(c), timeout: l.timeout}, nil
 	case <-l.done:
 		return nil, net.ErrClosed
 	}
@@ -66,17 +68,30 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 // httpConn is a connection as the HTTP server of a ws:// or wss://
 // listener has it. A response the server writes by itself, before the
 // handler has the request (one it could not parse, or headers over the
-// limit), is recorded as why the connection failed.
+// limit), or a request not complete in time, is recorded as why the
+// connection failed.
 type httpConn struct {
 	net.Conn
 	sc      *sockConn
+	timeout time.Duration
 	handled atomic.Bool // the handler has the request
+}
+
+func (c *httpConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil && !c.handled.Load() {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.sc.fail("websocket upgrade: no complete request within %s", c.timeout)
+		}
+	}
+	return n, err
 }
 
 func (c *httpConn) Write(b []byte) (int, error) {
 	if !c.handled.Load() {
-		if status, ok := strings.CutPrefix(string(b[:min(len(b), 200)]), "HTTP/1.1 "); ok {
-			status, _, _ = strings.Cut(status, "\r\n")
+		if status, ok := bytes.CutPrefix(b, []byte("HTTP/1.1 ")); ok {
+			status, _, _ = bytes.Cut(status[:min(len(status), 200)], []byte("\r\n"))
 			c.sc.fail("http request refused (%s)", status)
 		}
 	}
@@ -96,7 +111,7 @@ func sockConnOf(c net.Conn) *sockConn {
 
 // wsServer starts the HTTP server of a ws:// or wss:// listener.
 func (s *Server) wsServer(ctx context.Context, l Listener, addr net.Addr) (*chanListener, *http.Server) {
-	cl := newChanListener(addr)
+	cl := newChanListener(addr, s.conf.Load().HandshakeTimeout)
 	hs := &http.Server{
 		Handler:           s.wsHandler(ctx, l),
 		ReadHeaderTimeout: s.conf.Load().HandshakeTimeout,
@@ -154,7 +169,7 @@ func (s *Server) wsHandler(ctx context.Context, l Listener) http.Handler {
 		if err != nil {
 			why := strings.TrimPrefix(err.Error(), "failed to accept WebSocket connection: ")
 			if sw.code == http.StatusForbidden {
-				sc.fail("websocket upgrade: origin %q not allowed (403): %s", origin, why)
+				sc.fail("websocket upgrade: origin %.200q not allowed (403): %s", origin, why)
 			} else {
 				sc.fail("websocket upgrade: bad request (%d): %s", sw.code, why)
 			}
@@ -210,11 +225,16 @@ func chooseSubprotocol(offers, speaks []string) string {
 	return ""
 }
 
+// listOrNone lists a client's offers for a message, within reason.
 func listOrNone(l []string) string {
 	if len(l) == 0 {
 		return "none"
 	}
-	return strings.Join(l, ", ")
+	s := strings.Join(l, ", ")
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
 }
 
 // wsConn is an upgraded connection.
@@ -438,7 +458,7 @@ func (w *sipWriter) Write(b []byte) (int, error) {
 	for {
 		m, err := w.split.Next()
 		if err != nil {
-			return 0, w.wc.badBackend("backend stream is not SIP", fmt.Errorf("frame=sip: the backend sent %w", err))
+			return 0, w.wc.badBackend("backend stream cannot be cut into SIP messages", fmt.Errorf("frame=sip: cannot cut the backend's stream into SIP messages: %w", err))
 		}
 		if m == nil {
 			return len(b), nil
