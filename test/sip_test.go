@@ -348,6 +348,7 @@ func TestChromiumSIPOverWebSocket(t *testing.T) {
 	}
 	defer ln.Close()
 	backendDone := make(chan struct{})
+	t.Cleanup(func() { <-backendDone }) // after tcpops is stopped
 	go func() {
 		defer close(backendDone)
 		c, err := ln.Accept()
