@@ -168,7 +168,6 @@ children=1
 tcp_children=1
 auto_aliases=no
 listen=tcp:127.0.0.1:%s
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 loadmodule "sl.so"
 loadmodule "pv.so"
 loadmodule "textops.so"
