@@ -84,6 +84,7 @@ type Conn struct {
 	// while none is).
 	countedIP netip.Addr
 	tls       *TLSInfo
+	ws        *WSInfo
 }
 
 // State returns the current state.
@@ -448,6 +449,8 @@ type Info struct {
 	// TLS describes the session once its handshake is done (nil before,
 	// and for other protocols).
 	TLS *TLSInfo
+	// WS is set on an upgraded WebSocket connection.
+	WS *WSInfo
 }
 
 // Info takes a snapshot of c (without kernel state: see Keepalive, TCPInfo).
@@ -462,7 +465,7 @@ func (c *Conn) info(now int64) Info {
 		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
 		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka,
-		Via: c.via, TLS: c.tls,
+		Via: c.via, TLS: c.tls, WS: c.ws,
 	}
 	if c.peer != nil {
 		in.Peer = c.peer.ID

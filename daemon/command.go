@@ -201,10 +201,20 @@ wss://HOST:PORT/PATH, with query options:
   backend=HOST:PORT|echo   where to relay (default --backend)
   name=NAME                what the connection table calls the listener
   proxy_protocol=v1|v2     send a PROXY protocol header to the backend first
+  accept_proxy=v1|v2|any   every connection starts with a PROXY protocol header from a
+                           balancer: remote is the client it names, via the balancer
+  proxy_from=CIDR,...      with accept_proxy: balancers allowed to send it (default any)
   cert=FILE, key=FILE      tls and wss: certificate and key (default --tls-cert, --tls-key)
+  tls_min=1.2|1.3          tls and wss: lowest TLS version (default 1.2, AEAD suites only)
   origin=PATTERN,...       ws and wss: Origin hosts allowed besides the request's own
-  frame=binary|text        ws and wss: message type of backend bytes (text for SIP, RFC 7118)
-  max_message=BYTES        ws and wss: largest message (default 65536; over it: close 1009)
+  subprotocol=NAME,...     ws and wss: subprotocols spoken; the client's first offer listed is answered
+  subprotocol_required=true
+                           ws and wss: refuse (400) a client that offers none of them
+  frame=binary|text|sip    ws and wss: how backend bytes become messages: binary, one per read;
+                           text, one per read, never splitting a UTF-8 character (bytes that are
+                           not UTF-8 go binary); sip, one whole SIP message each (RFC 7118)
+  max_message=BYTES        ws and wss: largest message (default 65536; over it: close 1009);
+                           with frame=sip also the largest SIP message from the backend
   ping=DURATION            ws and wss: ping interval; a missing pong closes with reason timeout
 
 Signals: SIGTERM and SIGINT stop accepting, close every connection with reason
@@ -223,9 +233,13 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
   tcpops --listen 'tcp://127.0.0.1:7000?backend=echo&name=test' \
          --listen tcp://127.0.0.1:5060?backend=10.0.0.5:5060 --keepalive 60,5,5
 
-  # SIP over secure WebSocket to a TCP SIP server, text frames, pings every 30 s
+  # SIP over secure WebSocket (WebRTC clients) to a TCP SIP server: subprotocol
+  # sip, one SIP message per WebSocket message, pings every 30 s
   tcpops --tls-cert /etc/tcpops/cert.pem --tls-key /etc/tcpops/key.pem \
-         --listen 'wss://0.0.0.0:8443/sip?backend=10.0.0.5:5060&frame=text&ping=30s'`,
+         --listen 'wss://0.0.0.0:8443/sip?backend=10.0.0.5:5060&subprotocol=sip&frame=sip&ping=30s'
+
+  # SIP over TCP behind HAProxy (send-proxy-v2), the backend told the client by v1
+  tcpops --listen 'tcp://0.0.0.0:5060?accept_proxy=v2&proxy_from=10.0.0.0/24&backend=10.0.0.5:5060&proxy_protocol=v1'`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -36,7 +36,7 @@ closed-event: manual
 		t.Fatal(err)
 	}
 	if len(cfg.Listeners) != 2 || cfg.Listeners[0].Backend != "10.0.0.5:5060" || cfg.Listeners[1].Scheme != "wss" ||
-		!cfg.Listeners[1].TextFrames || *cfg.Listeners[1].Lifetime != 30*time.Minute || cfg.Listeners[1].MaxConns != 100 ||
+		cfg.Listeners[1].Frame.String() != "text" || *cfg.Listeners[1].Lifetime != 30*time.Minute || cfg.Listeners[1].MaxConns != 100 ||
 		cfg.Listeners[1].Backend != "10.0.0.6:5060" {
 		t.Fatalf("listeners = %+v", cfg.Listeners)
 	}

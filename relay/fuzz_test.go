@@ -22,7 +22,8 @@ import (
 
 func FuzzParseListener(f *testing.F) {
 	for _, s := range []string{"tcp://127.0.0.1:5060", "tls://[::1]:5061?cert=a&key=b", "ws://0.0.0.0:80/sip?frame=text&ping=30s&origin=*.example.com",
-		"wss://h:1/x?max_message=1&backend=10.0.0.1:5060&name=n", "tcp://:0?backend=echo", "udp://x:1", "tcp://a:b", "ws://h:1?ping=1ns", "tcp://h:1?name="} {
+		"wss://h:1/x?max_message=1&backend=10.0.0.1:5060&name=n", "tcp://:0?backend=echo", "udp://x:1", "tcp://a:b", "ws://h:1?ping=1ns", "tcp://h:1?name=",
+		"ws://h:1/?subprotocol=sip,foo&subprotocol_required=true&frame=sip", "tcp://h:1?subprotocol=sip", "ws://h:1?subprotocol_required=true"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -33,7 +34,8 @@ func FuzzParseListener(f *testing.F) {
 			}
 			return
 		}
-		if l.Addr == "" || l.Name == "" || CheckBackend(l.Backend) != nil || (l.isWS() && l.Path == "") || l.MaxMessage < 1 {
+		if l.Addr == "" || l.Name == "" || CheckBackend(l.Backend) != nil || (l.isWS() && l.Path == "") || l.MaxMessage < 1 ||
+			(l.SubprotocolRequired && len(l.Subprotocols) == 0) || (!l.isWS() && (len(l.Subprotocols) > 0 || l.Frame != FrameBinary)) {
 			t.Fatalf("accepted %q as %+v", raw, l)
 		}
 	})

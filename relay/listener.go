@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,9 +38,15 @@ type Listener struct {
 
 	// ws and wss.
 	Origins    []string      // allowed Origin host patterns besides the request's own host
-	TextFrames bool          // send backend bytes as text messages, not binary
+	Frame      Frame         // how backend bytes are cut into messages
 	Ping       time.Duration // ping interval; a missing pong closes with reason timeout (0: no pings)
-	MaxMessage int64         // largest message accepted; over it: close 1009
+	MaxMessage int64         // largest message accepted (and, with FrameSIP, sent); over it: close 1009
+	// Subprotocols are the ones the listener speaks: the first of the
+	// client's offers listed here is answered (RFC 6455 4.2.2). A client
+	// offering none of them is served without one, or refused with 400
+	// when SubprotocolRequired.
+	Subprotocols        []string
+	SubprotocolRequired bool
 
 	// ProxyProtocol is 1 or 2 to send a PROXY protocol header of that
 	// version to the backend first, so it sees the client's address.
@@ -59,6 +66,31 @@ type Listener struct {
 	MaxConns  int
 
 	tlsConfig *tls.Config // loaded by Server.Listen
+}
+
+// Frame is how a ws:// or wss:// listener cuts the bytes from the backend
+// into messages for the client.
+type Frame uint8
+
+const (
+	// FrameBinary sends what each read returns as a binary message.
+	FrameBinary Frame = iota
+	// FrameText sends what each read returns as a text message, never
+	// splitting a UTF-8 sequence; bytes that are not UTF-8 go as a binary
+	// message (frame.Text).
+	FrameText
+	// FrameSIP sends each whole SIP message as one message (RFC 7118
+	// 5.2): text when it is UTF-8, else binary (frame.SIP).
+	FrameSIP
+)
+
+var frameNames = [...]string{FrameBinary: "binary", FrameText: "text", FrameSIP: "sip"}
+
+func (f Frame) String() string {
+	if int(f) < len(frameNames) {
+		return frameNames[f]
+	}
+	return "frame(" + strconv.Itoa(int(f)) + ")"
 }
 
 // DefaultMaxMessage is the default largest WebSocket message.
@@ -110,6 +142,9 @@ func ParseListener(raw, defBackend string) (Listener, error) {
 	if len(l.ProxyFrom) > 0 && l.AcceptProxy == ProxyOff {
 		return Listener{}, fmt.Errorf("listen %q: proxy_from says who may send a PROXY protocol header; add accept_proxy=v1|v2|any", raw)
 	}
+	if l.SubprotocolRequired && len(l.Subprotocols) == 0 {
+		return Listener{}, fmt.Errorf("listen %q: subprotocol_required=true needs subprotocol=NAME,... to require", raw)
+	}
 	if l.ProxyProtocol != 0 && l.Backend == Echo {
 		return Listener{}, fmt.Errorf("listen %q: proxy_protocol is sent to a backend; this listener echoes", raw)
 	}
@@ -160,13 +195,36 @@ func (l *Listener) option(k, v string) error {
 		if err := wsOnly(); err != nil {
 			return err
 		}
+		i := slices.Index(frameNames[:], v)
+		if i < 0 {
+			return fmt.Errorf("frame %q: want binary, text or sip", v)
+		}
+		l.Frame = Frame(i)
+	case "subprotocol":
+		if err := wsOnly(); err != nil {
+			return err
+		}
+		l.Subprotocols = nil
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if !isToken(p) {
+				return fmt.Errorf("subprotocol %q: want names such as sip, separated by commas (each a token: no spaces, quotes or separators)", v)
+			}
+			if !slices.Contains(l.Subprotocols, p) {
+				l.Subprotocols = append(l.Subprotocols, p)
+			}
+		}
+	case "subprotocol_required":
+		if err := wsOnly(); err != nil {
+			return err
+		}
 		switch v {
-		case "text":
-			l.TextFrames = true
-		case "binary":
-			l.TextFrames = false
+		case "true":
+			l.SubprotocolRequired = true
+		case "false":
+			l.SubprotocolRequired = false
 		default:
-			return fmt.Errorf("frame %q: want text or binary", v)
+			return fmt.Errorf("subprotocol_required %q: want true or false", v)
 		}
 	case "ping":
 		if err := wsOnly(); err != nil {
@@ -254,7 +312,7 @@ func (l *Listener) option(k, v string) error {
 		}
 		l.MaxMessage = n
 	default:
-		return fmt.Errorf("unknown option %q (want backend, name, lifetime, keepalive, max_conns, proxy_protocol, accept_proxy, proxy_from; cert, key, tls_min for tls and wss; origin, frame, ping, max_message for ws and wss)", k)
+		return fmt.Errorf("unknown option %q (want backend, name, lifetime, keepalive, max_conns, proxy_protocol, accept_proxy, proxy_from; cert, key, tls_min for tls and wss; origin, frame, subprotocol, subprotocol_required, ping, max_message for ws and wss)", k)
 	}
 	return nil
 }
@@ -285,4 +343,18 @@ func checkHostPort(hp string, listen bool) error {
 		return fmt.Errorf("address %q: port %q must be a number 1..65535", hp, port)
 	}
 	return nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 5.6.2), as a
+// WebSocket subprotocol name must be (RFC 6455 4.1).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }

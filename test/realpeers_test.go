@@ -16,41 +16,6 @@ import (
 	"github.com/tcpops/tcpops/internal/testcert"
 )
 
-// needTool returns the path of a program the test runs, and fails the
-// test naming its Debian package when it is missing: .ci/run and test.sh
-// install them, and a missing one is never a skip.
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/" + name); serr == nil {
-			return "/usr/sbin/" + name
-		}
-		t.Fatalf("%s not found: install the Debian package %s (./test.sh does)", name, pkg)
-	}
-	return p
-}
-
-// startProc starts a third-party program in the foreground and stops it
-// by pid when the test ends, showing its output if the test failed.
-func startProc(t *testing.T, name string, args ...string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(name), out.String())
-		}
-	})
-	return cmd
-}
-
 // ctl runs tcpopsctl against a daemon and returns its standard output.
 func ctl(t *testing.T, socket string, args ...string) []byte {
 	t.Helper()
@@ -81,7 +46,7 @@ type listed struct {
 // client HAProxy served as remote and HAProxy's own address as via. A
 // client that skips the balancer is refused with a clear event.
 func TestBehindHAProxy(t *testing.T) {
-	haproxy := needTool(t, "haproxy", "haproxy")
+	haproxy := tool(t, "haproxy", "haproxy", "/usr/sbin/haproxy")
 	dir := t.TempDir()
 	ports := make([]string, 4)
 	for i := range ports {
@@ -184,8 +149,8 @@ listen v1
 // TestTLSScan runs sslscan and openssl against a tls:// listener: no
 // CBC or SHA-1 suite is offered, and no version below TLS 1.2.
 func TestTLSScan(t *testing.T) {
-	sslscan := needTool(t, "sslscan", "sslscan")
-	openssl := needTool(t, "openssl", "openssl")
+	sslscan := tool(t, "sslscan", "sslscan")
+	openssl := tool(t, "openssl", "openssl")
 	dir := t.TempDir()
 	c, err := testcert.Write(dir)
 	if err != nil {
