@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -183,5 +184,100 @@ func TestTLSScan(t *testing.T) {
 	out, err = cmd.CombinedOutput()
 	if err == nil || !bytes.Contains(out, []byte("handshake failure")) {
 		t.Fatalf("openssl s_client with CBC-SHA1 suites: %v\n%s\nwant a handshake failure", err, out)
+	}
+}
+
+// kamailioSourceConfig answers OPTIONS with the address Kamailio believes
+// the request came from, reading PROXY protocol headers
+// (tcp_accept_haproxy).
+const kamailioSourceConfig = `#!KAMAILIO
+debug=2
+log_stderror=yes
+children=1
+tcp_children=1
+auto_aliases=no
+tcp_accept_haproxy=yes
+listen=tcp:127.0.0.1:%s
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "textops.so"
+
+request_route {
+	append_to_reply("X-Src: $si:$sp\r\n");
+	sl_send_reply("200", "OK");
+	exit;
+}
+`
+
+// TestSIPEdgeChain is the README's SIP edge as it runs: a SIP client
+// through HAProxy (send-proxy-v2) into tcpops (accept_proxy=v2), on to
+// Kamailio with a PROXY v1 header of tcpops' own (proxy_protocol=v1).
+// Kamailio sees the client's address and port, and so does the table.
+func TestSIPEdgeChain(t *testing.T) {
+	haproxy := tool(t, "haproxy", "haproxy", "/usr/sbin/haproxy")
+	kam := tool(t, "kamailio", "kamailio", "/usr/sbin/kamailio")
+	dir := t.TempDir()
+	var kport, tport, hport string
+	for _, p := range []*string{&kport, &tport, &hport} {
+		var err error
+		if *p, err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := filepath.Join(dir, "kamailio.cfg")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(kamailioSourceConfig, kport)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startProc(t, kam, "-f", cfg, "-Y", dir, "-DD", "-E", "-m", "32", "-M", "4")
+	waitListening(t, "kamailio", "127.0.0.1:"+kport)
+	d := startDaemon(t, filepath.Join(dir, "s"),
+		"--listen", "tcp://127.0.0.1:"+tport+"?accept_proxy=v2&proxy_from=127.0.0.1&backend=127.0.0.1:"+kport+"&proxy_protocol=v1&name=sip")
+	hcfg := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(hcfg, []byte(fmt.Sprintf(`defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+listen sip
+    bind 127.0.0.1:%s
+    server tcpops 127.0.0.1:%s send-proxy-v2
+`, hport, tport)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startProc(t, haproxy, "-db", "-f", hcfg)
+	waitListening(t, "haproxy", "127.0.0.1:"+hport)
+
+	c, err := net.Dial("tcp", "127.0.0.1:"+hport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(sipRequest("OPTIONS", 1))); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	var reply strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading Kamailio's reply: %v (so far %q)", err, reply.String())
+		}
+		reply.WriteString(line)
+		if line == "\r\n" {
+			break
+		}
+	}
+	want := "X-Src: " + c.LocalAddr().String() + "\r\n"
+	if !strings.HasPrefix(reply.String(), "SIP/2.0 200 OK\r\n") || !strings.Contains(reply.String(), want) {
+		t.Fatalf("Kamailio's reply:\n%s\nwant a 200 with %q: Kamailio sees the client, not HAProxy or tcpops", reply.String(), want)
+	}
+	t.Logf("Kamailio saw the client as %s", strings.TrimSpace(strings.TrimPrefix(want, "X-Src: ")))
+	var l listed
+	if err := json.Unmarshal(ctl(t, d.socket, "list", "-o", "json", "--direction", "in"), &l); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Connections) != 1 || l.Connections[0].Remote != c.LocalAddr().String() {
+		t.Fatalf("table: %+v; want the client %s", l, c.LocalAddr())
 	}
 }
