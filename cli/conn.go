@@ -129,7 +129,7 @@ one page is printed and the cursor of the next one is given as --after.`,
 // their completions.
 func addListFilters(cmd *cobra.Command, p *rpc.ListParams) {
 	f := cmd.Flags()
-	f.StringVar(&p.State, "state", "", "only this state: "+strings.Join(conn.StateNames(), ", ")+" (or its number)")
+	f.StringVar((*string)(&p.State), "state", "", "only this state: "+strings.Join(conn.StateNames(), ", ")+" (or its number)")
 	f.StringVar(&p.Proto, "proto", "", "only this protocol: tcp, tls, ws, wss")
 	f.StringVar(&p.Direction, "direction", "", "only in (from clients) or out (to backends)")
 	f.StringVar(&p.Listener, "listener", "", "only connections of this listener (its name or URL)")
@@ -316,7 +316,7 @@ may stay unacknowledged before the connection is dropped.`,
 			if err != nil {
 				return err
 			}
-			p := rpc.KeepaliveParams{ConnID: id, Enable: true}
+			p := rpc.KeepaliveParams{ConnID: &id, Enable: new(true)}
 			for i, dst := range []**int{&p.Idle, &p.Count, &p.Interval} {
 				n, err := strconv.Atoi(a[i+1])
 				if err != nil {
@@ -341,7 +341,7 @@ may stay unacknowledged before the connection is dropped.`,
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
-				return o.keepalive(ctx, c, rpc.KeepaliveParams{ConnID: id, Enable: false})
+				return o.keepalive(ctx, c, rpc.KeepaliveParams{ConnID: &id, Enable: new(false)})
 			})
 		},
 	}

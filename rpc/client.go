@@ -183,23 +183,13 @@ func (timeoutError) Temporary() bool { return true }
 // Alive calls tcpops.alive.
 func (c *Client) Alive(ctx context.Context, id uint64) (AliveResult, error) {
 	var r AliveResult
-	return r, c.Call(ctx, MethodAlive, map[string]any{"conid": id}, &r)
+	return r, c.Call(ctx, MethodAlive, ConnParams{ConnID: &id}, &r)
 }
 
 // State calls tcpops.state.
 func (c *Client) State(ctx context.Context, id uint64) (StateResult, error) {
 	var r StateResult
-	return r, c.Call(ctx, MethodState, map[string]any{"conid": id}, &r)
-}
-
-// KeepaliveParams are the params of tcpops.keepalive.
-type KeepaliveParams struct {
-	ConnID        uint64 `json:"conid"`
-	Enable        bool   `json:"enable"`
-	Idle          *int   `json:"idle,omitempty"`
-	Count         *int   `json:"count,omitempty"`
-	Interval      *int   `json:"interval,omitempty"`
-	UserTimeoutMs *int   `json:"user_timeout_ms,omitempty"`
+	return r, c.Call(ctx, MethodState, ConnParams{ConnID: &id}, &r)
 }
 
 // Keepalive calls tcpops.keepalive.
@@ -211,31 +201,19 @@ func (c *Client) Keepalive(ctx context.Context, p KeepaliveParams) (KeepaliveRes
 // Lifetime calls tcpops.lifetime.
 func (c *Client) Lifetime(ctx context.Context, id uint64, d time.Duration) (LifetimeResult, error) {
 	var r LifetimeResult
-	return r, c.Call(ctx, MethodLifetime, map[string]any{"conid": id, "lifetime": d.Seconds()}, &r)
+	return r, c.Call(ctx, MethodLifetime, LifetimeParams{ConnID: &id, Lifetime: new(d.Seconds())}, &r)
 }
 
 // ClosedEvent calls tcpops.closed_event.
 func (c *Client) ClosedEvent(ctx context.Context, id uint64, enable bool) (ClosedEventResult, error) {
 	var r ClosedEventResult
-	return r, c.Call(ctx, MethodClosedEvent, map[string]any{"conid": id, "enable": enable}, &r)
+	return r, c.Call(ctx, MethodClosedEvent, ClosedEventParams{ConnID: &id, Enable: &enable}, &r)
 }
 
 // CloseConn calls tcpops.close.
 func (c *Client) CloseConn(ctx context.Context, id uint64, reset bool) (CloseResult, error) {
 	var r CloseResult
-	return r, c.Call(ctx, MethodClose, map[string]any{"conid": id, "reset": reset}, &r)
-}
-
-// ListParams are the filters of tcpops.list.
-type ListParams struct {
-	State     string   `json:"state,omitempty"`
-	Proto     string   `json:"proto,omitempty"`
-	Direction string   `json:"direction,omitempty"`
-	Listener  string   `json:"listener,omitempty"`
-	Remote    string   `json:"remote,omitempty"`
-	IdleMin   *float64 `json:"idle_min,omitempty"`
-	Limit     int      `json:"limit,omitempty"`
-	After     uint64   `json:"after,omitempty"`
+	return r, c.Call(ctx, MethodClose, CloseParams{ConnID: &id, Reset: reset}, &r)
 }
 
 // List calls tcpops.list.
@@ -247,15 +225,7 @@ func (c *Client) List(ctx context.Context, p ListParams) (ListResult, error) {
 // Info calls tcpops.info.
 func (c *Client) Info(ctx context.Context, id uint64) (InfoResult, error) {
 	var r InfoResult
-	return r, c.Call(ctx, MethodInfo, map[string]any{"conid": id}, &r)
-}
-
-// EventsParams are the params of tcpops.events.
-type EventsParams struct {
-	Since  uint64   `json:"since,omitempty"`
-	Follow bool     `json:"follow,omitempty"`
-	Reason []string `json:"reason,omitempty"`
-	ConnID uint64   `json:"conid,omitempty"`
+	return r, c.Call(ctx, MethodInfo, ConnParams{ConnID: &id}, &r)
 }
 
 // Events calls tcpops.events without follow.

@@ -43,34 +43,27 @@ func (s *Server) table() []*method {
 	}
 }
 
-// conidParams is the conid param; method params embed it.
-type conidParams struct {
-	ConnID *uint64 `json:"conid"`
-}
-
-func (p *conidParams) conidParam() *uint64 { return p.ConnID }
-
-type hasConid interface{ conidParam() *uint64 }
-
-// conid decodes params into p and returns the required conid.
-func (cl *call) conid(p hasConid) (uint64, error) {
+// conid decodes params into p and returns the required conid, which
+// decoding put in *id (a field of p).
+func (cl *call) conid(p any, id **uint64) (uint64, error) {
 	if err := decodeParams(cl.m, cl.params, p); err != nil {
 		return 0, err
 	}
-	return conid(cl.m, p.conidParam())
+	return conid(cl.m, *id)
 }
 
 // target decodes params into p and returns the live connection named.
-func (cl *call) target(p hasConid) (*conn.Conn, error) {
-	id, err := cl.conid(p)
+func (cl *call) target(p any, id **uint64) (*conn.Conn, error) {
+	n, err := cl.conid(p, id)
 	if err != nil {
 		return nil, err
 	}
-	return cl.get(id)
+	return cl.get(n)
 }
 
 func (cl *call) alive() (any, error) {
-	id, err := cl.conid(&conidParams{})
+	var p ConnParams
+	id, err := cl.conid(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +76,8 @@ func (cl *call) alive() (any, error) {
 }
 
 func (cl *call) state() (any, error) {
-	id, err := cl.conid(&conidParams{})
+	var p ConnParams
+	id, err := cl.conid(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
 	}
@@ -92,15 +86,8 @@ func (cl *call) state() (any, error) {
 }
 
 func (cl *call) keepalive() (any, error) {
-	var p struct {
-		conidParams
-		Enable        *bool `json:"enable"`
-		Idle          *int  `json:"idle"`
-		Count         *int  `json:"count"`
-		Interval      *int  `json:"interval"`
-		UserTimeoutMs *int  `json:"user_timeout_ms"`
-	}
-	id, err := cl.conid(&p)
+	var p KeepaliveParams
+	id, err := cl.conid(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
 	}
@@ -144,11 +131,8 @@ func (cl *call) keepalive() (any, error) {
 const maxLifetime = 10 * 365 * 24 * 3600
 
 func (cl *call) lifetime() (any, error) {
-	var p struct {
-		conidParams
-		Lifetime *float64 `json:"lifetime"`
-	}
-	id, err := cl.conid(&p)
+	var p LifetimeParams
+	id, err := cl.conid(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
 	}
@@ -171,11 +155,8 @@ func (cl *call) lifetime() (any, error) {
 }
 
 func (cl *call) closedEvent() (any, error) {
-	var p struct {
-		conidParams
-		Enable *bool `json:"enable"`
-	}
-	c, err := cl.target(&p)
+	var p ClosedEventParams
+	c, err := cl.target(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
 	}
@@ -187,11 +168,8 @@ func (cl *call) closedEvent() (any, error) {
 }
 
 func (cl *call) close() (any, error) {
-	var p struct {
-		conidParams
-		Reset bool `json:"reset"`
-	}
-	c, err := cl.target(&p)
+	var p CloseParams
+	c, err := cl.target(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
 	}
@@ -209,16 +187,7 @@ func (cl *call) close() (any, error) {
 }
 
 func (cl *call) list() (any, error) {
-	var p struct {
-		State     any      `json:"state"`
-		Proto     string   `json:"proto"`
-		Direction string   `json:"direction"`
-		Listener  string   `json:"listener"`
-		Remote    string   `json:"remote"`
-		IdleMin   *float64 `json:"idle_min"`
-		Limit     *int     `json:"limit"`
-		After     uint64   `json:"after"`
-	}
+	var p ListParams
 	if err := decodeParams(cl.m, cl.params, &p); err != nil {
 		return nil, err
 	}
@@ -237,22 +206,12 @@ func (cl *call) list() (any, error) {
 		}
 		f.Direction = d
 	}
-	switch v := p.State.(type) {
-	case nil:
-	case string:
-		st, err := conn.ParseState(v)
+	if p.State != "" {
+		st, err := conn.ParseState(string(p.State))
 		if err != nil {
 			return nil, badParam("param state: %v", err)
 		}
 		f.State = st
-	case float64:
-		st, err := conn.ParseState(fmt.Sprint(v))
-		if err != nil {
-			return nil, badParam("param state: %v", err)
-		}
-		f.State = st
-	default:
-		return nil, badParam("param state: want a state name or number, got %v", v)
 	}
 	if p.Remote != "" {
 		pfx, port, err := conn.ParseRemote(p.Remote)
@@ -267,18 +226,17 @@ func (cl *call) list() (any, error) {
 		}
 		f.IdleMin = time.Duration(*p.IdleMin * float64(time.Second))
 	}
-	if p.Limit != nil {
-		if *p.Limit < 0 {
-			return nil, badParam("param limit %d: want >= 0 (0 = no limit)", *p.Limit)
-		}
-		f.Limit = *p.Limit
+	if p.Limit < 0 {
+		return nil, badParam("param limit %d: want >= 0 (0 = no limit)", p.Limit)
 	}
+	f.Limit = p.Limit
 	infos, next := cl.s.t.List(f)
 	return rawJSON(appendList(make([]byte, 0, 512*len(infos)+32), infos, next)), nil
 }
 
 func (cl *call) info() (any, error) {
-	c, err := cl.target(&conidParams{})
+	var p ConnParams
+	c, err := cl.target(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
 	}
@@ -293,12 +251,7 @@ func (cl *call) info() (any, error) {
 }
 
 func (cl *call) events() (any, error) {
-	var p struct {
-		Since  uint64   `json:"since"`
-		Follow bool     `json:"follow"`
-		Reason []string `json:"reason"`
-		ConnID uint64   `json:"conid"`
-	}
+	var p EventsParams
 	if err := decodeParams(cl.m, cl.params, &p); err != nil {
 		return nil, err
 	}
@@ -406,9 +359,7 @@ func (cl *call) listMethods() (any, error) {
 }
 
 func (cl *call) methodHelp() (any, error) {
-	var p struct {
-		Method *string `json:"method"`
-	}
+	var p HelpParams
 	if err := decodeParams(cl.m, cl.params, &p); err != nil {
 		return nil, err
 	}

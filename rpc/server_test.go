@@ -137,7 +137,7 @@ func TestKeepalive(t *testing.T) {
 	ctx := t.Context()
 	_, id := d.Dial(t, 0)
 	ip := func(v int) *int { return &v }
-	r, err := c.Keepalive(ctx, rpc.KeepaliveParams{ConnID: id, Enable: true, Idle: ip(11), Count: ip(3), Interval: ip(2), UserTimeoutMs: ip(7000)})
+	r, err := c.Keepalive(ctx, rpc.KeepaliveParams{ConnID: &id, Enable: new(true), Idle: ip(11), Count: ip(3), Interval: ip(2), UserTimeoutMs: ip(7000)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestKeepalive(t *testing.T) {
 	if err != nil || got != want {
 		t.Fatalf("getsockopt = %+v, %v; want %+v", got, err, want)
 	}
-	r, err = c.Keepalive(ctx, rpc.KeepaliveParams{ConnID: id, Enable: false})
+	r, err = c.Keepalive(ctx, rpc.KeepaliveParams{ConnID: &id, Enable: new(false)})
 	if err != nil || r.Keepalive.Enabled {
 		t.Fatalf("disable = %+v, %v", r, err)
 	}

@@ -4,6 +4,8 @@
 package rpc
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/tcpops/tcpops/sock"
@@ -44,6 +46,93 @@ const (
 
 // MaxLine is the largest request line the server reads.
 const MaxLine = 1 << 20
+
+// The params of each method, as the client sends them and the server
+// decodes them. A pointer is a param the server must tell apart from its
+// zero value: a required one, or one with a default (enable is true unless
+// given).
+
+// ConnParams are the params of tcpops.alive, tcpops.state and tcpops.info.
+type ConnParams struct {
+	ConnID *uint64 `json:"conid,omitempty"`
+}
+
+// KeepaliveParams are the params of tcpops.keepalive. Enabling takes Idle,
+// Count and Interval (seconds), as tcp_keepalive_enable does.
+type KeepaliveParams struct {
+	ConnID        *uint64 `json:"conid,omitempty"`
+	Enable        *bool   `json:"enable,omitempty"`
+	Idle          *int    `json:"idle,omitempty"`
+	Count         *int    `json:"count,omitempty"`
+	Interval      *int    `json:"interval,omitempty"`
+	UserTimeoutMs *int    `json:"user_timeout_ms,omitempty"`
+}
+
+// LifetimeParams are the params of tcpops.lifetime (seconds, 0 = no idle
+// limit).
+type LifetimeParams struct {
+	ConnID   *uint64  `json:"conid,omitempty"`
+	Lifetime *float64 `json:"lifetime,omitempty"`
+}
+
+// ClosedEventParams are the params of tcpops.closed_event.
+type ClosedEventParams struct {
+	ConnID *uint64 `json:"conid,omitempty"`
+	Enable *bool   `json:"enable,omitempty"`
+}
+
+// CloseParams are the params of tcpops.close: FIN, or RST with Reset.
+type CloseParams struct {
+	ConnID *uint64 `json:"conid,omitempty"`
+	Reset  bool    `json:"reset,omitempty"`
+}
+
+// ListParams are the filters of tcpops.list, all optional.
+type ListParams struct {
+	State     StateFilter `json:"state,omitempty"`
+	Proto     string      `json:"proto,omitempty"`
+	Direction string      `json:"direction,omitempty"`
+	Listener  string      `json:"listener,omitempty"`
+	Remote    string      `json:"remote,omitempty"` // IP, IP:port or CIDR
+	IdleMin   *float64    `json:"idle_min,omitempty"`
+	Limit     int         `json:"limit,omitempty"`
+	After     uint64      `json:"after,omitempty"`
+}
+
+// StateFilter is a state by its name (ok) or number (1). On the wire it
+// may also be a JSON number, as kamcmd-style callers send it.
+type StateFilter string
+
+// UnmarshalJSON takes a string or a number.
+func (s *StateFilter) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch v := v.(type) {
+	case nil:
+	case string:
+		*s = StateFilter(v)
+	case float64:
+		*s = StateFilter(fmt.Sprint(v))
+	default:
+		return fmt.Errorf("param state: want a state name or number, got %v", v)
+	}
+	return nil
+}
+
+// EventsParams are the params of tcpops.events, all optional.
+type EventsParams struct {
+	Since  uint64   `json:"since,omitempty"`
+	Follow bool     `json:"follow,omitempty"`
+	Reason []string `json:"reason,omitempty"`
+	ConnID uint64   `json:"conid,omitempty"`
+}
+
+// HelpParams are the params of system.methodHelp.
+type HelpParams struct {
+	Method *string `json:"method,omitempty"`
+}
 
 // AliveResult answers tcpops.alive.
 type AliveResult struct {
