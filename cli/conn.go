@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -129,12 +128,12 @@ one page is printed and the cursor of the next one is given as --after.`,
 // their completions.
 func addListFilters(cmd *cobra.Command, p *rpc.ListParams) {
 	f := cmd.Flags()
-	f.StringVar((*string)(&p.State), "state", "", "only this state: "+strings.Join(conn.StateNames(), ", ")+" (or its number)")
+	f.StringVar((*string)(&p.State), "state", "", "only this state: "+strings.Join(rpc.StateNames(), ", ")+" (or its number)")
 	f.StringVar(&p.Proto, "proto", "", "only this protocol: tcp, tls, ws, wss")
 	f.StringVar(&p.Direction, "direction", "", "only in (from clients) or out (to backends)")
 	f.StringVar(&p.Listener, "listener", "", "only connections of this listener (its name or URL)")
 	f.StringVar(&p.Remote, "remote", "", "only this remote: IP, IP:port or CIDR")
-	cmd.RegisterFlagCompletionFunc("state", fixed(conn.StateNames()...))
+	cmd.RegisterFlagCompletionFunc("state", fixed(rpc.StateNames()...))
 	cmd.RegisterFlagCompletionFunc("proto", fixed("tcp", "tls", "ws", "wss"))
 	cmd.RegisterFlagCompletionFunc("direction", fixed("in", "out"))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -37,8 +37,8 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 		Args: args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, r := range p.Reason {
-				if !conn.Reason(r).Valid() {
-					return usageErr("--reason %q: want one of %v", r, conn.Reasons)
+				if !slices.Contains(rpc.Reasons(), r) {
+					return usageErr("--reason %q: want one of %v", r, rpc.Reasons())
 				}
 			}
 			print := func(e rpc.Event) error { return printEvent(o, e) }
@@ -89,9 +89,9 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 	f.Uint64Var(&p.ConnID, "conid", 0, "only events of this connection")
 	cmd.RegisterFlagCompletionFunc("reason", func(_ *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		var out []cobra.Completion
-		for _, r := range conn.Reasons {
-			if strings.HasPrefix(string(r), toComplete) {
-				out = append(out, cobra.CompletionWithDesc(string(r), r.Event()))
+		for _, r := range rpc.Reasons() {
+			if strings.HasPrefix(r, toComplete) {
+				out = append(out, cobra.CompletionWithDesc(r, rpc.EventName(r)))
 			}
 		}
 		return out, cobra.ShellCompDirectiveNoFileComp

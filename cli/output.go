@@ -11,7 +11,7 @@ import (
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/tw"
 
-	"github.com/tcpops/tcpops/sock"
+	"github.com/tcpops/tcpops/rpc"
 )
 
 // printJSON writes v as indented JSON.
@@ -122,7 +122,7 @@ func bytesH(n uint64) string {
 
 // keepaliveH formats keepalive: IDLE/COUNT/INTERVAL for a table column,
 // or spelled out.
-func keepaliveH(k *sock.Keepalive, long bool) string {
+func keepaliveH(k *rpc.Keepalive, long bool) string {
 	switch {
 	case k == nil:
 		return "-"

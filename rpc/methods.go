@@ -124,7 +124,7 @@ func (cl *call) keepalive() (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("conid %d: %w", id, err)
 	}
-	return KeepaliveResult{ConnID: id, Keepalive: ka}, nil
+	return KeepaliveResult{ConnID: id, Keepalive: Keepalive(ka)}, nil
 }
 
 // maxLifetime keeps a lifetime within what time.Duration holds, with room.
@@ -242,10 +242,10 @@ func (cl *call) info() (any, error) {
 	}
 	r := InfoResult{Conn: wireConn(c.Info())}
 	if ka, err := c.Keepalive(); err == nil {
-		r.Keepalive = &ka
+		r.Keepalive = (*Keepalive)(&ka)
 	}
 	if ti, err := c.TCPInfo(); err == nil {
-		r.TCPInfo = &ti
+		r.TCPInfo = (*TCPInfo)(&ti)
 	}
 	return r, nil
 }

@@ -327,7 +327,7 @@ func wireConn(in conn.Info) Conn {
 		ConnID: in.ID, Peer: in.Peer, Proto: string(in.Proto), Direction: in.Direction.String(), Listener: in.Listener,
 		Local: addrString(in.Local), Remote: addrString(in.Remote), State: int(in.State), StateName: in.State.String(),
 		Created: in.Created.UTC(), IdleS: seconds(in.Idle), Lifetime: seconds(in.Lifetime),
-		ExpiresIn: seconds(in.ExpiresIn), Keepalive: in.Keepalive, ClosedEvent: in.ClosedEvent,
+		ExpiresIn: seconds(in.ExpiresIn), Keepalive: (*Keepalive)(in.Keepalive), ClosedEvent: in.ClosedEvent,
 		BytesIn: in.BytesIn, BytesOut: in.BytesOut,
 	}
 }

@@ -142,7 +142,7 @@ func TestKeepalive(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := sock.Keepalive{Enabled: true, Idle: 11, Count: 3, Interval: 2, UserTimeoutMs: 7000}
-	if r.Keepalive != want {
+	if sock.Keepalive(r.Keepalive) != want {
 		t.Fatalf("keepalive result = %+v, want %+v", r.Keepalive, want)
 	}
 	// Read it back from the kernel ourselves.

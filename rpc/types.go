@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-
-	"github.com/tcpops/tcpops/sock"
 )
 
 // Method names.
@@ -151,8 +149,8 @@ type StateResult struct {
 
 // KeepaliveResult answers tcpops.keepalive with what the kernel holds.
 type KeepaliveResult struct {
-	ConnID    uint64         `json:"conid"`
-	Keepalive sock.Keepalive `json:"keepalive"`
+	ConnID    uint64    `json:"conid"`
+	Keepalive Keepalive `json:"keepalive"`
 }
 
 // LifetimeResult answers tcpops.lifetime (seconds).
@@ -176,23 +174,23 @@ type CloseResult struct {
 
 // Conn is one connection as tcpops.list and tcpops.info show it.
 type Conn struct {
-	ConnID      uint64          `json:"conid"`
-	Peer        uint64          `json:"peer,omitempty"`
-	Proto       string          `json:"proto"`
-	Direction   string          `json:"direction"`
-	Listener    string          `json:"listener"`
-	Local       string          `json:"local"`
-	Remote      string          `json:"remote"`
-	State       int             `json:"state"`
-	StateName   string          `json:"state_name"`
-	Created     time.Time       `json:"created"`
-	IdleS       float64         `json:"idle_s"`
-	Lifetime    float64         `json:"lifetime"`
-	ExpiresIn   float64         `json:"expires_in"`
-	Keepalive   *sock.Keepalive `json:"keepalive,omitempty"`
-	ClosedEvent bool            `json:"closed_event"`
-	BytesIn     uint64          `json:"bytes_in"`
-	BytesOut    uint64          `json:"bytes_out"`
+	ConnID      uint64     `json:"conid"`
+	Peer        uint64     `json:"peer,omitempty"`
+	Proto       string     `json:"proto"`
+	Direction   string     `json:"direction"`
+	Listener    string     `json:"listener"`
+	Local       string     `json:"local"`
+	Remote      string     `json:"remote"`
+	State       int        `json:"state"`
+	StateName   string     `json:"state_name"`
+	Created     time.Time  `json:"created"`
+	IdleS       float64    `json:"idle_s"`
+	Lifetime    float64    `json:"lifetime"`
+	ExpiresIn   float64    `json:"expires_in"`
+	Keepalive   *Keepalive `json:"keepalive,omitempty"`
+	ClosedEvent bool       `json:"closed_event"`
+	BytesIn     uint64     `json:"bytes_in"`
+	BytesOut    uint64     `json:"bytes_out"`
 }
 
 // ListResult answers tcpops.list; Next is the after cursor of the next page.
@@ -204,7 +202,35 @@ type ListResult struct {
 // InfoResult answers tcpops.info.
 type InfoResult struct {
 	Conn
-	TCPInfo *sock.TCPInfo `json:"tcp_info,omitempty"`
+	TCPInfo *TCPInfo `json:"tcp_info,omitempty"`
+}
+
+// Keepalive is a socket's TCP keepalive as the kernel reports it: idle and
+// interval in seconds, user_timeout_ms 0 for the kernel's default.
+type Keepalive struct {
+	Enabled       bool `json:"enabled"`
+	Idle          int  `json:"idle"`
+	Count         int  `json:"count"`
+	Interval      int  `json:"interval"`
+	UserTimeoutMs int  `json:"user_timeout_ms"`
+}
+
+// TCPInfo is the part of the kernel's TCP_INFO that tcpops.info shows:
+// rtt in microseconds, last_data_* in milliseconds ago.
+type TCPInfo struct {
+	State          uint8  `json:"state"`
+	StateName      string `json:"state_name"`
+	RttUs          uint32 `json:"rtt_us"`
+	RttvarUs       uint32 `json:"rttvar_us"`
+	RtoUs          uint32 `json:"rto_us"`
+	Retransmits    uint8  `json:"retransmits"`
+	TotalRetrans   uint32 `json:"total_retrans"`
+	Probes         uint8  `json:"probes"`
+	Unacked        uint32 `json:"unacked"`
+	LastDataRecvMs uint32 `json:"last_data_recv_ms"`
+	LastDataSentMs uint32 `json:"last_data_sent_ms"`
+	BytesAcked     uint64 `json:"bytes_acked"`
+	BytesReceived  uint64 `json:"bytes_received"`
 }
 
 // Event is one closed event.
