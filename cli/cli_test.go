@@ -18,6 +18,7 @@ import (
 	"github.com/tcpops/tcpops/cli"
 	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/rpc/client"
 )
 
 // run runs tcpopsctl in-process and returns exit code, stdout, stderr.
@@ -155,8 +156,8 @@ func TestExitCodeMapping(t *testing.T) {
 		{&jsonrpc2.Error{Code: rpc.CodeDenied}, 4},
 		{&jsonrpc2.Error{Code: rpc.CodeSocket}, 4},
 		{&jsonrpc2.Error{Code: rpc.CodeInternal}, 4},
-		{&rpc.DialError{Path: "x", Err: os.ErrNotExist}, 3},
-		{fmt.Errorf("follow: %w", rpc.ErrDisconnected), 3},
+		{&client.DialError{Path: "x", Err: os.ErrNotExist}, 3},
+		{fmt.Errorf("follow: %w", client.ErrDisconnected), 3},
 	}
 	for _, tt := range tests {
 		if got := cli.ExitCode(tt.err); got != tt.code {

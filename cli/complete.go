@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/rpc/client"
 )
 
 // completionTimeout bounds a daemon round trip made for tab completion.
@@ -29,10 +30,10 @@ func fixed(vals ...string) cobra.CompletionFunc {
 
 // complete asks the daemon for completions within a short time; when the
 // daemon is not there the shell simply offers nothing.
-func (o *Options) complete(list func(ctx context.Context, c *rpc.Client) ([]cobra.Completion, error)) ([]cobra.Completion, cobra.ShellCompDirective) {
+func (o *Options) complete(list func(ctx context.Context, c *client.Client) ([]cobra.Completion, error)) ([]cobra.Completion, cobra.ShellCompDirective) {
 	ctx, cancel := context.WithTimeout(context.Background(), min(o.Timeout, completionTimeout))
 	defer cancel()
-	c, err := rpc.Dial(ctx, o.socketPath())
+	c, err := client.Dial(ctx, o.socketPath())
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
@@ -51,7 +52,7 @@ func conidCompletion(o *Options) cobra.CompletionFunc {
 		if len(args) != 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		return o.complete(func(ctx context.Context, c *rpc.Client) ([]cobra.Completion, error) {
+		return o.complete(func(ctx context.Context, c *client.Client) ([]cobra.Completion, error) {
 			var out []cobra.Completion
 			var after uint64
 			for {
@@ -80,7 +81,7 @@ func methodCompletion(o *Options) cobra.CompletionFunc {
 		if len(args) != 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		return o.complete(func(ctx context.Context, c *rpc.Client) ([]cobra.Completion, error) {
+		return o.complete(func(ctx context.Context, c *client.Client) ([]cobra.Completion, error) {
 			ms, err := c.Methods(ctx)
 			var out []cobra.Completion
 			for _, m := range ms {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/rpc/client"
 )
 
 // parseConid reads a CONID argument.
@@ -23,12 +24,12 @@ func parseConid(s string) (uint64, error) {
 }
 
 // onConn parses the CONID argument and runs fn with a client.
-func (o *Options) onConn(cmd *cobra.Command, arg string, fn func(ctx context.Context, c *rpc.Client, id uint64) error) error {
+func (o *Options) onConn(cmd *cobra.Command, arg string, fn func(ctx context.Context, c *client.Client, id uint64) error) error {
 	id, err := parseConid(arg)
 	if err != nil {
 		return err
 	}
-	return o.call(cmd, func(ctx context.Context, c *rpc.Client) error { return fn(ctx, c, id) })
+	return o.call(cmd, func(ctx context.Context, c *client.Client) error { return fn(ctx, c, id) })
 }
 
 // report prints a result: one JSON line with -o json, else the line for people.
@@ -84,7 +85,7 @@ one page is printed and the cursor of the next one is given as --after.`,
 			if p.Limit < 0 {
 				return usageErr("--limit %d: must be >= 0", p.Limit)
 			}
-			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+			return o.call(cmd, func(ctx context.Context, c *client.Client) error {
 				if o.Output == "json" {
 					// Passed through as the daemon wrote it: no decoding of
 					// thousands of connections just to encode them again.
@@ -172,7 +173,7 @@ from the socket when you ask.`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *client.Client, id uint64) error {
 				r, err := c.Info(ctx, id)
 				if err != nil {
 					return err
@@ -230,7 +231,7 @@ Any other exit code means the answer could not be had (see tcpopsctl --help).`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *client.Client, id uint64) error {
 				r, err := c.Alive(ctx, id)
 				if err != nil {
 					return err
@@ -265,7 +266,7 @@ Exit 0 when the state is >= 1, 1 otherwise.`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *client.Client, id uint64) error {
 				r, err := c.State(ctx, id)
 				if err != nil {
 					return err
@@ -327,7 +328,7 @@ may stay unacknowledged before the connection is dropped.`,
 				ms := int(userTimeout.Milliseconds())
 				p.UserTimeoutMs = &ms
 			}
-			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error { return o.keepalive(ctx, c, p) })
+			return o.call(cmd, func(ctx context.Context, c *client.Client) error { return o.keepalive(ctx, c, p) })
 		},
 	}
 	enable.Flags().DurationVar(&userTimeout, "user-timeout", 0, "also set TCP_USER_TIMEOUT (e.g. 30s; 0 = kernel default)")
@@ -339,7 +340,7 @@ may stay unacknowledged before the connection is dropped.`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *client.Client, id uint64) error {
 				return o.keepalive(ctx, c, rpc.KeepaliveParams{ConnID: &id, Enable: new(false)})
 			})
 		},
@@ -348,7 +349,7 @@ may stay unacknowledged before the connection is dropped.`,
 	return cmd
 }
 
-func (o *Options) keepalive(ctx context.Context, c *rpc.Client, p rpc.KeepaliveParams) error {
+func (o *Options) keepalive(ctx context.Context, c *client.Client, p rpc.KeepaliveParams) error {
 	r, err := c.Keepalive(ctx, p)
 	if err != nil {
 		return err
@@ -373,7 +374,7 @@ may be a duration such as 10m; 0 removes the limit.`,
 			if err != nil {
 				return usageErr("SECONDS %v", err)
 			}
-			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *client.Client, id uint64) error {
 				r, err := c.Lifetime(ctx, id, d)
 				if err != nil {
 					return err
@@ -399,7 +400,7 @@ where only connections enabled this way produce events. --off takes it back.`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *client.Client, id uint64) error {
 				r, err := c.ClosedEvent(ctx, id, !off)
 				if err != nil {
 					return err
@@ -428,7 +429,7 @@ sends an RST instead.`,
 		Args:              args(1, 1),
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return o.onConn(cmd, a[0], func(ctx context.Context, c *rpc.Client, id uint64) error {
+			return o.onConn(cmd, a[0], func(ctx context.Context, c *client.Client, id uint64) error {
 				r, err := c.CloseConn(ctx, id, reset)
 				if err != nil {
 					return err

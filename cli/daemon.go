@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/rpc/client"
 )
 
 func newStatsCmd(o *Options) *cobra.Command {
@@ -26,7 +27,7 @@ slow followers, control clients, uptime and the configured limits.`,
 		Example: "  tcpopsctl stats\n  tcpopsctl -o json stats | jq .closed_by_reason",
 		Args:    args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+			return o.call(cmd, func(ctx context.Context, c *client.Client) error {
 				s, err := c.Stats(ctx)
 				if err != nil {
 					return err
@@ -100,7 +101,7 @@ methods' lists the methods; system.methodHelp explains one.`,
 			if err != nil {
 				return err
 			}
-			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+			return o.call(cmd, func(ctx context.Context, c *client.Client) error {
 				var r json.RawMessage
 				if err := c.Call(ctx, a[0], params, &r); err != nil {
 					return err
@@ -168,7 +169,7 @@ func newMethodsCmd(o *Options) *cobra.Command {
 		Example: "  tcpopsctl methods\n  tcpopsctl call system.methodHelp method=tcpops.events",
 		Args:    args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+			return o.call(cmd, func(ctx context.Context, c *client.Client) error {
 				ms, err := c.Methods(ctx)
 				if err != nil {
 					return err
@@ -192,7 +193,7 @@ func newVersionCmd(o *Options) *cobra.Command {
 		Args:    args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			mine := rpc.Version{Version: rpc.BuildVersion, Commit: rpc.BuildCommit, Go: runtime.Version()}
-			err := o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+			err := o.call(cmd, func(ctx context.Context, c *client.Client) error {
 				v, err := c.Version(ctx)
 				if err != nil {
 					return err

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/rpc/client"
 )
 
 func newEventsCmd(o *Options) *cobra.Command {
@@ -43,7 +44,7 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 			}
 			print := func(e rpc.Event) error { return printEvent(o, e) }
 			if !follow {
-				return o.call(cmd, func(ctx context.Context, c *rpc.Client) error {
+				return o.call(cmd, func(ctx context.Context, c *client.Client) error {
 					r, err := c.Events(ctx, p)
 					if err != nil {
 						return err
@@ -60,7 +61,7 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 			defer stop()
 			callCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 			defer cancel()
-			c, err := rpc.Dial(callCtx, o.socketPath())
+			c, err := client.Dial(callCtx, o.socketPath())
 			if err != nil {
 				return err
 			}
@@ -76,7 +77,7 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 				}
 				return nil
 			})
-			if errors.Is(err, rpc.ErrDisconnected) {
+			if errors.Is(err, client.ErrDisconnected) {
 				return &exitError{code: ExitUnreachable, err: fmt.Errorf("tcpops at %s went away; last event seen: seq %d", o.socketPath(), last)}
 			}
 			return err

@@ -1,5 +1,5 @@
 // Package cli is tcpopsctl, the command line of tcpops: one cobra command
-// per kamcmd-style verb, all talking to the daemon through rpc.Client.
+// per kamcmd-style verb, all talking to the daemon through rpc/client.
 package cli
 
 import (
@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/rpc/client"
 	"github.com/tcpops/tcpops/sock"
 )
 
@@ -70,8 +71,8 @@ func ExitCode(err error) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	var de *rpc.DialError
-	if errors.As(err, &de) || errors.Is(err, rpc.ErrDisconnected) {
+	var de *client.DialError
+	if errors.As(err, &de) || errors.Is(err, client.ErrDisconnected) {
 		return ExitUnreachable
 	}
 	var je *jsonrpc2.Error
@@ -161,9 +162,9 @@ func (o *Options) socketPath() string {
 }
 
 // client dials the daemon within the timeout; ctx bounds the calls.
-func (o *Options) client(cmd *cobra.Command) (*rpc.Client, context.Context, context.CancelFunc, error) {
+func (o *Options) client(cmd *cobra.Command) (*client.Client, context.Context, context.CancelFunc, error) {
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.Timeout)
-	c, err := rpc.Dial(ctx, o.socketPath())
+	c, err := client.Dial(ctx, o.socketPath())
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err
@@ -172,7 +173,7 @@ func (o *Options) client(cmd *cobra.Command) (*rpc.Client, context.Context, cont
 }
 
 // call dials, makes one call and closes.
-func (o *Options) call(cmd *cobra.Command, fn func(ctx context.Context, c *rpc.Client) error) error {
+func (o *Options) call(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
 	c, ctx, done, err := o.client(cmd)
 	if err != nil {
 		return err

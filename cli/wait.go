@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/rpc/client"
 )
 
 // pollEvery is how often wait asks the daemon again.
@@ -41,7 +42,7 @@ daemon cannot be reached; wait ready waits for that too.`,
 			if err != nil {
 				return err
 			}
-			return o.poll(cmd, func(ctx context.Context, c *rpc.Client) (bool, error) {
+			return o.poll(cmd, func(ctx context.Context, c *client.Client) (bool, error) {
 				st, err := c.State(ctx, id)
 				if err != nil || st.State != -1 {
 					return false, err
@@ -69,7 +70,7 @@ daemon cannot be reached; wait ready waits for that too.`,
 				return usageErr("wait count needs --eq N (N >= 0)")
 			}
 			var last int
-			return o.poll(cmd, func(ctx context.Context, c *rpc.Client) (bool, error) {
+			return o.poll(cmd, func(ctx context.Context, c *client.Client) (bool, error) {
 				n, err := countConns(ctx, c, p)
 				last = n
 				if err == nil && n == eq {
@@ -91,7 +92,7 @@ daemon cannot be reached; wait ready waits for that too.`,
 			deadline := time.Now().Add(o.Timeout)
 			for {
 				ctx, cancel := context.WithTimeout(cmd.Context(), min(time.Until(deadline), 2*time.Second))
-				c, err := rpc.Dial(ctx, o.socketPath())
+				c, err := client.Dial(ctx, o.socketPath())
 				if err == nil {
 					_, err = c.Version(ctx)
 					c.Close()
@@ -113,7 +114,7 @@ daemon cannot be reached; wait ready waits for that too.`,
 }
 
 // countConns counts the connections matching p, page by page.
-func countConns(ctx context.Context, c *rpc.Client, p rpc.ListParams) (int, error) {
+func countConns(ctx context.Context, c *client.Client, p rpc.ListParams) (int, error) {
 	n := 0
 	p.Limit, p.After = 5000, 0
 	for {
@@ -130,18 +131,18 @@ func countConns(ctx context.Context, c *rpc.Client, p rpc.ListParams) (int, erro
 }
 
 // poll asks check until it holds (exit 0) or --timeout passes (exit 1).
-func (o *Options) poll(cmd *cobra.Command, check func(ctx context.Context, c *rpc.Client) (bool, error), notYet func() string) error {
+func (o *Options) poll(cmd *cobra.Command, check func(ctx context.Context, c *client.Client) (bool, error), notYet func() string) error {
 	deadline := time.Now().Add(o.Timeout)
 	ctx, cancel := context.WithDeadline(cmd.Context(), deadline)
 	defer cancel()
-	c, err := rpc.Dial(ctx, o.socketPath())
+	c, err := client.Dial(ctx, o.socketPath())
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	for {
 		ok, err := check(ctx, c)
-		var de *rpc.DialError
+		var de *client.DialError
 		switch {
 		case ok:
 			return nil

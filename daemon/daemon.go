@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/daemon/control"
 	"github.com/tcpops/tcpops/metrics"
 	"github.com/tcpops/tcpops/relay"
-	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/sock"
 )
 
@@ -72,7 +72,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, reload func() (*Con
 type Daemon struct {
 	Table     *conn.Table
 	Relay     *relay.Server
-	RPC       *rpc.Server
+	RPC       *control.Server
 	Listeners []ListenerAddr
 	// MetricsAddr is where /metrics is served ("" without --metrics).
 	MetricsAddr string
@@ -211,10 +211,10 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 	if err != nil {
 		return fail(err)
 	}
-	scfg := rpc.ServerConfig{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log,
+	scfg := control.Config{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log,
 		WriteTimeout: cfg.RPCWriteTimeout, IdleTimeout: cfg.RPCIdleTimeout, MaxClients: cfg.MaxRPCClients}
 	if cfg.Metrics != "" {
-		m := metrics.New(t, rs, rpc.MethodNames())
+		m := metrics.New(t, rs, control.MethodNames())
 		scfg.OnRequest = m.Request
 		var lc net.ListenConfig
 		mln, err := lc.Listen(ctx, "tcp", cfg.Metrics)
@@ -231,7 +231,7 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 			}
 		}()
 	}
-	d.RPC, err = rpc.NewServer(scfg)
+	d.RPC, err = control.NewServer(scfg)
 	if err != nil {
 		ctl.Close()
 		return fail(err)

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/daemon/control"
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -72,7 +73,7 @@ func (l *eventLog) run(sub *conn.Subscription) {
 			l.write(map[string]any{"event": rpc.NotifyEventsLost, "from_seq": lost.From, "to_seq": lost.To})
 		}
 		for i := range evs {
-			l.write(rpc.WireEvent(&evs[i]))
+			l.write(control.WireEvent(&evs[i]))
 		}
 		// Written out at once: a shipper tailing the file sees each burst.
 		if err := l.w.Flush(); err != nil {

@@ -1,6 +1,6 @@
-// Package rpc is the JSON-RPC 2.0 control interface of tcpops: method
-// names, wire types, the server over the connection table, and a typed
-// client.
+// Package rpc is the wire of tcpops's control socket, shared by its server
+// (daemon/control) and its client (rpc/client): method names, error codes,
+// and the params and result of every method as JSON-RPC 2.0 carries them.
 package rpc
 
 import (

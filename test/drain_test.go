@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tcpops/tcpops/rpc"
+	rpcclient "github.com/tcpops/tcpops/rpc/client"
 )
 
 // TestSIGTERMWhileClientsConnect stops the daemon while four clients dial
@@ -28,7 +29,7 @@ func TestSIGTERMWhileClientsConnect(t *testing.T) {
 		d := startDaemon(t, filepath.Join(dir, "s"), "--event-log", logPath, "--log-level", "error")
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		c, err := rpc.Dial(ctx, d.socket)
+		c, err := rpcclient.Dial(ctx, d.socket)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +95,7 @@ func TestSIGTERMWhileClientsConnect(t *testing.T) {
 		}
 		close(stop)
 		wg.Wait()
-		if err := <-followErr; !errors.Is(err, rpc.ErrDisconnected) {
+		if err := <-followErr; !errors.Is(err, rpcclient.ErrDisconnected) {
 			t.Fatalf("round %d: follower ended with %v, want the daemon gone", round, err)
 		}
 		c.Close()

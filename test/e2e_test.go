@@ -25,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tcpops/tcpops/internal/testcert"
+	rpcclient "github.com/tcpops/tcpops/rpc/client"
 
 	"github.com/tcpops/tcpops/rpc"
 )
@@ -150,9 +151,9 @@ func (c *conns) get(ts *testscript.TestScript, name string) *client {
 	return tc
 }
 
-func rpcClient(ts *testscript.TestScript) (*rpc.Client, context.Context, context.CancelFunc) {
+func rpcClient(ts *testscript.TestScript) (*rpcclient.Client, context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	c, err := rpc.Dial(ctx, ts.Getenv("TCPOPS_SOCKET"))
+	c, err := rpcclient.Dial(ctx, ts.Getenv("TCPOPS_SOCKET"))
 	if err != nil {
 		cancel()
 		ts.Fatalf("%v", err)
@@ -165,7 +166,7 @@ func cmdWaitDaemon(ts *testscript.TestScript, neg bool, args []string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := rpc.Dial(ctx, ts.Getenv("TCPOPS_SOCKET"))
+		c, err := rpcclient.Dial(ctx, ts.Getenv("TCPOPS_SOCKET"))
 		if err == nil {
 			_, err = c.Stats(ctx)
 			c.Close()

@@ -20,6 +20,7 @@ import (
 	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/internal/proc"
 	"github.com/tcpops/tcpops/rpc"
+	rpcclient "github.com/tcpops/tcpops/rpc/client"
 )
 
 // fullBacklog returns the address of a listener whose accept queue is full,
@@ -212,7 +213,7 @@ func waitStats(t *testing.T, sock string, ok func(rpc.Stats) bool) rpc.Stats {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := rpc.Dial(ctx, sock)
+		c, err := rpcclient.Dial(ctx, sock)
 		var st rpc.Stats
 		if err == nil {
 			st, err = c.Stats(ctx)
@@ -234,7 +235,7 @@ func waitStats(t *testing.T, sock string, ok func(rpc.Stats) bool) rpc.Stats {
 // --max-rpc-clients a client is refused with a message.
 func TestControlClients(t *testing.T) {
 	d := daemontest.StartWith(t, func(c *daemon.Config) { c.RPCIdleTimeout = 300 * time.Millisecond; c.MaxRPCClients = 700 })
-	d.Clients(t, 500, func(ctx context.Context, c *rpc.Client) error {
+	d.Clients(t, 500, func(ctx context.Context, c *rpcclient.Client) error {
 		_, err := c.Stats(ctx)
 		return err
 	})

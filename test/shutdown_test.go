@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tcpops/tcpops/rpc"
+	rpcclient "github.com/tcpops/tcpops/rpc/client"
 )
 
 // daemonProc runs the real tcpops binary.
@@ -47,7 +48,7 @@ func startDaemon(t *testing.T, socket string, args ...string) *daemonProc {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := rpc.Dial(ctx, socket)
+		c, err := rpcclient.Dial(ctx, socket)
 		cancel()
 		if err == nil {
 			c.Close()
@@ -67,7 +68,7 @@ func TestSIGTERMDeliversEveryShutdownEvent(t *testing.T) {
 	d := startDaemon(t, filepath.Join(dir, "s"))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := rpc.Dial(ctx, d.socket)
+	c, err := rpcclient.Dial(ctx, d.socket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func TestSIGTERMDeliversEveryShutdownEvent(t *testing.T) {
 	if err := d.cmd.Wait(); err != nil {
 		t.Fatalf("daemon exit after SIGTERM: %v, want 0", err)
 	}
-	if err := <-followed; !errors.Is(err, rpc.ErrDisconnected) {
+	if err := <-followed; !errors.Is(err, rpcclient.ErrDisconnected) {
 		t.Fatalf("follower ended with %v, want the daemon gone", err)
 	}
 	if reasons["shutdown"] != n || len(reasons) != 1 {
@@ -145,7 +146,7 @@ func mustStats(t *testing.T, socket string) rpc.Stats {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := rpc.Dial(ctx, socket)
+	c, err := rpcclient.Dial(ctx, socket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +348,7 @@ func TestReloadAndCheckConfig(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := rpc.Dial(ctx, sock)
+	c, err := rpcclient.Dial(ctx, sock)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/tcpops/tcpops/internal/proc"
 	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/rpc/client"
 )
 
 func main() {
@@ -207,7 +208,7 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 func listTimes(sock, ctl string, rounds int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := rpc.Dial(ctx, sock)
+	c, err := client.Dial(ctx, sock)
 	if err != nil {
 		return err
 	}
@@ -257,7 +258,7 @@ type follower struct {
 
 func startFollower(sock string) (*follower, error) {
 	ctx := context.Background()
-	c, err := rpc.Dial(ctx, sock)
+	c, err := client.Dial(ctx, sock)
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +286,7 @@ func startFollower(sock string) (*follower, error) {
 func (f *follower) tabled(sock string) int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := rpc.Dial(ctx, sock)
+	c, err := client.Dial(ctx, sock)
 	if err != nil {
 		return 0
 	}

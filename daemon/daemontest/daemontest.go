@@ -15,6 +15,7 @@ import (
 
 	"github.com/tcpops/tcpops/daemon"
 	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/rpc/client"
 )
 
 // D is a running daemon.
@@ -90,11 +91,11 @@ func (d *D) Logs() string { return d.log.String() }
 func (d *D) Addr(i int) string { return d.Listeners[i].Bound }
 
 // Client dials the control socket.
-func (d *D) Client(t testing.TB) *rpc.Client {
+func (d *D) Client(t testing.TB) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := rpc.Dial(ctx, d.Socket)
+	c, err := client.Dial(ctx, d.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func (d *D) Dial(t testing.TB, i int) (*net.TCPConn, uint64) {
 
 // Clients runs fn on n control clients at once, each with its own
 // connection, and fails the test with every error they return.
-func (d *D) Clients(t testing.TB, n int, fn func(ctx context.Context, c *rpc.Client) error) {
+func (d *D) Clients(t testing.TB, n int, fn func(ctx context.Context, c *client.Client) error) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -139,7 +140,7 @@ func (d *D) Clients(t testing.TB, n int, fn func(ctx context.Context, c *rpc.Cli
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			c, err := rpc.Dial(ctx, d.Socket)
+			c, err := client.Dial(ctx, d.Socket)
 			if err != nil {
 				errs <- err
 				return
@@ -159,7 +160,7 @@ func (d *D) Clients(t testing.TB, n int, fn func(ctx context.Context, c *rpc.Cli
 
 // WaitEvents polls tcpops.events until it returns at least n events
 // (10 s at most) and returns them.
-func WaitEvents(t testing.TB, c *rpc.Client, p rpc.EventsParams, n int) []rpc.Event {
+func WaitEvents(t testing.TB, c *client.Client, p rpc.EventsParams, n int) []rpc.Event {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

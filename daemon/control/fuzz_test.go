@@ -1,4 +1,4 @@
-package rpc
+package control
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/rpc"
 )
 
 var (
@@ -31,7 +32,7 @@ func fuzzSrv(t testing.TB) *Server {
 				Remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 5060),
 				Close:  func(*conn.Conn, bool) error { return nil }})
 		}
-		s, err := NewServer(ServerConfig{Table: tb, WriteTimeout: time.Second})
+		s, err := NewServer(Config{Table: tb, WriteTimeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,8 +60,8 @@ func socketPair(t testing.TB) (*net.UnixConn, *net.UnixConn) {
 }
 
 // codes a request line may be answered with; -32603 would be a bug.
-var fuzzCodes = map[int]bool{CodeParseError: true, CodeInvalidRequest: true, CodeMethodNotFound: true,
-	CodeInvalidParams: true, CodeNotFound: true, CodeSocket: true}
+var fuzzCodes = map[int]bool{rpc.CodeParseError: true, rpc.CodeInvalidRequest: true, rpc.CodeMethodNotFound: true,
+	rpc.CodeInvalidParams: true, rpc.CodeNotFound: true, rpc.CodeSocket: true}
 
 // FuzzRequest sends arbitrary lines to a real server: every answer is a
 // well-formed response with a known code, never an internal error, and

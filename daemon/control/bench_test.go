@@ -1,4 +1,4 @@
-package rpc_test
+package control_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/rpc/client"
 )
 
 // BenchmarkRoundTrip is one tcpops.state call over the Unix socket.
@@ -28,7 +29,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 func BenchmarkCalls16Clients(b *testing.B) {
 	d := daemontest.Start(b)
 	_, id := d.Dial(b, 0)
-	clients := make(chan *rpc.Client, 16)
+	clients := make(chan *client.Client, 16)
 	for range 16 {
 		clients <- d.Client(b)
 	}

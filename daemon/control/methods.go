@@ -1,4 +1,4 @@
-package rpc
+package control
 
 import (
 	"context"
@@ -8,37 +8,38 @@ import (
 	"time"
 
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/sock"
 )
 
 // table is the one list of methods: name, params, help, access, handler.
 func (s *Server) table() []*method {
 	return []*method{
-		{name: MethodAlive, params: "conid", readOnly: true, fn: (*call).alive,
+		{name: rpc.MethodAlive, params: "conid", readOnly: true, fn: (*call).alive,
 			help: "whether the connection is usable: alive true and code 1 when its state >= 1, else false and -1"},
-		{name: MethodState, params: "conid", readOnly: true, fn: (*call).state,
+		{name: rpc.MethodState, params: "conid", readOnly: true, fn: (*call).state,
 			help: "the connection's state number and name (1 ok, 2 accepting, 3 connecting, -1 not_found, -2 eof, -3 error, -4 bad), with the close reason if it closed recently"},
-		{name: MethodKeepalive, params: "conid, enable (default true), idle, count, interval (seconds; all three to enable), user_timeout_ms (optional)", fn: (*call).keepalive,
+		{name: rpc.MethodKeepalive, params: "conid, enable (default true), idle, count, interval (seconds; all three to enable), user_timeout_ms (optional)", fn: (*call).keepalive,
 			help: "turn kernel TCP keepalive on or off; answers with the values read back from the socket"},
-		{name: MethodLifetime, params: "conid, lifetime (seconds, >= 0; 0 = no idle limit)", fn: (*call).lifetime,
+		{name: rpc.MethodLifetime, params: "conid, lifetime (seconds, >= 0; 0 = no idle limit)", fn: (*call).lifetime,
 			help: "set the idle lifetime: the connection closes after that long without traffic, counted from now"},
-		{name: MethodClosedEvent, params: "conid, enable (default true)", fn: (*call).closedEvent,
+		{name: rpc.MethodClosedEvent, params: "conid, enable (default true)", fn: (*call).closedEvent,
 			help: "publish (or not) a closed event when this connection ends; for --closed-event manual"},
-		{name: MethodClose, params: "conid, reset (default false: FIN; true: RST)", fn: (*call).close,
+		{name: rpc.MethodClose, params: "conid, reset (default false: FIN; true: RST)", fn: (*call).close,
 			help: "close the connection (reason local); its partner leg closes with reason peer"},
-		{name: MethodList, params: "state, proto, direction, listener, remote (IP, IP:port or CIDR), idle_min (seconds), limit, after (conid cursor); all optional", readOnly: true, fn: (*call).list,
+		{name: rpc.MethodList, params: "state, proto, direction, listener, remote (IP, IP:port or CIDR), idle_min (seconds), limit, after (conid cursor); all optional", readOnly: true, fn: (*call).list,
 			help: "the connections, sorted by conid; next is the after cursor of the next page when a limit cut the list"},
-		{name: MethodInfo, params: "conid", readOnly: true, fn: (*call).info,
+		{name: rpc.MethodInfo, params: "conid", readOnly: true, fn: (*call).info,
 			help: "one connection with its keepalive and the kernel's TCP_INFO"},
-		{name: MethodEvents, params: "since (seq, default 0 = all kept), follow (bool), reason (list), conid; all optional", readOnly: true, fn: (*call).events,
+		{name: rpc.MethodEvents, params: "since (seq, default 0 = all kept), follow (bool), reason (list), conid; all optional", readOnly: true, fn: (*call).events,
 			help: "closed events after since; with follow, later ones arrive as tcpops.event notifications and a gap as tcpops.events_lost"},
-		{name: MethodStats, readOnly: true, fn: (*call).stats,
+		{name: rpc.MethodStats, readOnly: true, fn: (*call).stats,
 			help: "counts by state and proto, accepted, closed by reason, rejected by limit, event seq and losses, uptime, limits"},
-		{name: MethodVersion, readOnly: true, fn: func(*call) (any, error) { return versionInfo(), nil },
+		{name: rpc.MethodVersion, readOnly: true, fn: func(*call) (any, error) { return versionInfo(), nil },
 			help: "the daemon's version, commit and Go version"},
-		{name: MethodListMethods, readOnly: true, fn: (*call).listMethods,
+		{name: rpc.MethodListMethods, readOnly: true, fn: (*call).listMethods,
 			help: "the names of every method, sorted"},
-		{name: MethodHelp, params: "method", readOnly: true, fn: (*call).methodHelp,
+		{name: rpc.MethodHelp, params: "method", readOnly: true, fn: (*call).methodHelp,
 			help: "one line of help for a method, with its params"},
 	}
 }
@@ -62,13 +63,13 @@ func (cl *call) target(p any, id **uint64) (*conn.Conn, error) {
 }
 
 func (cl *call) alive() (any, error) {
-	var p ConnParams
+	var p rpc.ConnParams
 	id, err := cl.conid(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
 	}
 	st, _ := cl.s.t.State(id)
-	r := AliveResult{ConnID: id, Alive: st.Alive(), Code: -1}
+	r := rpc.AliveResult{ConnID: id, Alive: st.Alive(), Code: -1}
 	if r.Alive {
 		r.Code = 1
 	}
@@ -76,17 +77,17 @@ func (cl *call) alive() (any, error) {
 }
 
 func (cl *call) state() (any, error) {
-	var p ConnParams
+	var p rpc.ConnParams
 	id, err := cl.conid(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
 	}
 	st, reason := cl.s.t.State(id)
-	return StateResult{ConnID: id, State: int(st), Name: st.String(), Reason: string(reason)}, nil
+	return rpc.StateResult{ConnID: id, State: int(st), Name: st.String(), Reason: string(reason)}, nil
 }
 
 func (cl *call) keepalive() (any, error) {
-	var p KeepaliveParams
+	var p rpc.KeepaliveParams
 	id, err := cl.conid(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
@@ -124,14 +125,14 @@ func (cl *call) keepalive() (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("conid %d: %w", id, err)
 	}
-	return KeepaliveResult{ConnID: id, Keepalive: Keepalive(ka)}, nil
+	return rpc.KeepaliveResult{ConnID: id, Keepalive: rpc.Keepalive(ka)}, nil
 }
 
 // maxLifetime keeps a lifetime within what time.Duration holds, with room.
 const maxLifetime = 10 * 365 * 24 * 3600
 
 func (cl *call) lifetime() (any, error) {
-	var p LifetimeParams
+	var p rpc.LifetimeParams
 	id, err := cl.conid(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
@@ -151,11 +152,11 @@ func (cl *call) lifetime() (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("conid %d: %w", id, err)
 	}
-	return LifetimeResult{ConnID: id, Lifetime: seconds(d), ExpiresIn: seconds(left)}, nil
+	return rpc.LifetimeResult{ConnID: id, Lifetime: seconds(d), ExpiresIn: seconds(left)}, nil
 }
 
 func (cl *call) closedEvent() (any, error) {
-	var p ClosedEventParams
+	var p rpc.ClosedEventParams
 	c, err := cl.target(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
@@ -164,11 +165,11 @@ func (cl *call) closedEvent() (any, error) {
 	if err := c.SetClosedEvent(on); err != nil {
 		return nil, fmt.Errorf("conid %d: %w", c.ID, err)
 	}
-	return ClosedEventResult{ConnID: c.ID, ClosedEvent: c.ClosedEvent()}, nil
+	return rpc.ClosedEventResult{ConnID: c.ID, ClosedEvent: c.ClosedEvent()}, nil
 }
 
 func (cl *call) close() (any, error) {
-	var p CloseParams
+	var p rpc.CloseParams
 	c, err := cl.target(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
@@ -183,11 +184,11 @@ func (cl *call) close() (any, error) {
 	if !done {
 		return nil, fmt.Errorf("conid %d: %w", id, conn.ErrClosed)
 	}
-	return CloseResult{ConnID: id, Closed: true}, nil
+	return rpc.CloseResult{ConnID: id, Closed: true}, nil
 }
 
 func (cl *call) list() (any, error) {
-	var p ListParams
+	var p rpc.ListParams
 	if err := decodeParams(cl.m, cl.params, &p); err != nil {
 		return nil, err
 	}
@@ -235,23 +236,23 @@ func (cl *call) list() (any, error) {
 }
 
 func (cl *call) info() (any, error) {
-	var p ConnParams
+	var p rpc.ConnParams
 	c, err := cl.target(&p, &p.ConnID)
 	if err != nil {
 		return nil, err
 	}
-	r := InfoResult{Conn: wireConn(c.Info())}
+	r := rpc.InfoResult{Conn: wireConn(c.Info())}
 	if ka, err := c.Keepalive(); err == nil {
-		r.Keepalive = (*Keepalive)(&ka)
+		r.Keepalive = (*rpc.Keepalive)(&ka)
 	}
 	if ti, err := c.TCPInfo(); err == nil {
-		r.TCPInfo = (*TCPInfo)(&ti)
+		r.TCPInfo = (*rpc.TCPInfo)(&ti)
 	}
 	return r, nil
 }
 
 func (cl *call) events() (any, error) {
-	var p EventsParams
+	var p rpc.EventsParams
 	if err := decodeParams(cl.m, cl.params, &p); err != nil {
 		return nil, err
 	}
@@ -265,7 +266,7 @@ func (cl *call) events() (any, error) {
 			(len(p.Reason) == 0 || slices.Contains(p.Reason, string(e.Reason)))
 	}
 	evs, last := cl.s.t.Events().Since(p.Since)
-	out := EventsResult{Events: []Event{}, NextSeq: last + 1}
+	out := rpc.EventsResult{Events: []rpc.Event{}, NextSeq: last + 1}
 	for i := range evs {
 		if match(&evs[i]) {
 			out.Events = append(out.Events, WireEvent(&evs[i]))
@@ -303,14 +304,14 @@ func (cl *call) follow(sub *conn.Subscription, match func(*conn.Event) bool) {
 			return
 		}
 		if lost != nil {
-			if cl.conn.Notify(ctx, NotifyEventsLost, EventsLost{FromSeq: lost.From, ToSeq: lost.To}) != nil {
+			if cl.conn.Notify(ctx, rpc.NotifyEventsLost, rpc.EventsLost{FromSeq: lost.From, ToSeq: lost.To}) != nil {
 				return
 			}
 			continue
 		}
 		for i := range evs {
 			if match(&evs[i]) {
-				if cl.conn.Notify(ctx, NotifyEvent, WireEvent(&evs[i])) != nil {
+				if cl.conn.Notify(ctx, rpc.NotifyEvent, WireEvent(&evs[i])) != nil {
 					return
 				}
 			}
@@ -328,14 +329,14 @@ func (cl *call) stats() (any, error) {
 	for p, n := range st.ByProto {
 		byProto[string(p)] = n
 	}
-	out := Stats{
+	out := rpc.Stats{
 		Connections: st.Conns, ByState: st.ByState, ByProto: byProto, Accepted: st.Accepted,
 		Dialled: st.Dialled, Closed: st.Closed, ClosedBy: map[string]uint64{}, Rejected: st.Rejected,
 		EventSeq: st.EventSeq, EventsLost: st.EventDrop, UptimeS: seconds(st.Uptime),
-		Limits: Limits{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, EventBuffer: cl.s.t.Events().Size(),
+		Limits: rpc.Limits{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, EventBuffer: cl.s.t.Events().Size(),
 			Lifetime: seconds(cfg.Lifetime), ClosedEvent: cfg.ClosedEvent.String()},
 	}
-	out.RPC = RPCStats{Clients: cl.s.clients.Load(), WriteTimeouts: cl.s.writeTimeouts.Load(), IdleTimeouts: cl.s.idleTimeouts.Load(),
+	out.RPC = rpc.RPCStats{Clients: cl.s.clients.Load(), WriteTimeouts: cl.s.writeTimeouts.Load(), IdleTimeouts: cl.s.idleTimeouts.Load(),
 		BadRequests: cl.s.badRequests.Load(), Refused: cl.s.refused.Load()}
 	for r, n := range st.ByReason {
 		out.ClosedBy[string(r)] = n
@@ -359,7 +360,7 @@ func (cl *call) listMethods() (any, error) {
 }
 
 func (cl *call) methodHelp() (any, error) {
-	var p HelpParams
+	var p rpc.HelpParams
 	if err := decodeParams(cl.m, cl.params, &p); err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package rpc
+package control
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/sock"
 )
 
@@ -23,7 +24,7 @@ func TestAppendListMatchesEncodingJSON(t *testing.T) {
 	}
 	for _, next := range []uint64{0, 3} {
 		got := appendList(nil, infos, next)
-		wire := ListResult{Next: next}
+		wire := rpc.ListResult{Next: next}
 		for _, in := range infos {
 			wire.Connections = append(wire.Connections, wireConn(in))
 		}

@@ -1,4 +1,7 @@
-package rpc
+// Package control is the control socket's JSON-RPC 2.0 server: it answers
+// the methods of package rpc over the connection table, lets each caller do
+// what its SO_PEERCRED allows, and streams closed events to followers.
+package control
 
 import (
 	"context"
@@ -22,6 +25,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/sock"
 )
 
@@ -30,8 +34,8 @@ type RelayStats interface {
 	AcceptErrors() uint64
 }
 
-// ServerConfig configures a Server.
-type ServerConfig struct {
+// Config configures a Server.
+type Config struct {
 	Table        *conn.Table
 	Relay        RelayStats // may be nil
 	AdminGroup   string     // group name whose members may change connections
@@ -55,7 +59,7 @@ func MethodNames() []string {
 
 // Server answers JSON-RPC on the control socket.
 type Server struct {
-	cfg      ServerConfig
+	cfg      Config
 	t        *conn.Table
 	log      *slog.Logger
 	adminGID int // -1: no admin group
@@ -93,7 +97,7 @@ type call struct {
 }
 
 // NewServer builds the server over the table.
-func NewServer(cfg ServerConfig) (*Server, error) {
+func NewServer(cfg Config) (*Server, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
@@ -152,11 +156,11 @@ func (s *Server) ServeConn(c *net.UnixConn) {
 		c.Close()
 		return
 	}
-	st := newStream(c, true, s.cfg.WriteTimeout)
+	st := newStream(c, s.cfg.WriteTimeout)
 	if n := s.clients.Load(); n >= int64(s.cfg.MaxClients) {
 		s.refused.Add(1)
 		s.log.Warn("control client refused: too many", "uid", cred.UID, "pid", cred.PID, "max", s.cfg.MaxClients)
-		st.reject(nil, CodeInternal, fmt.Sprintf("too many control clients (%d); try again later", s.cfg.MaxClients))
+		st.reject(nil, rpc.CodeInternal, fmt.Sprintf("too many control clients (%d); try again later", s.cfg.MaxClients))
 		c.Close()
 		return
 	}
@@ -210,9 +214,9 @@ func (h *handler) Handle(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2.Re
 	m, ok := s.methods[req.Method]
 	switch {
 	case !ok:
-		err = &jsonrpc2.Error{Code: CodeMethodNotFound, Message: fmt.Sprintf("unknown method %q (system.listMethods lists them)", req.Method)}
+		err = &jsonrpc2.Error{Code: rpc.CodeMethodNotFound, Message: fmt.Sprintf("unknown method %q (system.listMethods lists them)", req.Method)}
 	case !m.readOnly && !s.admin(h.cred):
-		err = &jsonrpc2.Error{Code: CodeDenied, Message: fmt.Sprintf("permission denied: %s changes connections; uid %d may only read (allowed: root, uid %d%s)",
+		err = &jsonrpc2.Error{Code: rpc.CodeDenied, Message: fmt.Sprintf("permission denied: %s changes connections; uid %d may only read (allowed: root, uid %d%s)",
 			m.name, h.cred.UID, os.Geteuid(), s.groupHint())}
 		s.log.Warn("rpc denied", "uid", h.cred.UID, "pid", h.cred.PID, "method", m.name)
 	default:
@@ -292,18 +296,18 @@ func (s *Server) rpcError(err error) *jsonrpc2.Error {
 	case errors.As(err, &je):
 		return je
 	case errors.As(err, &pe):
-		return &jsonrpc2.Error{Code: CodeInvalidParams, Message: pe.Msg}
+		return &jsonrpc2.Error{Code: rpc.CodeInvalidParams, Message: pe.Msg}
 	case errors.As(err, &se):
-		return &jsonrpc2.Error{Code: CodeInvalidParams, Message: "param " + se.Error()}
+		return &jsonrpc2.Error{Code: rpc.CodeInvalidParams, Message: "param " + se.Error()}
 	case errors.Is(err, conn.ErrNotFound), errors.Is(err, conn.ErrClosed):
-		return &jsonrpc2.Error{Code: CodeNotFound, Message: err.Error()}
+		return &jsonrpc2.Error{Code: rpc.CodeNotFound, Message: err.Error()}
 	case errors.Is(err, conn.ErrEventsOff), errors.Is(err, conn.ErrBadLifetime):
-		return &jsonrpc2.Error{Code: CodeInvalidParams, Message: err.Error()}
+		return &jsonrpc2.Error{Code: rpc.CodeInvalidParams, Message: err.Error()}
 	case errors.As(err, &oe), errors.Is(err, conn.ErrNoSocket):
-		return &jsonrpc2.Error{Code: CodeSocket, Message: err.Error()}
+		return &jsonrpc2.Error{Code: rpc.CodeSocket, Message: err.Error()}
 	}
 	s.log.Error("rpc internal error", "err", err)
-	return &jsonrpc2.Error{Code: CodeInternal, Message: "internal error: " + err.Error()}
+	return &jsonrpc2.Error{Code: rpc.CodeInternal, Message: "internal error: " + err.Error()}
 }
 
 // notFound is the error of a changing method given an unknown conid.
@@ -322,12 +326,12 @@ func (cl *call) get(id uint64) (*conn.Conn, error) {
 func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 1000 }
 
 // wireConn converts a snapshot.
-func wireConn(in conn.Info) Conn {
-	return Conn{
+func wireConn(in conn.Info) rpc.Conn {
+	return rpc.Conn{
 		ConnID: in.ID, Peer: in.Peer, Proto: string(in.Proto), Direction: in.Direction.String(), Listener: in.Listener,
 		Local: addrString(in.Local), Remote: addrString(in.Remote), State: int(in.State), StateName: in.State.String(),
 		Created: in.Created.UTC(), IdleS: seconds(in.Idle), Lifetime: seconds(in.Lifetime),
-		ExpiresIn: seconds(in.ExpiresIn), Keepalive: (*Keepalive)(in.Keepalive), ClosedEvent: in.ClosedEvent,
+		ExpiresIn: seconds(in.ExpiresIn), Keepalive: (*rpc.Keepalive)(in.Keepalive), ClosedEvent: in.ClosedEvent,
 		BytesIn: in.BytesIn, BytesOut: in.BytesOut,
 	}
 }
@@ -340,8 +344,8 @@ func addrString(a netip.AddrPort) string {
 }
 
 // WireEvent is a closed event as the API and the event log show it.
-func WireEvent(e *conn.Event) Event {
-	return Event{
+func WireEvent(e *conn.Event) rpc.Event {
+	return rpc.Event{
 		Seq: e.Seq, Time: e.Time.UTC(), Event: e.Name(), Reason: string(e.Reason), ConnID: e.ConnID,
 		Peer: e.Peer, Proto: string(e.Proto), Direction: e.Direction.String(), Listener: e.Listener, Local: e.Local,
 		Remote: e.Remote, DurationS: seconds(e.Duration), BytesIn: e.BytesIn, BytesOut: e.BytesOut,
@@ -349,15 +353,8 @@ func WireEvent(e *conn.Event) Event {
 	}
 }
 
-// BuildVersion and BuildCommit are set at build time with -ldflags -X; Commit falls
-// back to the VCS revision Go records.
-var (
-	BuildVersion = "0.1.0-dev"
-	BuildCommit  = ""
-)
-
-func versionInfo() Version {
-	v := Version{Version: BuildVersion, Commit: BuildCommit, Go: runtime.Version()}
+func versionInfo() rpc.Version {
+	v := rpc.Version{Version: rpc.BuildVersion, Commit: rpc.BuildCommit, Go: runtime.Version()}
 	if v.Commit == "" {
 		if bi, ok := debug.ReadBuildInfo(); ok {
 			for _, kv := range bi.Settings {

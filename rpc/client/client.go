@@ -1,6 +1,9 @@
-package rpc
+// Package client is a typed client of the tcpops control socket, in the
+// wire types of package rpc: what tcpopsctl, the tests and the tools use.
+package client
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +14,8 @@ import (
 	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/tcpops/tcpops/rpc"
 )
 
 // DialError says the daemon could not be reached.
@@ -51,9 +56,12 @@ var ErrDisconnected = errors.New("connection to tcpops closed")
 // be made from several goroutines.
 type Client struct {
 	path  string
-	st    *stream
+	conn  net.Conn
+	r     *bufio.Reader
 	notes chan notification
 	done  chan struct{} // closed when the read loop ends
+
+	wmu sync.Mutex // wmu keeps each request's line whole
 
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -82,7 +90,7 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	if err != nil {
 		return nil, &DialError{Path: path, Err: err}
 	}
-	c := &Client{path: path, st: newStream(nc, false, 0), notes: make(chan notification, 1024),
+	c := &Client{path: path, conn: nc, r: bufio.NewReaderSize(nc, 64<<10), notes: make(chan notification, 1024),
 		done: make(chan struct{}), pending: map[uint64]chan *reply{}}
 	go c.read()
 	return c, nil
@@ -94,7 +102,7 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 func (c *Client) read() {
 	defer close(c.done)
 	for {
-		line, err := c.st.readLine()
+		line, err := c.r.ReadBytes('\n') // no cap: a list of 10,000 connections is megabytes
 		if err != nil {
 			return
 		}
@@ -118,9 +126,18 @@ func (c *Client) read() {
 	}
 }
 
+// write writes parts as one line (writev: the params are not copied).
+func (c *Client) write(parts ...[]byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	bufs := net.Buffers(parts)
+	_, err := bufs.WriteTo(c.conn)
+	return err
+}
+
 // Close closes the connection.
 func (c *Client) Close() error {
-	err := c.st.Close()
+	err := c.conn.Close()
 	<-c.done
 	return err
 }
@@ -131,7 +148,7 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	if params == nil {
 		params = struct{}{}
 	}
-	p, err := marshal(params)
+	p, err := json.Marshal(params)
 	if err != nil {
 		return err
 	}
@@ -146,9 +163,9 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 		delete(c.pending, id)
 		c.mu.Unlock()
 	}()
-	m, _ := marshal(method)
+	m, _ := json.Marshal(method)
 	head := fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%d,"method":%s,"params":`, id, m)
-	if err := c.st.write(head, p, []byte("}\n")); err != nil {
+	if err := c.write(head, p, []byte("}\n")); err != nil {
 		return fmt.Errorf("%s: %w (%v)", method, ErrDisconnected, err)
 	}
 	select {
@@ -181,68 +198,68 @@ func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
 
 // Alive calls tcpops.alive.
-func (c *Client) Alive(ctx context.Context, id uint64) (AliveResult, error) {
-	var r AliveResult
-	return r, c.Call(ctx, MethodAlive, ConnParams{ConnID: &id}, &r)
+func (c *Client) Alive(ctx context.Context, id uint64) (rpc.AliveResult, error) {
+	var r rpc.AliveResult
+	return r, c.Call(ctx, rpc.MethodAlive, rpc.ConnParams{ConnID: &id}, &r)
 }
 
 // State calls tcpops.state.
-func (c *Client) State(ctx context.Context, id uint64) (StateResult, error) {
-	var r StateResult
-	return r, c.Call(ctx, MethodState, ConnParams{ConnID: &id}, &r)
+func (c *Client) State(ctx context.Context, id uint64) (rpc.StateResult, error) {
+	var r rpc.StateResult
+	return r, c.Call(ctx, rpc.MethodState, rpc.ConnParams{ConnID: &id}, &r)
 }
 
 // Keepalive calls tcpops.keepalive.
-func (c *Client) Keepalive(ctx context.Context, p KeepaliveParams) (KeepaliveResult, error) {
-	var r KeepaliveResult
-	return r, c.Call(ctx, MethodKeepalive, p, &r)
+func (c *Client) Keepalive(ctx context.Context, p rpc.KeepaliveParams) (rpc.KeepaliveResult, error) {
+	var r rpc.KeepaliveResult
+	return r, c.Call(ctx, rpc.MethodKeepalive, p, &r)
 }
 
 // Lifetime calls tcpops.lifetime.
-func (c *Client) Lifetime(ctx context.Context, id uint64, d time.Duration) (LifetimeResult, error) {
-	var r LifetimeResult
-	return r, c.Call(ctx, MethodLifetime, LifetimeParams{ConnID: &id, Lifetime: new(d.Seconds())}, &r)
+func (c *Client) Lifetime(ctx context.Context, id uint64, d time.Duration) (rpc.LifetimeResult, error) {
+	var r rpc.LifetimeResult
+	return r, c.Call(ctx, rpc.MethodLifetime, rpc.LifetimeParams{ConnID: &id, Lifetime: new(d.Seconds())}, &r)
 }
 
 // ClosedEvent calls tcpops.closed_event.
-func (c *Client) ClosedEvent(ctx context.Context, id uint64, enable bool) (ClosedEventResult, error) {
-	var r ClosedEventResult
-	return r, c.Call(ctx, MethodClosedEvent, ClosedEventParams{ConnID: &id, Enable: &enable}, &r)
+func (c *Client) ClosedEvent(ctx context.Context, id uint64, enable bool) (rpc.ClosedEventResult, error) {
+	var r rpc.ClosedEventResult
+	return r, c.Call(ctx, rpc.MethodClosedEvent, rpc.ClosedEventParams{ConnID: &id, Enable: &enable}, &r)
 }
 
 // CloseConn calls tcpops.close.
-func (c *Client) CloseConn(ctx context.Context, id uint64, reset bool) (CloseResult, error) {
-	var r CloseResult
-	return r, c.Call(ctx, MethodClose, CloseParams{ConnID: &id, Reset: reset}, &r)
+func (c *Client) CloseConn(ctx context.Context, id uint64, reset bool) (rpc.CloseResult, error) {
+	var r rpc.CloseResult
+	return r, c.Call(ctx, rpc.MethodClose, rpc.CloseParams{ConnID: &id, Reset: reset}, &r)
 }
 
 // List calls tcpops.list.
-func (c *Client) List(ctx context.Context, p ListParams) (ListResult, error) {
-	var r ListResult
-	return r, c.Call(ctx, MethodList, p, &r)
+func (c *Client) List(ctx context.Context, p rpc.ListParams) (rpc.ListResult, error) {
+	var r rpc.ListResult
+	return r, c.Call(ctx, rpc.MethodList, p, &r)
 }
 
 // Info calls tcpops.info.
-func (c *Client) Info(ctx context.Context, id uint64) (InfoResult, error) {
-	var r InfoResult
-	return r, c.Call(ctx, MethodInfo, ConnParams{ConnID: &id}, &r)
+func (c *Client) Info(ctx context.Context, id uint64) (rpc.InfoResult, error) {
+	var r rpc.InfoResult
+	return r, c.Call(ctx, rpc.MethodInfo, rpc.ConnParams{ConnID: &id}, &r)
 }
 
 // Events calls tcpops.events without follow.
-func (c *Client) Events(ctx context.Context, p EventsParams) (EventsResult, error) {
+func (c *Client) Events(ctx context.Context, p rpc.EventsParams) (rpc.EventsResult, error) {
 	p.Follow = false
-	var r EventsResult
-	return r, c.Call(ctx, MethodEvents, p, &r)
+	var r rpc.EventsResult
+	return r, c.Call(ctx, rpc.MethodEvents, p, &r)
 }
 
 // Follow calls tcpops.events with follow: onEvent gets the kept events and
 // then every later one in seq order, onLost each gap. It returns when ctx
 // ends (nil) or the daemon closes the connection (ErrDisconnected), or with
 // the first error of a callback. callCtx bounds the initial call only.
-func (c *Client) Follow(ctx, callCtx context.Context, p EventsParams, onEvent func(Event) error, onLost func(EventsLost) error) error {
+func (c *Client) Follow(ctx, callCtx context.Context, p rpc.EventsParams, onEvent func(rpc.Event) error, onLost func(rpc.EventsLost) error) error {
 	p.Follow = true
-	var r EventsResult
-	if err := c.Call(callCtx, MethodEvents, p, &r); err != nil {
+	var r rpc.EventsResult
+	if err := c.Call(callCtx, rpc.MethodEvents, p, &r); err != nil {
 		return err
 	}
 	for _, e := range r.Events {
@@ -252,14 +269,14 @@ func (c *Client) Follow(ctx, callCtx context.Context, p EventsParams, onEvent fu
 	}
 	handle := func(n notification) error {
 		switch n.method {
-		case NotifyEvent:
-			var e Event
+		case rpc.NotifyEvent:
+			var e rpc.Event
 			if err := json.Unmarshal(n.params, &e); err != nil {
 				return fmt.Errorf("bad %s notification: %w", n.method, err)
 			}
 			return onEvent(e)
-		case NotifyEventsLost:
-			var l EventsLost
+		case rpc.NotifyEventsLost:
+			var l rpc.EventsLost
 			if err := json.Unmarshal(n.params, &l); err != nil {
 				return fmt.Errorf("bad %s notification: %w", n.method, err)
 			}
@@ -292,19 +309,19 @@ func (c *Client) Follow(ctx, callCtx context.Context, p EventsParams, onEvent fu
 }
 
 // Stats calls tcpops.stats.
-func (c *Client) Stats(ctx context.Context) (Stats, error) {
-	var r Stats
-	return r, c.Call(ctx, MethodStats, nil, &r)
+func (c *Client) Stats(ctx context.Context) (rpc.Stats, error) {
+	var r rpc.Stats
+	return r, c.Call(ctx, rpc.MethodStats, nil, &r)
 }
 
 // Version calls core.version.
-func (c *Client) Version(ctx context.Context) (Version, error) {
-	var r Version
-	return r, c.Call(ctx, MethodVersion, nil, &r)
+func (c *Client) Version(ctx context.Context) (rpc.Version, error) {
+	var r rpc.Version
+	return r, c.Call(ctx, rpc.MethodVersion, nil, &r)
 }
 
 // Methods calls system.listMethods.
 func (c *Client) Methods(ctx context.Context) ([]string, error) {
 	var r []string
-	return r, c.Call(ctx, MethodListMethods, nil, &r)
+	return r, c.Call(ctx, rpc.MethodListMethods, nil, &r)
 }

@@ -1,4 +1,4 @@
-package rpc
+package control
 
 import (
 	"bufio"
@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/tcpops/tcpops/rpc"
 )
 
 // stream is newline-delimited JSON over a socket, as a person types it
@@ -24,8 +26,7 @@ import (
 type stream struct {
 	conn         net.Conn
 	r            *bufio.Reader
-	server       bool // check requests (a client reads responses)
-	maxLine      int  // longest line read; 0: no limit
+	maxLine      int // longest line read; 0: no limit
 	writeTimeout time.Duration
 	onBad        func(code int) // counts rejected lines; may be nil
 	onTimeout    func()         // counts writes that missed their deadline; may be nil
@@ -37,16 +38,12 @@ type stream struct {
 	wmu sync.Mutex
 }
 
-func newStream(c net.Conn, server bool, writeTimeout time.Duration) *stream {
-	s := &stream{conn: c, r: bufio.NewReaderSize(c, 64<<10), server: server, writeTimeout: writeTimeout}
-	if server {
-		s.maxLine = MaxLine
-	}
-	return s
+func newStream(c net.Conn, writeTimeout time.Duration) *stream {
+	return &stream{conn: c, r: bufio.NewReaderSize(c, 64<<10), maxLine: rpc.MaxLine, writeTimeout: writeTimeout}
 }
 
 // errLineTooLong ends the connection after its -32600 answer.
-var errLineTooLong = fmt.Errorf("request line over %d bytes", MaxLine)
+var errLineTooLong = fmt.Errorf("request line over %d bytes", rpc.MaxLine)
 
 // WriteObject writes one JSON value and a newline.
 func (s *stream) WriteObject(v any) error {
@@ -164,7 +161,7 @@ func (s *stream) ReadObject(v any) error {
 			s.onIdle()
 		}
 		if err == errLineTooLong {
-			s.reject(nil, CodeInvalidRequest, err.Error()+"; the connection is closed")
+			s.reject(nil, rpc.CodeInvalidRequest, err.Error()+"; the connection is closed")
 			return err
 		}
 		if err != nil {
@@ -174,18 +171,12 @@ func (s *stream) ReadObject(v any) error {
 		if len(trimmed) == 0 {
 			continue
 		}
-		if !s.server {
-			if err := json.Unmarshal(trimmed, v); err != nil {
-				return fmt.Errorf("bad message from daemon: %w", err)
-			}
-			return nil
-		}
 		if id, code, msg := check(trimmed); code != 0 {
 			s.reject(id, code, msg)
 			continue
 		}
 		if err := json.Unmarshal(trimmed, v); err != nil {
-			s.reject(nil, CodeInvalidRequest, "invalid request: "+err.Error())
+			s.reject(nil, rpc.CodeInvalidRequest, "invalid request: "+err.Error())
 			continue
 		}
 		return nil
@@ -198,18 +189,18 @@ func check(line []byte) (id json.RawMessage, code int, msg string) {
 	if !json.Valid(line) {
 		var x any
 		err := json.Unmarshal(line, &x)
-		return nil, CodeParseError, "parse error: " + err.Error()
+		return nil, rpc.CodeParseError, "parse error: " + err.Error()
 	}
 	switch line[0] {
 	case '[':
-		return nil, CodeInvalidRequest, "batch requests are not supported: send one request object per line"
+		return nil, rpc.CodeInvalidRequest, "batch requests are not supported: send one request object per line"
 	case '{':
 	default:
-		return nil, CodeInvalidRequest, "invalid request: want a JSON object such as {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tcpops.stats\"}"
+		return nil, rpc.CodeInvalidRequest, "invalid request: want a JSON object such as {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tcpops.stats\"}"
 	}
 	var p probe
 	if err := json.Unmarshal(line, &p); err != nil {
-		return nil, CodeInvalidRequest, "invalid request: " + err.Error()
+		return nil, rpc.CodeInvalidRequest, "invalid request: " + err.Error()
 	}
 	if p.ID != nil {
 		switch raw := bytes.TrimSpace(*p.ID); {
@@ -219,28 +210,28 @@ func check(line []byte) (id json.RawMessage, code int, msg string) {
 		default:
 			var n uint64
 			if err := json.Unmarshal(raw, &n); err != nil {
-				return nil, CodeInvalidRequest, "invalid request: id must be a string or a non-negative integer, got " + string(raw)
+				return nil, rpc.CodeInvalidRequest, "invalid request: id must be a string or a non-negative integer, got " + string(raw)
 			}
 			id = raw
 		}
 	}
 	if p.JSONRPC != nil && *p.JSONRPC != "2.0" {
-		return id, CodeInvalidRequest, fmt.Sprintf("invalid request: jsonrpc must be \"2.0\", got %q", *p.JSONRPC)
+		return id, rpc.CodeInvalidRequest, fmt.Sprintf("invalid request: jsonrpc must be \"2.0\", got %q", *p.JSONRPC)
 	}
 	if p.Result != nil || p.Error != nil {
-		return id, CodeInvalidRequest, "invalid request: the daemon takes requests, not responses"
+		return id, rpc.CodeInvalidRequest, "invalid request: the daemon takes requests, not responses"
 	}
 	if p.Method == nil {
-		return id, CodeInvalidRequest, "invalid request: method is missing"
+		return id, rpc.CodeInvalidRequest, "invalid request: method is missing"
 	}
 	var m string
 	if err := json.Unmarshal(*p.Method, &m); err != nil {
-		return id, CodeInvalidRequest, "invalid request: method must be a string, got " + string(*p.Method)
+		return id, rpc.CodeInvalidRequest, "invalid request: method must be a string, got " + string(*p.Method)
 	}
 	if p.Params != nil {
 		raw := bytes.TrimSpace(*p.Params)
 		if string(raw) != "null" && raw[0] != '{' {
-			return id, CodeInvalidParams, "invalid params: params must be an object of named params, such as {\"conid\":42}"
+			return id, rpc.CodeInvalidParams, "invalid params: params must be an object of named params, such as {\"conid\":42}"
 		}
 	}
 	return id, 0, ""

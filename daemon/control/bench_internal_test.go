@@ -1,4 +1,4 @@
-package rpc
+package control
 
 import (
 	"net"
@@ -8,6 +8,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/rpc"
 )
 
 // BenchmarkListServerSide is the daemon's work for tcpops.list of 10,000
@@ -19,11 +20,11 @@ func BenchmarkListServerSide(b *testing.B) {
 		t.Add(conn.Spec{Proto: "tcp", Direction: conn.DirIn, Remote: ap, State: conn.StateOK,
 			Close: func(*conn.Conn, bool) error { return nil }})
 	}
-	s, err := NewServer(ServerConfig{Table: t})
+	s, err := NewServer(Config{Table: t})
 	if err != nil {
 		b.Fatal(err)
 	}
-	cl := &call{s: s, m: s.methods[MethodList]}
+	cl := &call{s: s, m: s.methods[rpc.MethodList]}
 	st := &stream{conn: discardConn{}}
 	for b.Loop() {
 		r, err := cl.list()

@@ -1,4 +1,4 @@
-package rpc_test
+package control_test
 
 import (
 	"bufio"
@@ -23,6 +23,7 @@ import (
 	"github.com/tcpops/tcpops/daemon"
 	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/rpc"
+	"github.com/tcpops/tcpops/rpc/client"
 	"github.com/tcpops/tcpops/sock"
 )
 
@@ -597,7 +598,7 @@ func TestOversizeLine(t *testing.T) {
 func TestConcurrentClients(t *testing.T) {
 	d := daemontest.Start(t)
 	_, id := d.Dial(t, 0)
-	d.Clients(t, 64, func(ctx context.Context, c *rpc.Client) error {
+	d.Clients(t, 64, func(ctx context.Context, c *client.Client) error {
 		for range 50 {
 			if st, err := c.State(ctx, id); err != nil || st.State != 2 {
 				return fmt.Errorf("state = %+v, %v", st, err)
@@ -731,7 +732,7 @@ func copyFile(from, to string) error {
 func readOnlyChild(path string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := rpc.Dial(ctx, path)
+	c, err := client.Dial(ctx, path)
 	if err != nil {
 		fmt.Println("dial:", err)
 		os.Exit(1)
