@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sourcegraph/jsonrpc2"
 	"github.com/spf13/cobra"
 
 	"github.com/tcpops/tcpops/cli"
@@ -150,12 +149,12 @@ func TestExitCodeMapping(t *testing.T) {
 		code int
 	}{
 		{nil, 0},
-		{&jsonrpc2.Error{Code: rpc.CodeNotFound}, 1},
-		{&jsonrpc2.Error{Code: rpc.CodeInvalidParams}, 2},
-		{&jsonrpc2.Error{Code: rpc.CodeMethodNotFound}, 2},
-		{&jsonrpc2.Error{Code: rpc.CodeDenied}, 4},
-		{&jsonrpc2.Error{Code: rpc.CodeSocket}, 4},
-		{&jsonrpc2.Error{Code: rpc.CodeInternal}, 4},
+		{&rpc.Error{Code: rpc.CodeNotFound}, 1},
+		{&rpc.Error{Code: rpc.CodeInvalidParams}, 2},
+		{&rpc.Error{Code: rpc.CodeMethodNotFound}, 2},
+		{&rpc.Error{Code: rpc.CodeDenied}, 4},
+		{&rpc.Error{Code: rpc.CodeSocket}, 4},
+		{&rpc.Error{Code: rpc.CodeInternal}, 4},
 		{&client.DialError{Path: "x", Err: os.ErrNotExist}, 3},
 		{fmt.Errorf("follow: %w", client.ErrDisconnected), 3},
 	}

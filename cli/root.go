@@ -10,7 +10,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/sourcegraph/jsonrpc2"
 	"github.com/spf13/cobra"
 
 	"github.com/tcpops/tcpops/rpc"
@@ -75,7 +74,7 @@ func ExitCode(err error) int {
 	if errors.As(err, &de) || errors.Is(err, client.ErrDisconnected) {
 		return ExitUnreachable
 	}
-	var je *jsonrpc2.Error
+	var je *rpc.Error
 	if errors.As(err, &je) {
 		switch je.Code {
 		case rpc.CodeNotFound:
@@ -192,7 +191,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil && !o.ready && !errors.As(err, &ee) {
 		err = usageErr("%v (see 'tcpopsctl --help')", err)
 	}
-	var je *jsonrpc2.Error
+	var je *rpc.Error
 	switch {
 	case errors.As(err, &je):
 		fmt.Fprintf(stderr, "tcpopsctl: tcpops says: %s (code %d)\n", je.Message, je.Code)

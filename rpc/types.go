@@ -42,6 +42,15 @@ const (
 	CodeDenied         = -32003
 )
 
+// Error is the error of a response: one of the codes above, and a message
+// that names the bad param or the conid and says what is accepted.
+type Error struct {
+	Code    int64  `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s (code %d)", e.Message, e.Code) }
+
 // MaxLine is the largest request line the server reads.
 const MaxLine = 1 << 20
 

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sourcegraph/jsonrpc2"
-
 	"github.com/tcpops/tcpops/daemon"
 	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/rpc"
@@ -84,7 +82,7 @@ func (l *line) call(s string) reply {
 
 // code returns the JSON-RPC error code of err (0 if none).
 func code(err error) int {
-	var je *jsonrpc2.Error
+	var je *rpc.Error
 	if errors.As(err, &je) {
 		return int(je.Code)
 	}

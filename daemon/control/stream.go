@@ -237,11 +237,6 @@ func check(line []byte) (id json.RawMessage, code int, msg string) {
 	return id, 0, ""
 }
 
-type wireError struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-}
-
 // reject answers a line that never reached a handler.
 func (s *stream) reject(id json.RawMessage, code int, msg string) {
 	if s.onBad != nil {
@@ -253,8 +248,8 @@ func (s *stream) reject(id json.RawMessage, code int, msg string) {
 	b, _ := json.Marshal(struct {
 		JSONRPC string          `json:"jsonrpc"`
 		ID      json.RawMessage `json:"id"`
-		Error   wireError       `json:"error"`
-	}{"2.0", id, wireError{code, msg}})
+		Error   rpc.Error       `json:"error"`
+	}{"2.0", id, rpc.Error{Code: int64(code), Message: msg}})
 	s.writeLine(b)
 }
 

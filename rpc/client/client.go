@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sourcegraph/jsonrpc2"
-
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -78,7 +76,7 @@ type notification struct {
 type reply struct {
 	ID     *uint64         `json:"id"`
 	Result json.RawMessage `json:"result"`
-	Error  *jsonrpc2.Error `json:"error"`
+	Error  *rpc.Error      `json:"error"`
 	Method string          `json:"method"`
 	Params json.RawMessage `json:"params"`
 }
@@ -143,7 +141,7 @@ func (c *Client) Close() error {
 }
 
 // Call calls any method; params may be nil. An error from the daemon is a
-// *jsonrpc2.Error with its code; result may be a *json.RawMessage.
+// *rpc.Error with its code; result may be a *json.RawMessage.
 func (c *Client) Call(ctx context.Context, method string, params, result any) error {
 	if params == nil {
 		params = struct{}{}
