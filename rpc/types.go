@@ -181,15 +181,21 @@ type CloseResult struct {
 	Closed bool   `json:"closed"`
 }
 
+// Identity is what names a connection, the same in its Conn and in its
+// closed Event: the conid and its partner's, how it came and where from.
+type Identity struct {
+	ConnID    uint64 `json:"conid"`
+	Peer      uint64 `json:"peer,omitempty"`
+	Proto     string `json:"proto"`
+	Direction string `json:"direction"`
+	Listener  string `json:"listener"`
+	Local     string `json:"local"`
+	Remote    string `json:"remote"`
+}
+
 // Conn is one connection as tcpops.list and tcpops.info show it.
 type Conn struct {
-	ConnID      uint64     `json:"conid"`
-	Peer        uint64     `json:"peer,omitempty"`
-	Proto       string     `json:"proto"`
-	Direction   string     `json:"direction"`
-	Listener    string     `json:"listener"`
-	Local       string     `json:"local"`
-	Remote      string     `json:"remote"`
+	Identity
 	State       int        `json:"state"`
 	StateName   string     `json:"state_name"`
 	Created     time.Time  `json:"created"`
@@ -244,23 +250,17 @@ type TCPInfo struct {
 
 // Event is one closed event.
 type Event struct {
-	Seq           uint64    `json:"seq"`
-	Time          time.Time `json:"time"`
-	Event         string    `json:"event"`
-	Reason        string    `json:"reason"`
-	ConnID        uint64    `json:"conid"`
-	Peer          uint64    `json:"peer,omitempty"`
-	Proto         string    `json:"proto"`
-	Direction     string    `json:"direction"`
-	Listener      string    `json:"listener"`
-	Local         string    `json:"local"`
-	Remote        string    `json:"remote"`
-	DurationS     float64   `json:"duration_s"`
-	BytesIn       uint64    `json:"bytes_in"`
-	BytesOut      uint64    `json:"bytes_out"`
-	Error         string    `json:"error,omitempty"`
-	WSCloseCode   int       `json:"ws_close_code,omitempty"`
-	WSCloseReason string    `json:"ws_close_reason,omitempty"`
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Event  string    `json:"event"`
+	Reason string    `json:"reason"`
+	Identity
+	DurationS     float64 `json:"duration_s"`
+	BytesIn       uint64  `json:"bytes_in"`
+	BytesOut      uint64  `json:"bytes_out"`
+	Error         string  `json:"error,omitempty"`
+	WSCloseCode   int     `json:"ws_close_code,omitempty"`
+	WSCloseReason string  `json:"ws_close_reason,omitempty"`
 }
 
 // EventsResult answers tcpops.events. NextSeq is the seq the next event

@@ -35,7 +35,10 @@ func appendList(b []byte, infos []conn.Info, next uint64) []byte {
 	return append(b, '}')
 }
 
-// appendConn writes wireConn(*in) as JSON.
+// appendConn writes wireConn(*in) as JSON. It reads the snapshot rather
+// than the wire Conn: converting first costs the two address strings of
+// every connection, 20,000 allocations for a list of 10,000, and made the
+// encoding about half again as slow.
 func appendConn(b []byte, in *conn.Info) []byte {
 	b = append(b, `{"conid":`...)
 	b = strconv.AppendUint(b, in.ID, 10)

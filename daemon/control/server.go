@@ -328,8 +328,9 @@ func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 10
 // wireConn converts a snapshot.
 func wireConn(in conn.Info) rpc.Conn {
 	return rpc.Conn{
-		ConnID: in.ID, Peer: in.Peer, Proto: string(in.Proto), Direction: in.Direction.String(), Listener: in.Listener,
-		Local: addrString(in.Local), Remote: addrString(in.Remote), State: int(in.State), StateName: in.State.String(),
+		Identity: rpc.Identity{ConnID: in.ID, Peer: in.Peer, Proto: string(in.Proto), Direction: in.Direction.String(),
+			Listener: in.Listener, Local: addrString(in.Local), Remote: addrString(in.Remote)},
+		State: int(in.State), StateName: in.State.String(),
 		Created: in.Created.UTC(), IdleS: seconds(in.Idle), Lifetime: seconds(in.Lifetime),
 		ExpiresIn: seconds(in.ExpiresIn), Keepalive: (*rpc.Keepalive)(in.Keepalive), ClosedEvent: in.ClosedEvent,
 		BytesIn: in.BytesIn, BytesOut: in.BytesOut,
@@ -346,9 +347,10 @@ func addrString(a netip.AddrPort) string {
 // WireEvent is a closed event as the API and the event log show it.
 func WireEvent(e *conn.Event) rpc.Event {
 	return rpc.Event{
-		Seq: e.Seq, Time: e.Time.UTC(), Event: e.Name(), Reason: string(e.Reason), ConnID: e.ConnID,
-		Peer: e.Peer, Proto: string(e.Proto), Direction: e.Direction.String(), Listener: e.Listener, Local: e.Local,
-		Remote: e.Remote, DurationS: seconds(e.Duration), BytesIn: e.BytesIn, BytesOut: e.BytesOut,
+		Seq: e.Seq, Time: e.Time.UTC(), Event: e.Name(), Reason: string(e.Reason),
+		Identity: rpc.Identity{ConnID: e.ConnID, Peer: e.Peer, Proto: string(e.Proto), Direction: e.Direction.String(),
+			Listener: e.Listener, Local: e.Local, Remote: e.Remote},
+		DurationS: seconds(e.Duration), BytesIn: e.BytesIn, BytesOut: e.BytesOut,
 		Error: e.Error, WSCloseCode: e.WSCloseCode, WSCloseReason: e.WSCloseReason,
 	}
 }
