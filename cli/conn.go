@@ -185,13 +185,27 @@ from the socket when you ask.`,
 					{"conid", strconv.FormatUint(r.ConnID, 10)}, {"peer", orDash(r.Peer)},
 					{"proto", r.Proto}, {"direction", r.Direction}, {"listener", r.Listener},
 					{"local", orDashS(r.Local)}, {"remote", orDashS(r.Remote)},
+				}
+				if r.Via != "" {
+					kv = append(kv, [2]string{"via", r.Via + " (PROXY protocol)"})
+				}
+				if t := r.TLS; t != nil {
+					kv = append(kv, [2]string{"tls", strings.Join(nonEmpty(t.Version, t.Cipher, labelled("sni", t.SNI), labelled("alpn", t.ALPN)), ", ")})
+					if t.PeerSubject != "" {
+						kv = append(kv, [2]string{"tls peer", t.PeerSubject})
+					}
+				}
+				if w := r.WS; w != nil {
+					kv = append(kv, [2]string{"websocket", strings.Join(nonEmpty("path "+w.Path, labelled("subprotocol", w.Subprotocol), labelled("origin", w.Origin)), ", ")})
+				}
+				kv = append(kv, [][2]string{
 					{"state", fmt.Sprintf("%d (%s)", r.State, r.StateName)},
 					{"created", r.Created.Format(time.RFC3339)}, {"idle", secs(r.IdleS)},
 					{"lifetime", lifetimeH(r.Lifetime)}, {"expires in", expiresH(r.Lifetime, r.ExpiresIn)},
 					{"keepalive", keepaliveH(r.Keepalive, true)}, {"closed event", strconv.FormatBool(r.ClosedEvent)},
 					{"bytes in", fmt.Sprintf("%d (%s)", r.BytesIn, bytesH(r.BytesIn))},
 					{"bytes out", fmt.Sprintf("%d (%s)", r.BytesOut, bytesH(r.BytesOut))},
-				}
+				}...)
 				if ti := r.TCPInfo; ti != nil {
 					kv = append(kv,
 						[2]string{"tcp state", ti.StateName},
@@ -444,4 +458,23 @@ sends an RST instead.`,
 	}
 	cmd.Flags().BoolVar(&reset, "reset", false, "reset the connection (RST) instead of closing it (FIN)")
 	return cmd
+}
+
+// labelled is "name value", or "" when value is.
+func labelled(name, value string) string {
+	if value == "" {
+		return ""
+	}
+	return name + " " + value
+}
+
+// nonEmpty drops the empty strings.
+func nonEmpty(ss ...string) []string {
+	out := ss[:0]
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -13,3 +13,19 @@ func (c *Conn) SetWS(ws WSInfo) {
 	c.ws = &ws
 	c.mu.Unlock()
 }
+
+// TLSInfo describes a TLS session, as an operator checks it.
+type TLSInfo struct {
+	Version     string // "TLS 1.3"
+	Cipher      string // "TLS_AES_128_GCM_SHA256"
+	SNI         string // the server name the client asked for
+	ALPN        string // the protocol agreed on, if any
+	PeerSubject string // the client certificate's subject, if one was sent
+}
+
+// SetTLS records the TLS session of the connection after its handshake.
+func (c *Conn) SetTLS(t TLSInfo) {
+	c.mu.Lock()
+	c.tls = &t
+	c.mu.Unlock()
+}

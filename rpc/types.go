@@ -191,6 +191,8 @@ type Identity struct {
 	Listener  string `json:"listener"`
 	Local     string `json:"local"`
 	Remote    string `json:"remote"`
+	// Via is the balancer whose PROXY protocol header named Remote.
+	Via string `json:"via,omitempty"`
 }
 
 // Conn is one connection as tcpops.list and tcpops.info show it.
@@ -206,6 +208,24 @@ type Conn struct {
 	ClosedEvent bool       `json:"closed_event"`
 	BytesIn     uint64     `json:"bytes_in"`
 	BytesOut    uint64     `json:"bytes_out"`
+	TLS         *TLS       `json:"tls,omitempty"`
+	WS          *WS        `json:"ws,omitempty"`
+}
+
+// TLS is a connection's TLS session, once its handshake is done.
+type TLS struct {
+	Version     string `json:"version"`
+	Cipher      string `json:"cipher"`
+	SNI         string `json:"sni,omitempty"`
+	ALPN        string `json:"alpn,omitempty"`
+	PeerSubject string `json:"peer_subject,omitempty"`
+}
+
+// WS is what a WebSocket connection's upgrade asked for and got.
+type WS struct {
+	Path        string `json:"path"`
+	Subprotocol string `json:"subprotocol,omitempty"`
+	Origin      string `json:"origin,omitempty"`
 }
 
 // ListResult answers tcpops.list; Next is the after cursor of the next page.

@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -116,6 +117,9 @@ listen v1
 					t.Fatalf("listed remote %s via %s; want the client %s via HAProxy's address", cn.Remote, cn.Via, client)
 				}
 				t.Logf("%s: conid %d remote %s via %s", tt.name, cn.ConnID, cn.Remote, cn.Via)
+				if info := ctl(t, d.socket, "info", fmt.Sprint(cn.ConnID)); !bytes.Contains(info, []byte(cn.Via+" (PROXY protocol)")) {
+					t.Fatalf("tcpopsctl info shows no via:\n%s", info)
+				}
 			}
 			if !found {
 				t.Fatalf("no connection of listener %s in %+v", tt.listener, l)
@@ -162,7 +166,7 @@ func TestTLSScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := "127.0.0.1:" + port
-	startDaemon(t, filepath.Join(dir, "s"), "--tls-cert", c.CertFile, "--tls-key", c.KeyFile, "--listen", "tls://"+addr+"?backend=echo")
+	d := startDaemon(t, filepath.Join(dir, "s"), "--tls-cert", c.CertFile, "--tls-key", c.KeyFile, "--listen", "tls://"+addr+"?backend=echo")
 	out, err := exec.Command(sslscan, "--no-colour", "--no-heartbleed", addr).CombinedOutput()
 	if err != nil {
 		t.Fatalf("sslscan: %v\n%s", err, out)
@@ -177,6 +181,22 @@ func TestTLSScan(t *testing.T) {
 			t.Fatalf("sslscan: %s %s offered, want AEAD suites of TLS 1.2 and 1.3 only:\n%s", version, suite, out)
 		}
 		t.Logf("sslscan: %s %s", version, suite)
+	}
+	// The session as tcpopsctl info shows it.
+	cfg := c.Client.Clone()
+	cfg.ServerName = "localhost"
+	tc, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	var l listed
+	if err := json.Unmarshal(ctl(t, d.socket, "list", "-o", "json", "--proto", "tls", "--state", "ok"), &l); err != nil || len(l.Connections) != 1 {
+		t.Fatalf("list: %+v %v; want the one TLS connection", l, err)
+	}
+	info := ctl(t, d.socket, "info", fmt.Sprint(l.Connections[0].ConnID))
+	if !regexp.MustCompile(`(?m)^tls\s+TLS 1\.3, TLS_AES_\S+, sni localhost$`).Match(info) {
+		t.Fatalf("tcpopsctl info:\n%s\nwant a tls line with the version, cipher and SNI", info)
 	}
 	// openssl asked for a CBC-SHA1 suite only gets no session.
 	cmd := exec.Command(openssl, "s_client", "-connect", addr, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA")

@@ -140,8 +140,8 @@ func waitListening(t *testing.T, what, addr string) {
 }
 
 // wsListener starts tcpops with a ws:// listener at /sip with the given
-// query options and returns its URL.
-func wsListener(t *testing.T, query string) string {
+// query options and returns its URL and control socket.
+func wsListener(t *testing.T, query string) (url, socket string) {
 	t.Helper()
 	port, err := freePort()
 	if err != nil {
@@ -152,10 +152,11 @@ func wsListener(t *testing.T, query string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	url := "ws://127.0.0.1:" + port + "/sip"
-	startDaemon(t, filepath.Join(dir, "s"), "--listen", url+"?"+query)
+	url = "ws://127.0.0.1:" + port + "/sip"
+	socket = filepath.Join(dir, "s")
+	startDaemon(t, socket, "--listen", url+"?"+query)
 	waitListening(t, "tcpops", "127.0.0.1:"+port)
-	return url
+	return url, socket
 }
 
 // kamailioConfig answers OPTIONS and REGISTER with 200 statelessly; a
@@ -207,7 +208,7 @@ func TestKamailioBehindFrameSIP(t *testing.T) {
 	startProc(t, kam, "-f", cfg, "-Y", dir, "-DD", "-E", "-m", "32", "-M", "4")
 	waitListening(t, "kamailio", "127.0.0.1:"+kport)
 
-	url := wsListener(t, "backend=127.0.0.1:"+kport+"&frame=sip&subprotocol=sip")
+	url, socket := wsListener(t, "backend=127.0.0.1:"+kport+"&frame=sip&subprotocol=sip")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"sip"}})
@@ -267,6 +268,14 @@ func TestKamailioBehindFrameSIP(t *testing.T) {
 		t.Fatalf("big REGISTER reply of %d bytes, want one message over 32 KiB with 46 X-Pad headers", len(big))
 	}
 	t.Logf("REGISTER reply over 32 KiB: one message of %d bytes", len(big))
+	var l struct {
+		Connections []struct {
+			WS struct{ Path, Subprotocol string } `json:"ws"`
+		} `json:"connections"`
+	}
+	if err := json.Unmarshal(ctl(t, socket, "list", "-o", "json", "--proto", "ws"), &l); err != nil || len(l.Connections) != 1 || l.Connections[0].WS.Subprotocol != "sip" || l.Connections[0].WS.Path != "/sip" {
+		t.Fatalf("list --proto ws: %+v %v; want the connection with ws path /sip, subprotocol sip", l, err)
+	}
 	ws.Close(websocket.StatusNormalClosure, "")
 }
 
@@ -375,7 +384,7 @@ func TestChromiumSIPOverWebSocket(t *testing.T) {
 		r.ReadString(0) // until the relay closes
 	}()
 
-	url := wsListener(t, "backend="+ln.Addr().String()+"&frame=sip&subprotocol=sip&origin=127.0.0.1:*")
+	url, _ := wsListener(t, "backend="+ln.Addr().String()+"&frame=sip&subprotocol=sip&origin=127.0.0.1:*")
 
 	results := make(chan pageResult, 1)
 	page := fmt.Sprintf(chromiumPage, url, sipRequest("OPTIONS", 1), len(msgs))

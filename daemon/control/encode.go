@@ -51,6 +51,9 @@ func appendConn(b []byte, in *conn.Info) []byte {
 	b = appendStr(b, `,"listener":`, in.Listener)
 	b = appendAddr(b, `,"local":`, in.Local)
 	b = appendAddr(b, `,"remote":`, in.Remote)
+	if in.Via.IsValid() {
+		b = appendAddr(b, `,"via":`, in.Via)
+	}
 	b = append(b, `,"state":`...)
 	b = strconv.AppendInt(b, int64(in.State), 10)
 	b = appendStr(b, `,"state_name":`, in.State.String())
@@ -69,7 +72,29 @@ func appendConn(b []byte, in *conn.Info) []byte {
 	b = strconv.AppendUint(b, in.BytesIn, 10)
 	b = append(b, `,"bytes_out":`...)
 	b = strconv.AppendUint(b, in.BytesOut, 10)
+	if t := in.TLS; t != nil {
+		b = appendStr(b, `,"tls":{"version":`, t.Version)
+		b = appendStr(b, `,"cipher":`, t.Cipher)
+		b = appendOptStr(b, `,"sni":`, t.SNI)
+		b = appendOptStr(b, `,"alpn":`, t.ALPN)
+		b = appendOptStr(b, `,"peer_subject":`, t.PeerSubject)
+		b = append(b, '}')
+	}
+	if w := in.WS; w != nil {
+		b = appendStr(b, `,"ws":{"path":`, w.Path)
+		b = appendOptStr(b, `,"subprotocol":`, w.Subprotocol)
+		b = appendOptStr(b, `,"origin":`, w.Origin)
+		b = append(b, '}')
+	}
 	return append(b, '}')
+}
+
+// appendOptStr is appendStr for a field left out when empty (omitempty).
+func appendOptStr(b []byte, key, s string) []byte {
+	if s == "" {
+		return b
+	}
+	return appendStr(b, key, s)
 }
 
 func appendAddr(b []byte, key string, a netip.AddrPort) []byte {

@@ -21,6 +21,10 @@ func TestAppendListMatchesEncodingJSON(t *testing.T) {
 			Remote: netip.MustParseAddrPort("[::1]:80"), State: conn.StateEOF, Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 			Keepalive: &sock.Keepalive{Enabled: true, Idle: 60, Count: 5, Interval: 5, UserTimeoutMs: 7000}, BytesIn: 1 << 40, BytesOut: 3},
 		{ID: 3, Listener: "bad utf8 \xff", Keepalive: &sock.Keepalive{}, Idle: time.Millisecond, ExpiresIn: 123456789 * time.Millisecond, State: 9},
+		{ID: 4, Proto: "wss", Direction: conn.DirIn, Remote: netip.MustParseAddrPort("198.51.100.7:4660"), Via: netip.MustParseAddrPort("10.0.0.1:33000"),
+			TLS: &conn.TLSInfo{Version: "TLS 1.3", Cipher: "TLS_AES_128_GCM_SHA256", SNI: "sip.example.com\"\x01"},
+			WS:  &conn.WSInfo{Path: "/sip", Subprotocol: "sip", Origin: "https://app.example.com <é>"}},
+		{ID: 5, Proto: "tls", TLS: &conn.TLSInfo{Version: "TLS 1.2", Cipher: "x", ALPN: "h2", PeerSubject: "CN=a,O=b"}, WS: &conn.WSInfo{Path: "/"}},
 	}
 	for _, next := range []uint64{0, 3} {
 		got := appendList(nil, infos, next)

@@ -329,11 +329,12 @@ func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 10
 func wireConn(in conn.Info) rpc.Conn {
 	return rpc.Conn{
 		Identity: rpc.Identity{ConnID: in.ID, Peer: in.Peer, Proto: string(in.Proto), Direction: in.Direction.String(),
-			Listener: in.Listener, Local: addrString(in.Local), Remote: addrString(in.Remote)},
+			Listener: in.Listener, Local: addrString(in.Local), Remote: addrString(in.Remote), Via: addrString(in.Via)},
 		State: int(in.State), StateName: in.State.String(),
 		Created: in.Created.UTC(), IdleS: seconds(in.Idle), Lifetime: seconds(in.Lifetime),
 		ExpiresIn: seconds(in.ExpiresIn), Keepalive: (*rpc.Keepalive)(in.Keepalive), ClosedEvent: in.ClosedEvent,
 		BytesIn: in.BytesIn, BytesOut: in.BytesOut,
+		TLS: (*rpc.TLS)(in.TLS), WS: (*rpc.WS)(in.WS),
 	}
 }
 
@@ -349,7 +350,7 @@ func WireEvent(e *conn.Event) rpc.Event {
 	return rpc.Event{
 		Seq: e.Seq, Time: e.Time.UTC(), Event: e.Name(), Reason: string(e.Reason),
 		Identity: rpc.Identity{ConnID: e.ConnID, Peer: e.Peer, Proto: string(e.Proto), Direction: e.Direction.String(),
-			Listener: e.Listener, Local: e.Local, Remote: e.Remote},
+			Listener: e.Listener, Local: e.Local, Remote: e.Remote, Via: e.Via},
 		DurationS: seconds(e.Duration), BytesIn: e.BytesIn, BytesOut: e.BytesOut,
 		Error: e.Error, WSCloseCode: e.WSCloseCode, WSCloseReason: e.WSCloseReason,
 	}

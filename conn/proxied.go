@@ -4,22 +4,6 @@ import (
 	"net/netip"
 )
 
-// TLSInfo describes a TLS session, as an operator checks it.
-type TLSInfo struct {
-	Version     string // "TLS 1.3"
-	Cipher      string // "TLS_AES_128_GCM_SHA256"
-	SNI         string // the server name the client asked for
-	ALPN        string // the protocol agreed on, if any
-	PeerSubject string // the client certificate's subject, if one was sent
-}
-
-// SetTLS records the TLS session of the connection after its handshake.
-func (c *Conn) SetTLS(t TLSInfo) {
-	c.mu.Lock()
-	c.tls = &t
-	c.mu.Unlock()
-}
-
 // SetClient replaces the remote address of a connection added with
 // AwaitClient by the client's, as a PROXY protocol header named it, and
 // keeps the balancer's as via; the client now counts for
