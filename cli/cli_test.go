@@ -76,7 +76,7 @@ func TestExitCodes(t *testing.T) {
 		{args: []string{"events"}, code: 0},
 		{args: []string{"events", "--reason", "nope"}, code: 2, stderr: `--reason "nope"`},
 		{args: []string{"stats"}, code: 0, stdout: "closed by reason"},
-		{args: []string{"call", "tcpops.state", "conid=" + ids}, code: 0, stdout: `"name": "ok"`},
+		{args: []string{"call", "tcpops.state", "conid=" + ids}, code: 0, stdout: `"state_name": "ok"`},
 		{args: []string{"call", "tcpops.state", `{"conid":` + ids + `}`}, code: 0, stdout: `"state": 1`},
 		{args: []string{"call", "tcpops.nope"}, code: 2, stderr: `unknown method "tcpops.nope"`},
 		{args: []string{"call", "tcpops.state", "conid=abc"}, code: 2, stderr: "param conid"},

@@ -103,7 +103,7 @@ one page is printed and the cursor of the next one is given as --after.`,
 				for _, cn := range r.Connections {
 					rows = append(rows, []string{
 						strconv.FormatUint(cn.ConnID, 10), orDash(cn.Peer), cn.Proto, cn.Direction, cn.StateName,
-						orDashS(cn.Remote), orDashS(cn.Local), secs(cn.IdleS), expiresH(cn.Lifetime, cn.ExpiresIn),
+						orDashS(cn.Remote), orDashS(cn.Local), secs(cn.IdleS), expiresH(cn.LifetimeS, cn.ExpiresInS),
 						keepaliveH(cn.Keepalive, false), bytesH(cn.BytesIn), bytesH(cn.BytesOut),
 					})
 				}
@@ -201,7 +201,7 @@ from the socket when you ask.`,
 				kv = append(kv, [][2]string{
 					{"state", fmt.Sprintf("%d (%s)", r.State, r.StateName)},
 					{"created", r.Created.Format(time.RFC3339)}, {"idle", secs(r.IdleS)},
-					{"lifetime", lifetimeH(r.Lifetime)}, {"expires in", expiresH(r.Lifetime, r.ExpiresIn)},
+					{"lifetime", lifetimeH(r.LifetimeS)}, {"expires in", expiresH(r.LifetimeS, r.ExpiresInS)},
 					{"keepalive", keepaliveH(r.Keepalive, true)}, {"closed event", strconv.FormatBool(r.ClosedEvent)},
 					{"bytes in", fmt.Sprintf("%d (%s)", r.BytesIn, bytesH(r.BytesIn))},
 					{"bytes out", fmt.Sprintf("%d (%s)", r.BytesOut, bytesH(r.BytesOut))},
@@ -289,7 +289,7 @@ Exit 0 when the state is >= 1, 1 otherwise.`,
 				if r.Reason != "" {
 					closed = " (closed: " + r.Reason + ")"
 				}
-				if err := o.report(r, "conid %d: %d %s%s", id, r.State, r.Name, closed); err != nil || r.State >= 1 {
+				if err := o.report(r, "conid %d: %d %s%s", id, r.State, r.StateName, closed); err != nil || r.State >= 1 {
 					return err
 				}
 				return negative
@@ -393,10 +393,10 @@ may be a duration such as 10m; 0 removes the limit.`,
 				if err != nil {
 					return err
 				}
-				if r.Lifetime == 0 {
+				if r.LifetimeS == 0 {
 					return o.report(r, "conid %d: no idle lifetime", id)
 				}
-				return o.report(r, "conid %d: lifetime %s, closes in %s unless there is traffic", id, secs(r.Lifetime), secs(r.ExpiresIn))
+				return o.report(r, "conid %d: lifetime %s, closes in %s unless there is traffic", id, secs(r.LifetimeS), secs(r.ExpiresInS))
 			})
 		},
 	}

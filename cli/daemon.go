@@ -47,7 +47,7 @@ slow followers, control clients, uptime and the configured limits.`,
 					{"control clients", fmt.Sprintf("%d now, %d cut off for not reading, %d bad requests", s.RPC.Clients, s.RPC.WriteTimeouts, s.RPC.BadRequests)},
 					{"uptime", secs(s.UptimeS)},
 					{"limits", fmt.Sprintf("max-conns %s, max-conns-per-ip %s, event-buffer %d, lifetime %s, closed-event %s",
-						limitH(s.Limits.MaxConns), limitH(s.Limits.MaxConnsPerIP), s.Limits.EventBuffer, lifetimeH(s.Limits.Lifetime), s.Limits.ClosedEvent)},
+						limitH(s.Limits.MaxConns), limitH(s.Limits.MaxConnsPerIP), s.Limits.EventBuffer, lifetimeH(s.Limits.LifetimeS), s.Limits.ClosedEvent)},
 				}
 				return keyValues(o.Stdout, kv)
 			})

@@ -129,11 +129,11 @@ func keepaliveH(k *rpc.Keepalive, long bool) string {
 	case !k.Enabled:
 		return "off"
 	case long && k.UserTimeoutMs > 0:
-		return fmt.Sprintf("on: idle %ds, %d probes every %ds, user timeout %dms", k.Idle, k.Count, k.Interval, k.UserTimeoutMs)
+		return fmt.Sprintf("on: idle %ds, %d probes every %ds, user timeout %dms", k.IdleS, k.Count, k.IntervalS, k.UserTimeoutMs)
 	case long:
-		return fmt.Sprintf("on: idle %ds, %d probes every %ds", k.Idle, k.Count, k.Interval)
+		return fmt.Sprintf("on: idle %ds, %d probes every %ds", k.IdleS, k.Count, k.IntervalS)
 	case k.UserTimeoutMs > 0:
-		return fmt.Sprintf("%d/%d/%d ut%dms", k.Idle, k.Count, k.Interval, k.UserTimeoutMs)
+		return fmt.Sprintf("%d/%d/%d ut%dms", k.IdleS, k.Count, k.IntervalS, k.UserTimeoutMs)
 	}
-	return fmt.Sprintf("%d/%d/%d", k.Idle, k.Count, k.Interval)
+	return fmt.Sprintf("%d/%d/%d", k.IdleS, k.Count, k.IntervalS)
 }

@@ -151,9 +151,9 @@ type AliveResult struct {
 // StateResult answers tcpops.state.
 type StateResult struct {
 	ConnID uint64 `json:"conid"`
-	State  int    `json:"state"`
-	Name   string `json:"name"`
-	Reason string `json:"reason,omitempty"`
+	State     int    `json:"state"`
+	StateName string `json:"state_name"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // KeepaliveResult answers tcpops.keepalive with what the kernel holds.
@@ -164,9 +164,9 @@ type KeepaliveResult struct {
 
 // LifetimeResult answers tcpops.lifetime (seconds).
 type LifetimeResult struct {
-	ConnID    uint64  `json:"conid"`
-	Lifetime  float64 `json:"lifetime"`
-	ExpiresIn float64 `json:"expires_in"`
+	ConnID     uint64  `json:"conid"`
+	LifetimeS  float64 `json:"lifetime_s"`
+	ExpiresInS float64 `json:"expires_in_s"`
 }
 
 // ClosedEventResult answers tcpops.closed_event.
@@ -202,8 +202,8 @@ type Conn struct {
 	StateName   string     `json:"state_name"`
 	Created     time.Time  `json:"created"`
 	IdleS       float64    `json:"idle_s"`
-	Lifetime    float64    `json:"lifetime"`
-	ExpiresIn   float64    `json:"expires_in"`
+	LifetimeS   float64    `json:"lifetime_s"`
+	ExpiresInS  float64    `json:"expires_in_s"`
 	Keepalive   *Keepalive `json:"keepalive,omitempty"`
 	ClosedEvent bool       `json:"closed_event"`
 	BytesIn     uint64     `json:"bytes_in"`
@@ -244,9 +244,9 @@ type InfoResult struct {
 // interval in seconds, user_timeout_ms 0 for the kernel's default.
 type Keepalive struct {
 	Enabled       bool `json:"enabled"`
-	Idle          int  `json:"idle"`
+	IdleS         int  `json:"idle_s"`
 	Count         int  `json:"count"`
-	Interval      int  `json:"interval"`
+	IntervalS     int  `json:"interval_s"`
 	UserTimeoutMs int  `json:"user_timeout_ms"`
 }
 
@@ -330,7 +330,7 @@ type Limits struct {
 	MaxConns      int     `json:"max_conns"`
 	MaxConnsPerIP int     `json:"max_conns_per_ip"`
 	EventBuffer   int     `json:"event_buffer"`
-	Lifetime      float64 `json:"lifetime"`
+	LifetimeS     float64 `json:"lifetime_s"`
 	ClosedEvent   string  `json:"closed_event"`
 }
 

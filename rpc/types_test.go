@@ -17,12 +17,12 @@ func TestWireJSON(t *testing.T) {
 		want string
 	}{
 		{"conn", Conn{Identity: id, State: 1, StateName: "ok", Created: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC),
-			IdleS: 1.2, Lifetime: 120, ExpiresIn: 118.8, Keepalive: &Keepalive{Enabled: true, Idle: 60, Count: 5, Interval: 5},
+			IdleS: 1.2, LifetimeS: 120, ExpiresInS: 118.8, Keepalive: &Keepalive{Enabled: true, IdleS: 60, Count: 5, IntervalS: 5},
 			ClosedEvent: true, BytesIn: 1200, BytesOut: 800},
 			`{"conid":42,"peer":43,"proto":"tcp","direction":"in","listener":"tcp://127.0.0.1:5060",` +
 				`"local":"127.0.0.1:5060","remote":"127.0.0.1:50312","state":1,"state_name":"ok",` +
-				`"created":"2026-11-26T10:00:00Z","idle_s":1.2,"lifetime":120,"expires_in":118.8,` +
-				`"keepalive":{"enabled":true,"idle":60,"count":5,"interval":5,"user_timeout_ms":0},` +
+				`"created":"2026-11-26T10:00:00Z","idle_s":1.2,"lifetime_s":120,"expires_in_s":118.8,` +
+				`"keepalive":{"enabled":true,"idle_s":60,"count":5,"interval_s":5,"user_timeout_ms":0},` +
 				`"closed_event":true,"bytes_in":1200,"bytes_out":800}`},
 		{"event", Event{Seq: 17, Time: time.Date(2026, 11, 26, 10, 0, 0, 123456000, time.UTC), Event: "tcp:closed",
 			Reason: "eof", Identity: id, DurationS: 12.5, BytesIn: 1200, BytesOut: 800},

@@ -359,7 +359,7 @@ func TestReloadAndCheckConfig(t *testing.T) {
 		t.Fatalf("list: %+v, %v", r, err)
 	}
 	old, fresh := r.Connections[0], r.Connections[1]
-	if old.Lifetime != 3600 || fresh.Lifetime != 120 || fresh.Keepalive == nil || fresh.Keepalive.Idle != 33 {
+	if old.LifetimeS != 3600 || fresh.LifetimeS != 120 || fresh.Keepalive == nil || fresh.Keepalive.IdleS != 33 {
 		t.Fatalf("after reload: old %+v, new %+v; want the old lifetime kept and the new defaults on the new one", old, fresh)
 	}
 }

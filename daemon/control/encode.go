@@ -61,8 +61,8 @@ func appendConn(b []byte, in *conn.Info) []byte {
 	b = in.Created.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, '"')
 	b = appendFloat(b, `,"idle_s":`, seconds(in.Idle))
-	b = appendFloat(b, `,"lifetime":`, seconds(in.Lifetime))
-	b = appendFloat(b, `,"expires_in":`, seconds(in.ExpiresIn))
+	b = appendFloat(b, `,"lifetime_s":`, seconds(in.Lifetime))
+	b = appendFloat(b, `,"expires_in_s":`, seconds(in.ExpiresIn))
 	if k := in.Keepalive; k != nil {
 		b = appendKeepalive(b, k)
 	}
@@ -109,11 +109,11 @@ func appendAddr(b []byte, key string, a netip.AddrPort) []byte {
 func appendKeepalive(b []byte, k *sock.Keepalive) []byte {
 	b = append(b, `,"keepalive":{"enabled":`...)
 	b = strconv.AppendBool(b, k.Enabled)
-	b = append(b, `,"idle":`...)
+	b = append(b, `,"idle_s":`...)
 	b = strconv.AppendInt(b, int64(k.Idle), 10)
 	b = append(b, `,"count":`...)
 	b = strconv.AppendInt(b, int64(k.Count), 10)
-	b = append(b, `,"interval":`...)
+	b = append(b, `,"interval_s":`...)
 	b = strconv.AppendInt(b, int64(k.Interval), 10)
 	b = append(b, `,"user_timeout_ms":`...)
 	b = strconv.AppendInt(b, int64(k.UserTimeoutMs), 10)

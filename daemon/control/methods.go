@@ -83,7 +83,7 @@ func (cl *call) state() (any, error) {
 		return nil, err
 	}
 	st, reason := cl.s.t.State(id)
-	return rpc.StateResult{ConnID: id, State: int(st), Name: st.String(), Reason: string(reason)}, nil
+	return rpc.StateResult{ConnID: id, State: int(st), StateName: st.String(), Reason: string(reason)}, nil
 }
 
 func (cl *call) keepalive() (any, error) {
@@ -125,7 +125,7 @@ func (cl *call) keepalive() (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("conid %d: %w", id, err)
 	}
-	return rpc.KeepaliveResult{ConnID: id, Keepalive: rpc.Keepalive(ka)}, nil
+	return rpc.KeepaliveResult{ConnID: id, Keepalive: *wireKeepalive(&ka)}, nil
 }
 
 // maxLifetime keeps a lifetime within what time.Duration holds, with room.
@@ -152,7 +152,7 @@ func (cl *call) lifetime() (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("conid %d: %w", id, err)
 	}
-	return rpc.LifetimeResult{ConnID: id, Lifetime: seconds(d), ExpiresIn: seconds(left)}, nil
+	return rpc.LifetimeResult{ConnID: id, LifetimeS: seconds(d), ExpiresInS: seconds(left)}, nil
 }
 
 func (cl *call) closedEvent() (any, error) {
@@ -243,7 +243,7 @@ func (cl *call) info() (any, error) {
 	}
 	r := rpc.InfoResult{Conn: wireConn(c.Info())}
 	if ka, err := c.Keepalive(); err == nil {
-		r.Keepalive = (*rpc.Keepalive)(&ka)
+		r.Keepalive = wireKeepalive(&ka)
 	}
 	if ti, err := c.TCPInfo(); err == nil {
 		r.TCPInfo = (*rpc.TCPInfo)(&ti)
@@ -334,7 +334,7 @@ func (cl *call) stats() (any, error) {
 		Dialled: st.Dialled, Closed: st.Closed, ClosedBy: map[string]uint64{}, Rejected: st.Rejected,
 		EventSeq: st.EventSeq, EventsLost: st.EventDrop, UptimeS: seconds(st.Uptime),
 		Limits: rpc.Limits{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, EventBuffer: cl.s.t.Events().Size(),
-			Lifetime: seconds(cfg.Lifetime), ClosedEvent: cfg.ClosedEvent.String()},
+			LifetimeS: seconds(cfg.Lifetime), ClosedEvent: cfg.ClosedEvent.String()},
 	}
 	out.RPC = rpc.RPCStats{Clients: cl.s.clients.Load(), WriteTimeouts: cl.s.writeTimeouts.Load(), IdleTimeouts: cl.s.idleTimeouts.Load(),
 		BadRequests: cl.s.badRequests.Load(), Refused: cl.s.refused.Load()}

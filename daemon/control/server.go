@@ -331,11 +331,19 @@ func wireConn(in conn.Info) rpc.Conn {
 		Identity: rpc.Identity{ConnID: in.ID, Peer: in.Peer, Proto: string(in.Proto), Direction: in.Direction.String(),
 			Listener: in.Listener, Local: addrString(in.Local), Remote: addrString(in.Remote), Via: addrString(in.Via)},
 		State: int(in.State), StateName: in.State.String(),
-		Created: in.Created.UTC(), IdleS: seconds(in.Idle), Lifetime: seconds(in.Lifetime),
-		ExpiresIn: seconds(in.ExpiresIn), Keepalive: (*rpc.Keepalive)(in.Keepalive), ClosedEvent: in.ClosedEvent,
+		Created: in.Created.UTC(), IdleS: seconds(in.Idle), LifetimeS: seconds(in.Lifetime),
+		ExpiresInS: seconds(in.ExpiresIn), Keepalive: wireKeepalive(in.Keepalive), ClosedEvent: in.ClosedEvent,
 		BytesIn: in.BytesIn, BytesOut: in.BytesOut,
 		TLS: (*rpc.TLS)(in.TLS), WS: (*rpc.WS)(in.WS),
 	}
+}
+
+// wireKeepalive converts what the kernel reported (nil stays nil).
+func wireKeepalive(k *sock.Keepalive) *rpc.Keepalive {
+	if k == nil {
+		return nil
+	}
+	return &rpc.Keepalive{Enabled: k.Enabled, IdleS: k.Idle, Count: k.Count, IntervalS: k.Interval, UserTimeoutMs: k.UserTimeoutMs}
 }
 
 func addrString(a netip.AddrPort) string {

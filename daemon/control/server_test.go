@@ -95,7 +95,7 @@ func TestAliveAndState(t *testing.T) {
 	ctx := t.Context()
 	tc, id := d.Dial(t, 0)
 	st, err := c.State(ctx, id)
-	if err != nil || st.State != 2 || st.Name != "accepting" {
+	if err != nil || st.State != 2 || st.StateName != "accepting" {
 		t.Fatalf("state before any byte = %+v, %v; want 2 accepting", st, err)
 	}
 	tc.Write([]byte("x"))
@@ -105,7 +105,7 @@ func TestAliveAndState(t *testing.T) {
 		t.Fatalf("alive = %+v, %v", al, err)
 	}
 	st, _ = c.State(ctx, id)
-	if st.State != 1 || st.Name != "ok" {
+	if st.State != 1 || st.StateName != "ok" {
 		t.Fatalf("state = %+v, want 1 ok", st)
 	}
 	// Unknown conid: a result, not an error.
@@ -114,7 +114,7 @@ func TestAliveAndState(t *testing.T) {
 		t.Fatalf("alive(999) = %+v, %v; want false -1", al, err)
 	}
 	st, err = c.State(ctx, 999)
-	if err != nil || st.State != -1 || st.Name != "not_found" || st.Reason != "" {
+	if err != nil || st.State != -1 || st.StateName != "not_found" || st.Reason != "" {
 		t.Fatalf("state(999) = %+v, %v", st, err)
 	}
 	// Recently closed: not_found with the reason.
@@ -140,14 +140,14 @@ func TestKeepalive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := sock.Keepalive{Enabled: true, Idle: 11, Count: 3, Interval: 2, UserTimeoutMs: 7000}
-	if sock.Keepalive(r.Keepalive) != want {
+	want := rpc.Keepalive{Enabled: true, IdleS: 11, Count: 3, IntervalS: 2, UserTimeoutMs: 7000}
+	if r.Keepalive != want {
 		t.Fatalf("keepalive result = %+v, want %+v", r.Keepalive, want)
 	}
 	// Read it back from the kernel ourselves.
 	cn, _ := d.Table.Get(id)
 	got, err := sock.GetKeepalive(cn.TCP())
-	if err != nil || got != want {
+	if err != nil || got != (sock.Keepalive{Enabled: true, Idle: 11, Count: 3, Interval: 2, UserTimeoutMs: 7000}) {
 		t.Fatalf("getsockopt = %+v, %v; want %+v", got, err, want)
 	}
 	r, err = c.Keepalive(ctx, rpc.KeepaliveParams{ConnID: &id, Enable: new(false)})
@@ -196,7 +196,7 @@ func TestLifetimeAndClose(t *testing.T) {
 	ctx := t.Context()
 	tc, id := d.Dial(t, 0)
 	r, err := c.Lifetime(ctx, id, 300*time.Millisecond)
-	if err != nil || r.Lifetime != 0.3 || r.ExpiresIn <= 0 || r.ExpiresIn > 0.3 {
+	if err != nil || r.LifetimeS != 0.3 || r.ExpiresInS <= 0 || r.ExpiresInS > 0.3 {
 		t.Fatalf("lifetime = %+v, %v", r, err)
 	}
 	tc.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -626,7 +626,7 @@ func TestSystemMethods(t *testing.T) {
 		t.Fatalf("version = %+v, %v", v, err)
 	}
 	st, err := c.Stats(ctx)
-	if err != nil || st.Limits.EventBuffer != 65536 || st.Limits.Lifetime != 120 || st.Limits.ClosedEvent != "all" {
+	if err != nil || st.Limits.EventBuffer != 65536 || st.Limits.LifetimeS != 120 || st.Limits.ClosedEvent != "all" {
 		t.Fatalf("stats = %+v, %v", st, err)
 	}
 }

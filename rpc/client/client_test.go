@@ -55,9 +55,9 @@ func TestCall(t *testing.T) {
 		answer   string
 		wantCode int64 // 0: no error
 	}{
-		{"result", `{"jsonrpc":"2.0","id":1,"result":{"conid":7,"state":1,"name":"ok"}}`, 0},
+		{"result", `{"jsonrpc":"2.0","id":1,"result":{"conid":7,"state":1,"state_name":"ok"}}`, 0},
 		{"error", `{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"param conid of tcpops.state: conids start at 1"}}`, rpc.CodeInvalidParams},
-		{"notification first", `{"jsonrpc":"2.0","method":"tcpops.event","params":{}}` + "\n" + `{"jsonrpc":"2.0","id":1,"result":{"conid":7,"state":1,"name":"ok"}}`, 0},
+		{"notification first", `{"jsonrpc":"2.0","method":"tcpops.event","params":{}}` + "\n" + `{"jsonrpc":"2.0","id":1,"result":{"conid":7,"state":1,"state_name":"ok"}}`, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,7 +74,7 @@ func TestCall(t *testing.T) {
 			}
 			var re *rpc.Error
 			switch {
-			case tt.wantCode == 0 && (err != nil || r.ConnID != 7 || r.Name != "ok"):
+			case tt.wantCode == 0 && (err != nil || r.ConnID != 7 || r.StateName != "ok"):
 				t.Errorf("got %+v, %v; want conid 7 ok", r, err)
 			case tt.wantCode != 0 && (!errors.As(err, &re) || re.Code != tt.wantCode):
 				t.Errorf("got error %v, want an *rpc.Error with code %d", err, tt.wantCode)
