@@ -150,7 +150,7 @@ type AliveResult struct {
 
 // StateResult answers tcpops.state.
 type StateResult struct {
-	ConnID uint64 `json:"conid"`
+	ConnID    uint64 `json:"conid"`
 	State     int    `json:"state"`
 	StateName string `json:"state_name"`
 	Reason    string `json:"reason,omitempty"`
@@ -314,6 +314,31 @@ type Stats struct {
 	UptimeS      float64           `json:"uptime_s"`
 	Limits       Limits            `json:"limits"`
 	RPC          RPCStats          `json:"rpc"`
+	// NATS is the daemon's link to a NATS fleet; absent without --nats.
+	NATS *NATSStats `json:"nats,omitempty"`
+}
+
+// NATSStats is the state of the daemon's NATS link: the connection, the
+// closed events it has stored in JetStream and the requests it has served.
+type NATSStats struct {
+	Host       string `json:"host"`
+	Connected  bool   `json:"connected"`
+	Server     string `json:"server,omitempty"` // the server connected to
+	Reconnects uint64 `json:"reconnects"`
+	// Stream is the JetStream stream the events go to.
+	Stream string `json:"stream"`
+	// PublishedSeq is the newest event seq stored in JetStream; every
+	// event up to it is stored (or was reported lost).
+	PublishedSeq uint64 `json:"published_seq"`
+	// Published counts events stored; Pending those in the ring not yet
+	// stored; Lost those the ring overwrote before they could be stored
+	// (published as tcpops.events_lost records instead).
+	Published uint64 `json:"events_published"`
+	Pending   uint64 `json:"events_pending"`
+	Lost      uint64 `json:"events_lost"`
+	// Requests counts JSON-RPC requests served over NATS.
+	Requests  uint64 `json:"requests"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // RPCStats counts the control socket's clients.

@@ -47,12 +47,25 @@ func describe(err error) string {
 // ErrDisconnected is returned when the daemon closes the connection.
 var ErrDisconnected = errors.New("connection to tcpops closed")
 
+// Transport carries one request to a daemon by some other way than its
+// control socket (NATS, in package fleet) and brings back the result as
+// JSON; an error from the daemon is an *rpc.Error.
+type Transport interface {
+	RoundTrip(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
+	Close() error
+}
+
+// ErrNoFollow is Follow's error on a client over a Transport: following
+// events needs the control socket.
+var ErrNoFollow = errors.New("following events needs the control socket")
+
 // Client is a typed client of the control socket. It frames requests and
 // matches responses itself: the library's client decodes every message
 // into interface{} to tell requests from responses, which for a list of
 // 10,000 connections cost more than the daemon's whole answer. Calls may
 // be made from several goroutines.
 type Client struct {
+	t     Transport // instead of the socket, when set
 	path  string
 	conn  net.Conn
 	r     *bufio.Reader
@@ -92,6 +105,12 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 		done: make(chan struct{}), pending: map[uint64]chan *reply{}}
 	go c.read()
 	return c, nil
+}
+
+// New makes a client whose calls go through t rather than a control
+// socket; name is what errors call the daemon.
+func New(t Transport, name string) *Client {
+	return &Client{t: t, path: name}
 }
 
 // read delivers responses to their callers and notifications, in order,
@@ -135,6 +154,9 @@ func (c *Client) write(parts ...[]byte) error {
 
 // Close closes the connection.
 func (c *Client) Close() error {
+	if c.t != nil {
+		return c.t.Close()
+	}
 	err := c.conn.Close()
 	<-c.done
 	return err
@@ -149,6 +171,13 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	p, err := json.Marshal(params)
 	if err != nil {
 		return err
+	}
+	if c.t != nil {
+		raw, err := c.t.RoundTrip(ctx, method, p)
+		if err != nil {
+			return err
+		}
+		return setResult(raw, result)
 	}
 	ch := make(chan *reply, 1)
 	c.mu.Lock()
@@ -171,14 +200,7 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 		if r.Error != nil {
 			return r.Error
 		}
-		if result == nil {
-			return nil
-		}
-		if raw, ok := result.(*json.RawMessage); ok {
-			*raw = r.Result
-			return nil
-		}
-		return json.Unmarshal(r.Result, result)
+		return setResult(r.Result, result)
 	case <-c.done:
 		return fmt.Errorf("%s: %w", method, ErrDisconnected)
 	case <-ctx.Done():
@@ -187,6 +209,19 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 		}
 		return ctx.Err()
 	}
+}
+
+// setResult stores a JSON result in result (nil: dropped; a
+// *json.RawMessage takes it as it is).
+func setResult(r json.RawMessage, result any) error {
+	if result == nil {
+		return nil
+	}
+	if raw, ok := result.(*json.RawMessage); ok {
+		*raw = r
+		return nil
+	}
+	return json.Unmarshal(r, result)
 }
 
 type timeoutError struct{}
@@ -255,6 +290,9 @@ func (c *Client) Events(ctx context.Context, p rpc.EventsParams) (rpc.EventsResu
 // ends (nil) or the daemon closes the connection (ErrDisconnected), or with
 // the first error of a callback. callCtx bounds the initial call only.
 func (c *Client) Follow(ctx, callCtx context.Context, p rpc.EventsParams, onEvent func(rpc.Event) error, onLost func(rpc.EventsLost) error) error {
+	if c.t != nil {
+		return ErrNoFollow
+	}
 	p.Follow = true
 	var r rpc.EventsResult
 	if err := c.Call(callCtx, rpc.MethodEvents, p, &r); err != nil {
