@@ -272,6 +272,9 @@ func (cl *call) events() (any, error) {
 			out.Events = append(out.Events, WireEvent(&evs[i]))
 		}
 	}
+	if p.Follow && cl.st == nil {
+		return nil, badParam("param follow of %s: following needs the control socket (over NATS, events are in JetStream)", cl.m.name)
+	}
 	if p.Follow {
 		sub := cl.s.t.Events().Subscribe(max(last, p.Since))
 		cl.s.followers.Add(1)
@@ -343,6 +346,9 @@ func (cl *call) stats() (any, error) {
 	}
 	if cl.s.cfg.Relay != nil {
 		out.AcceptErrors = cl.s.cfg.Relay.AcceptErrors()
+	}
+	if cl.s.cfg.NATS != nil {
+		out.NATS = cl.s.cfg.NATS()
 	}
 	return out, nil
 }

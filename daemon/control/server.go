@@ -46,6 +46,8 @@ type Config struct {
 	// OnRequest, if set, is told of every request answered: its method
 	// ("" when the line never named one) and code (0: success).
 	OnRequest func(method string, code int)
+	// NATS, if set, reports the NATS link for tcpops.stats.
+	NATS func() *rpc.NATSStats
 }
 
 // MethodNames lists every method the server answers.
