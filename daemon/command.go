@@ -6,9 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/fleet"
 	"github.com/tcpops/tcpops/relay"
 	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/sock"
@@ -45,6 +49,14 @@ type Options struct {
 	Metrics        string
 	LogFormat      string
 	LogLevel       string
+
+	NATS               string
+	NATSCreds          string
+	NATSTLSCA          string
+	HostName           string
+	NATSStreamMaxAge   time.Duration
+	NATSStreamMaxBytes int64
+	NATSStreamReplicas int
 }
 
 // Config is Options checked and parsed.
@@ -64,6 +76,17 @@ type Config struct {
 	EventLog string
 	// Metrics is the HOST:PORT to serve Prometheus metrics on ("" none).
 	Metrics string
+	// NATS links the daemon to a fleet (nil without --nats).
+	NATS *NATSConfig
+}
+
+// NATSConfig is the daemon's link to NATS.
+type NATSConfig struct {
+	fleet.Options
+	Host     string
+	MaxAge   time.Duration
+	MaxBytes int64
+	Replicas int
 }
 
 // Parse checks every option and names the bad one.
@@ -128,10 +151,63 @@ func (o *Options) Parse() (*Config, error) {
 		}
 	}
 	cfg.Metrics = o.Metrics
+	if cfg.NATS, err = o.parseNATS(); err != nil {
+		return nil, err
+	}
 	cfg.Table = conn.Config{Lifetime: lt, ClosedEvent: mode2, EventBuffer: o.EventBuffer,
 		MaxConns: o.MaxConns, MaxConnsPerIP: o.MaxConnsPerIP}
 	cfg.Relay = relay.Config{Keepalive: ka, DialTimeout: o.BackendTimeout, TLSCert: o.TLSCert, TLSKey: o.TLSKey}
 	return cfg, nil
+}
+
+// parseNATS checks the --nats flags (nil, nil without --nats).
+func (o *Options) parseNATS() (*NATSConfig, error) {
+	if o.NATS == "" {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"--nats-creds", o.NATSCreds != ""}, {"--nats-tls-ca", o.NATSTLSCA != ""}, {"--host-name", o.HostName != ""}} {
+			if f.set {
+				return nil, fmt.Errorf("%s: only with --nats", f.name)
+			}
+		}
+		return nil, nil
+	}
+	for u := range strings.SplitSeq(o.NATS, ",") {
+		pu, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
+			return nil, fmt.Errorf("--nats %q: want nats://HOST:PORT (or tls://, ws://, wss://), several separated by commas", fleet.Redact(u))
+		}
+	}
+	for _, f := range []struct{ flag, path string }{{"--nats-creds", o.NATSCreds}, {"--nats-tls-ca", o.NATSTLSCA}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.flag, err)
+		}
+	}
+	host := o.HostName
+	if host == "" {
+		h, err := fleet.DefaultHost()
+		if err != nil {
+			return nil, fmt.Errorf("--host-name: the machine's name does not do (%v); set --host-name", err)
+		}
+		host = h
+	}
+	if err := fleet.CheckHost(host); err != nil {
+		return nil, fmt.Errorf("--host-name: %w", err)
+	}
+	switch {
+	case o.NATSStreamMaxAge < 0:
+		return nil, fmt.Errorf("--nats-stream-max-age %s: must be >= 0 (0 = no limit)", o.NATSStreamMaxAge)
+	case o.NATSStreamMaxBytes < 0:
+		return nil, fmt.Errorf("--nats-stream-max-bytes %d: must be >= 0 (0 = no limit)", o.NATSStreamMaxBytes)
+	case o.NATSStreamReplicas < 1 || o.NATSStreamReplicas > 5:
+		return nil, fmt.Errorf("--nats-stream-replicas %d: want 1 to 5", o.NATSStreamReplicas)
+	}
+	return &NATSConfig{Options: fleet.Options{URL: o.NATS, Creds: o.NATSCreds, CA: o.NATSTLSCA}, Host: host,
+		MaxAge: o.NATSStreamMaxAge, MaxBytes: o.NATSStreamMaxBytes, Replicas: o.NATSStreamReplicas}, nil
 }
 
 // NewLogger builds the daemon's logger.
@@ -290,6 +366,13 @@ func addFlags(cmd *cobra.Command, o *Options) {
 	f.StringVar(&o.TLSKey, "tls-key", "", "private key file (PEM) for tls:// and wss:// listeners without ?key=")
 	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at http://HOST:PORT/metrics")
 	f.StringVar(&o.EventLog, "event-log", "", "append every closed event to this file, one JSON object a line (reopened on SIGUSR1)")
+	f.StringVar(&o.NATS, "nats", "", "join a fleet on NATS: server URL(s), comma-separated (nats://HOST:4222); closed events go to JetStream, methods are served on tcpops.rpc.HOST and tcpops.admin.HOST")
+	f.StringVar(&o.NATSCreds, "nats-creds", "", "NATS credentials file (.creds)")
+	f.StringVar(&o.NATSTLSCA, "nats-tls-ca", "", "PEM file of the CAs of tls:// NATS servers")
+	f.StringVar(&o.HostName, "host-name", "", "the daemon's name in the fleet, a NATS subject token (default the host name up to its first dot)")
+	f.DurationVar(&o.NATSStreamMaxAge, "nats-stream-max-age", 7*24*time.Hour, "oldest closed events kept in the TCPOPS_EVENTS stream, when it is created (0 = no limit)")
+	f.Int64Var(&o.NATSStreamMaxBytes, "nats-stream-max-bytes", 1<<30, "bytes of closed events kept in the TCPOPS_EVENTS stream, when it is created (0 = no limit)")
+	f.IntVar(&o.NATSStreamReplicas, "nats-stream-replicas", 1, "replicas of the streams, when they are created (a JetStream cluster)")
 	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 }

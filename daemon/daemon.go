@@ -17,8 +17,10 @@ import (
 
 	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/daemon/control"
+	"github.com/tcpops/tcpops/daemon/natsbus"
 	"github.com/tcpops/tcpops/metrics"
 	"github.com/tcpops/tcpops/relay"
+	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/sock"
 )
 
@@ -84,7 +86,8 @@ type Daemon struct {
 	listenCtx     context.Context
 	stopListening context.CancelFunc
 	serving       sync.WaitGroup
-	eventLog      *eventLog // nil without --event-log
+	eventLog      *eventLog    // nil without --event-log
+	bus           *natsbus.Bus // nil without --nats
 	ctx           context.Context
 
 	// mu guards the fields below and Listeners.
@@ -213,9 +216,16 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 	}
 	scfg := control.Config{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log,
 		WriteTimeout: cfg.RPCWriteTimeout, IdleTimeout: cfg.RPCIdleTimeout, MaxClients: cfg.MaxRPCClients}
+	if cfg.NATS != nil {
+		// d.bus is set below, before anything can ask.
+		scfg.NATS = func() *rpc.NATSStats { return d.bus.Stats() }
+	}
 	if cfg.Metrics != "" {
 		m := metrics.New(t, rs, control.MethodNames())
 		scfg.OnRequest = m.Request
+		if scfg.NATS != nil {
+			m.NATS(scfg.NATS)
+		}
 		var lc net.ListenConfig
 		mln, err := lc.Listen(ctx, "tcp", cfg.Metrics)
 		if err != nil {
@@ -254,9 +264,24 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 			el.run(sub)
 		}()
 	}
+	if n := cfg.NATS; n != nil {
+		// Subscribed to the ring before any listener accepts, like the
+		// event log.
+		d.bus, err = natsbus.Start(natsbus.Config{NATS: n.Options, Host: n.Host, MaxAge: n.MaxAge, MaxBytes: n.MaxBytes,
+			Replicas: n.Replicas, Events: t.Events(), Server: d.RPC, Log: log})
+		if err != nil {
+			ctl.Close()
+			return fail(err)
+		}
+	}
 	for _, l := range cfg.Listeners {
 		if err := d.startListener(l); err != nil {
 			ctl.Close()
+			if d.bus != nil {
+				stopNow, cancel := context.WithCancel(context.Background())
+				cancel()
+				d.bus.Close(stopNow)
+			}
 			return fail(err)
 		}
 	}
@@ -300,6 +325,12 @@ func (d *Daemon) Shutdown(grace time.Duration) error {
 	})
 	if !waitGroup(ctx, &rpcDone) {
 		errs = append(errs, fmt.Errorf("shutdown: event followers still reading after %s", grace))
+	}
+	if d.bus != nil {
+		// The shutdown events too go to JetStream, within the grace.
+		if err := d.bus.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	d.Relay.Close()
 	d.log.Info("tcpops stopped", "closed", n, "last_event_seq", d.Table.Events().LastSeq())
