@@ -33,7 +33,7 @@ func fixed(vals ...string) cobra.CompletionFunc {
 func (o *Options) complete(list func(ctx context.Context, c *client.Client) ([]cobra.Completion, error)) ([]cobra.Completion, cobra.ShellCompDirective) {
 	ctx, cancel := context.WithTimeout(context.Background(), min(o.Timeout, completionTimeout))
 	defer cancel()
-	c, err := client.Dial(ctx, o.socketPath())
+	c, err := o.dial(ctx)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}

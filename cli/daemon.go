@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -49,10 +50,27 @@ slow followers, control clients, uptime and the configured limits.`,
 					{"limits", fmt.Sprintf("max-conns %s, max-conns-per-ip %s, event-buffer %d, lifetime %s, closed-event %s",
 						limitH(s.Limits.MaxConns), limitH(s.Limits.MaxConnsPerIP), s.Limits.EventBuffer, lifetimeH(s.Limits.LifetimeS), s.Limits.ClosedEvent)},
 				}
+				if n := s.NATS; n != nil {
+					kv = append(kv, [2]string{"nats", natsH(n)})
+				}
 				return keyValues(o.Stdout, kv)
 			})
 		},
 	}
+}
+
+// natsH describes the NATS link on one line.
+func natsH(n *rpc.NATSStats) string {
+	conn := "not connected"
+	if n.Connected {
+		conn = "connected to " + n.Server
+	}
+	s := fmt.Sprintf("host %s, %s, %d reconnects; events stored up to seq %d, %d waiting, %d lost; %d requests",
+		n.Host, conn, n.Reconnects, n.PublishedSeq, n.Pending, n.Lost, n.Requests)
+	if n.LastError != "" {
+		s += "; last error: " + n.LastError
+	}
+	return s
 }
 
 func limitH(n int) string {
@@ -205,7 +223,7 @@ func newVersionCmd(o *Options) *cobra.Command {
 				_, err = fmt.Fprintf(o.Stdout, "tcpops    %s (commit %s, %s)\n", v.Version, orDashS(v.Commit), v.Go)
 				return err
 			})
-			if err != nil && o.Output != "json" {
+			if err != nil && o.Output != "json" && !errors.Is(err, errFanOut) {
 				fmt.Fprintf(o.Stdout, "tcpopsctl %s (%s)\n", mine.Version, mine.Go)
 			}
 			return err

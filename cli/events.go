@@ -21,6 +21,7 @@ import (
 func newEventsCmd(o *Options) *cobra.Command {
 	var p rpc.EventsParams
 	var follow bool
+	var since string
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Print closed events; -f follows them live",
@@ -30,17 +31,35 @@ Kamailio's event_route[tcp:closed]. seq is gap-free: a follower too slow for
 the daemon's ring gets a line saying which seqs it lost instead of a silent
 gap. When the daemon goes away, -f says so on stderr and exits 3.
 
-Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
+Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.
+
+With --nats the events come from JetStream, the TCPOPS_EVENTS stream the
+daemons publish to: every host's, or those of --host, each line led by
+host= (with -o json, host, boot and stream_seq added). --since is then a
+stream sequence, a time (RFC 3339) or a duration ago (10m); without it,
+everything the stream keeps. Without -f it stops at the end of the stream.`,
 		Example: `  tcpopsctl events
   tcpopsctl events -f --reason reset --reason timeout
   tcpopsctl events --since 1200
-  tcpopsctl -o json events -f | jq -c 'select(.reason == "lifetime")'`,
+  tcpopsctl -o json events -f | jq -c 'select(.reason == "lifetime")'
+  tcpopsctl --nats nats://nats1:4222 events -f --since 1h
+  tcpopsctl --nats nats://nats1:4222 --host web1 events --reason reset`,
 		Args: args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, r := range p.Reason {
 				if !slices.Contains(rpc.Reasons(), r) {
 					return usageErr("--reason %q: want one of %v", r, rpc.Reasons())
 				}
+			}
+			if o.NATS != "" {
+				return o.fleetEvents(cmd, p, since, follow)
+			}
+			if since != "" {
+				n, err := strconv.ParseUint(since, 10, 64)
+				if err != nil {
+					return usageErr("--since %q: want an event seq (a time or duration only with --nats)", since)
+				}
+				p.Since = n
 			}
 			print := func(e rpc.Event) error { return printEvent(o, e) }
 			if !follow {
@@ -85,7 +104,7 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 	}
 	f := cmd.Flags()
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
-	f.Uint64Var(&p.Since, "since", 0, "only events with a seq above this one")
+	f.StringVar(&since, "since", "", "only events with a seq above this one (with --nats: from this stream sequence, time or duration ago)")
 	f.StringArrayVar(&p.Reason, "reason", nil, "only these reasons (repeatable)")
 	f.Uint64Var(&p.ConnID, "conid", 0, "only events of this connection")
 	cmd.RegisterFlagCompletionFunc("reason", func(_ *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
@@ -105,6 +124,12 @@ func printEvent(o *Options, e rpc.Event) error {
 	if o.Output == "json" {
 		return printJSONLine(o.Stdout, e)
 	}
+	return writeEvent(o.Stdout, "", e)
+}
+
+// writeEvent writes the logfmt line of an event, led by host= when host
+// is set.
+func writeEvent(w io.Writer, host string, e rpc.Event) error {
 	var b strings.Builder
 	kv := func(k, v string) {
 		if v == "" {
@@ -120,6 +145,7 @@ func printEvent(o *Options, e rpc.Event) error {
 		}
 		b.WriteString(v)
 	}
+	kv("host", host)
 	kv("seq", strconv.FormatUint(e.Seq, 10))
 	kv("time", e.Time.Format(time.RFC3339Nano))
 	kv("event", e.Event)
@@ -142,6 +168,6 @@ func printEvent(o *Options, e rpc.Event) error {
 	}
 	kv("ws_reason", e.WSCloseReason)
 	b.WriteByte('\n')
-	_, err := io.WriteString(o.Stdout, b.String())
+	_, err := io.WriteString(w, b.String())
 	return err
 }

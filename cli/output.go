@@ -43,6 +43,10 @@ func printJSONLine(w io.Writer, v any) error {
 // table writes rows under a header, plain: no borders, no colour, headers
 // as written.
 func table(w io.Writer, header []string, rows [][]string) error {
+	if h, ok := w.(*hostOutput); ok {
+		h.addTable(header, rows) // merged with the other hosts' later
+		return nil
+	}
 	var buf bytes.Buffer
 	t := tablewriter.NewTable(&buf,
 		tablewriter.WithRendition(tw.Rendition{

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tcpops/tcpops/fleet"
 	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/rpc/client"
 	"github.com/tcpops/tcpops/sock"
@@ -31,6 +32,17 @@ type Options struct {
 	Socket  string
 	Output  string
 	Timeout time.Duration
+
+	// Over NATS: the servers, and the hosts to run on.
+	NATS      string
+	NATSCreds string
+	NATSTLSCA string
+	Hosts     []string
+	AllHosts  bool
+	// only is the host of one run of a command over several hosts;
+	// fleet is the NATS connection all runs share.
+	only  string
+	fleet *fleetState
 
 	Stdout io.Writer
 	Stderr io.Writer
@@ -71,8 +83,14 @@ func ExitCode(err error) int {
 		return ee.code
 	}
 	var de *client.DialError
-	if errors.As(err, &de) || errors.Is(err, client.ErrDisconnected) {
+	var fe *fleet.DialError
+	if errors.As(err, &de) || errors.As(err, &fe) || errors.Is(err, client.ErrDisconnected) {
 		return ExitUnreachable
+	}
+	var na *fleet.NoAnswerError
+	var nd *fleet.DeniedError
+	if errors.As(err, &na) || errors.As(err, &nd) {
+		return ExitFailed
 	}
 	var je *rpc.Error
 	if errors.As(err, &je) {
@@ -89,6 +107,9 @@ func ExitCode(err error) int {
 
 // NewRootCmd builds the whole command tree.
 func NewRootCmd(o *Options) *cobra.Command {
+	if o.fleet == nil {
+		o.fleet = &fleetState{}
+	}
 	root := &cobra.Command{
 		Use:   "tcpopsctl",
 		Short: "Inspect and steer the live connections of a tcpops daemon",
@@ -106,12 +127,23 @@ Exit codes, for shells, cron and Ansible:
   4  the daemon refused or failed: permission, socket operation, internal
 
 The socket is --socket, else $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock for
-root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
+root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.
+
+Fleet: with --nats URL a command goes over NATS to daemons run with --nats:
+to one host (--host H, the output as from its socket) or to several
+(--host a --host b, or --all-hosts: every host whose tcpops micro service
+answers or that is registered in the TCPOPS_HOSTS stream), in parallel, each
+within --timeout; the outputs merge with a HOST column, and with -o json each
+host is one line {"host", "result"} or {"host", "error"}. A host that does
+not answer is named on stderr and makes the exit code 4. events reads the
+TCPOPS_EVENTS stream in JetStream instead (every host, or --host).`,
 		Example: `  tcpopsctl list --state ok --remote 10.0.0.0/8
   tcpopsctl keepalive enable 42 60 5 5
   tcpopsctl lifetime 42 3600
   if tcpopsctl alive 42; then echo usable; fi
-  tcpopsctl -o json events -f --reason reset`,
+  tcpopsctl -o json events -f --reason reset
+  tcpopsctl --nats nats://nats1:4222 --all-hosts list --remote 203.0.113.0/24
+  tcpopsctl --nats nats://nats1:4222 --host web1 close 42`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		DisableAutoGenTag: true,
@@ -121,6 +153,11 @@ root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 	pf.StringVarP(&o.Socket, "socket", "s", "", "control socket of the daemon (default $TCPOPS_SOCKET or the daemon's default path)")
 	pf.StringVarP(&o.Output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.Timeout, "timeout", 5*time.Second, "time allowed to reach the daemon and get an answer")
+	pf.StringVar(&o.NATS, "nats", "", "run on hosts over NATS instead of the local socket: server URL(s), comma-separated")
+	pf.StringVar(&o.NATSCreds, "nats-creds", "", "NATS credentials file (.creds)")
+	pf.StringVar(&o.NATSTLSCA, "nats-tls-ca", "", "PEM file of the CAs of tls:// NATS servers")
+	pf.StringSliceVar(&o.Hosts, "host", nil, "with --nats: the host to run on (repeatable, or comma-separated: several merge with a HOST column)")
+	pf.BoolVar(&o.AllHosts, "all-hosts", false, "with --nats: run on every host of the fleet")
 	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if o.Output != "table" && o.Output != "json" {
@@ -128,6 +165,9 @@ root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 		}
 		if o.Timeout <= 0 {
 			return usageErr("--timeout %s: must be > 0", o.Timeout)
+		}
+		if err := o.checkFleetFlags(); err != nil {
+			return err
 		}
 		o.ready = true
 		return nil
@@ -163,7 +203,7 @@ func (o *Options) socketPath() string {
 // client dials the daemon within the timeout; ctx bounds the calls.
 func (o *Options) client(cmd *cobra.Command) (*client.Client, context.Context, context.CancelFunc, error) {
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.Timeout)
-	c, err := client.Dial(ctx, o.socketPath())
+	c, err := o.dial(ctx)
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err
@@ -187,6 +227,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := NewRootCmd(o)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
+	if errors.Is(err, errFanOut) {
+		err = o.fanOut(ctx, args)
+	}
+	o.closeFleet()
 	var ee *exitError
 	if err != nil && !o.ready && !errors.As(err, &ee) {
 		err = usageErr("%v (see 'tcpopsctl --help')", err)

@@ -92,7 +92,11 @@ daemon cannot be reached; wait ready waits for that too.`,
 			deadline := time.Now().Add(o.Timeout)
 			for {
 				ctx, cancel := context.WithTimeout(cmd.Context(), min(time.Until(deadline), 2*time.Second))
-				c, err := client.Dial(ctx, o.socketPath())
+				c, err := o.dial(ctx)
+				if errors.Is(err, errFanOut) {
+					cancel()
+					return err
+				}
 				if err == nil {
 					_, err = c.Version(ctx)
 					c.Close()
@@ -135,7 +139,7 @@ func (o *Options) poll(cmd *cobra.Command, check func(ctx context.Context, c *cl
 	deadline := time.Now().Add(o.Timeout)
 	ctx, cancel := context.WithDeadline(cmd.Context(), deadline)
 	defer cancel()
-	c, err := client.Dial(ctx, o.socketPath())
+	c, err := o.dial(ctx)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ var forbidden = []string{
 	"github.com/coder/websocket",
 	"github.com/pires/go-proxyproto",
 	"github.com/sourcegraph/jsonrpc2",
+	"github.com/nats-io/nats-server", // the embedded server is for tests only
 }
 
 // allowed are the packages of this module tcpopsctl may link. A new one
@@ -29,6 +30,7 @@ var forbidden = []string{
 var allowed = []string{
 	module + "cli",
 	module + "cmd/tcpopsctl",
+	module + "fleet",
 	module + "rpc",
 	module + "rpc/client",
 	module + "sock",
