@@ -7,7 +7,7 @@
 # cut a link, unshare and prlimit (util-linux) for network namespaces and fd
 # limits, systemd-analyze (systemd) to verify the unit file, gcc for the
 # race detector, and the real peers tcpops is tested against: HAProxy,
-# Kamailio, Chromium, sslscan and openssl. A tool that cannot be installed
+# Kamailio, Chromium, sslscan, openssl and nats-server (the fleet's NATS). A tool that cannot be installed
 # stops the run here, naming it; no test is skipped for want of one.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,6 +17,7 @@ tools=(
 	systemd-analyze:systemd gcc:gcc
 	haproxy:haproxy kamailio:kamailio chromium:chromium
 	sslscan:sslscan openssl:openssl
+	nats-server:nats-server
 )
 have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ]; }
 need=()

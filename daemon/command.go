@@ -297,6 +297,15 @@ Signals: SIGTERM and SIGINT stop accepting, close every connection with reason
 "shutdown", deliver those events to followers (and the event log), remove the
 socket and exit 0. SIGUSR1 reopens the --event-log file, for log rotation.
 
+Fleet: with --nats the daemon joins a fleet on NATS under --host-name. Every
+closed event is stored in the JetStream stream TCPOPS_EVENTS, subject
+tcpops.events.HOST (message id HOST:BOOT:SEQ; while NATS is away the events wait
+in the ring and are stored in order when it is back, a tcpops.events_lost
+record standing for any the ring overwrote), and the control methods are
+served as the NATS micro service tcpops: read-only ones on tcpops.rpc.HOST,
+all on tcpops.admin.HOST. tcpopsctl --nats reaches them. The NATS flags take
+effect at start.
+
 Files: the control socket, by default $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock
 for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 		Example: `  # echo server on 127.0.0.1:5060, the defaults
@@ -315,7 +324,10 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
          --listen 'wss://0.0.0.0:8443/sip?backend=10.0.0.5:5060&subprotocol=sip&frame=sip&ping=30s'
 
   # SIP over TCP behind HAProxy (send-proxy-v2), the backend told the client by v1
-  tcpops --listen 'tcp://0.0.0.0:5060?accept_proxy=v2&proxy_from=10.0.0.0/24&backend=10.0.0.5:5060&proxy_protocol=v1'`,
+  tcpops --listen 'tcp://0.0.0.0:5060?accept_proxy=v2&proxy_from=10.0.0.0/24&backend=10.0.0.5:5060&proxy_protocol=v1'
+
+  # one host of a fleet: events to JetStream, methods over NATS
+  tcpops --listen tcp://0.0.0.0:5060 --nats nats://nats1:4222,nats://nats2:4222 --nats-creds /etc/tcpops/nats.creds`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
