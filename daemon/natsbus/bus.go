@@ -164,9 +164,9 @@ func Start(cfg Config) (*Bus, error) {
 }
 
 // backoff is the wait before reconnect attempt n: doubling from 100 ms to
-// 5 s, with jitter so a fleet does not reconnect in step.
+// 2 s, with jitter so a fleet does not reconnect in step.
 func backoff(n int) time.Duration {
-	d := min(100*time.Millisecond<<min(n, 6), 5*time.Second)
+	d := min(100*time.Millisecond<<min(n, 5), 2*time.Second)
 	return d/2 + rand.N(d/2+1)
 }
 
