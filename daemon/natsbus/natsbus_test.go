@@ -147,9 +147,7 @@ func TestServerRestart(t *testing.T) {
 	ns.Stop()
 	waitFor(t, "the daemon to see NATS gone", func() bool { return !natsStats(t, d).Connected })
 	closeN(t, d, 30)
-	if st := natsStats(t, d); st.Pending != 30 {
-		t.Fatalf("%d events pending while NATS is away, want 30", st.Pending)
-	}
+	waitFor(t, "30 events pending while NATS is away", func() bool { return natsStats(t, d).Pending == 30 })
 	ns.Restart()
 	waitFor(t, "50 events stored", func() bool { return natsStats(t, d).PublishedSeq == 50 })
 	checkOnceInOrder(t, stored(t, connect(t, ns.URL()), "web1"), 50)
@@ -217,9 +215,9 @@ func TestShutdownEventsStored(t *testing.T) {
 			t.Errorf("seq %d reason %q, want shutdown", r.Seq, r.Reason)
 		}
 	}
-	// And the host left the registry.
+	// And the host left the registry (or had not got to it yet).
 	names, err := connect(t, ns.URL()).Registered(t.Context())
-	if err != nil || len(names) != 0 {
+	if err != nil && !strings.Contains(err.Error(), "stream not found") || len(names) != 0 {
 		t.Errorf("registered after shutdown: %v, %v; want none", names, err)
 	}
 }

@@ -10,7 +10,18 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/goleak"
 )
+
+// LeakOptions are for goleak in packages that run an embedded server: a
+// stream whose creation a shutting-down server is still processing can
+// leave the server's background loops (stream state flusher, access time
+// ticker) running after Shutdown returns. They are the server's, not the
+// code under test's.
+var LeakOptions = []goleak.Option{
+	goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*fileStore).flushStreamStateLoop"),
+	goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server/ats.Register.func1"),
+}
 
 // Server is an embedded nats-server.
 type Server struct {
