@@ -318,13 +318,8 @@ func errorText(err error) string {
 	return err.Error()
 }
 
-// hostJSON is one host's line of -o json over several hosts.
-type hostJSON struct {
-	Host   string          `json:"host"`
-	Result json.RawMessage `json:"result,omitempty"`
-	Error  *hostError      `json:"error,omitempty"`
-}
-
+// hostError is the error of a host's line of -o json over several hosts:
+// {"host": ..., "result": ...} or {"host": ..., "error": hostError}.
 type hostError struct {
 	Code    int64  `json:"code,omitempty"`
 	Message string `json:"message"`
@@ -335,33 +330,58 @@ type hostError struct {
 // command prints it with -o json (several values: a list), or its error.
 func (o *Options) mergeJSON(results []hostResult) error {
 	for _, r := range results {
-		line := hostJSON{Host: r.host}
 		res, err := jsonValues(r.out.text())
 		if err != nil {
 			return fmt.Errorf("host %s: %w", r.host, err)
 		}
-		line.Result = res
+		// Written by hand: the result, megabytes for a list, is compact
+		// JSON already, and encoding/json would check it again.
+		host, _ := json.Marshal(r.host)
+		line := append(append([]byte(`{"host":`), host...), ',')
+		if res != nil {
+			line = append(append(append(line, `"result":`...), res...), ',')
+		}
 		if r.err != nil && !errors.Is(r.err, negative) {
-			line.Error = &hostError{Message: r.err.Error(), Exit: ExitCode(r.err)}
+			e := &hostError{Message: r.err.Error(), Exit: ExitCode(r.err)}
 			var je *rpc.Error
 			if errors.As(r.err, &je) {
-				line.Error.Code, line.Error.Message = je.Code, je.Message
+				e.Code, e.Message = je.Code, je.Message
 			}
 			var na *fleet.NoAnswerError
 			if errors.As(r.err, &na) {
-				line.Error.Exit = ExitFailed
+				e.Exit = ExitFailed
 			}
+			eb, _ := marshalNoEscape(e)
+			line = append(append(append(line, `"error":`...), eb...), ',')
 		}
-		if err := printJSONLine(o.Stdout, line); err != nil {
+		line = append(line[:len(line)-1], "}\n"...)
+		if _, err := o.Stdout.Write(line); err != nil {
 			return err
 		}
 	}
 	return o.reportHosts(results, false)
 }
 
-// jsonValues reads the JSON values in b: none is nil, one is itself, more
-// are a list.
+// marshalNoEscape is json.Marshal without HTML escaping.
+func marshalNoEscape(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(v)
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), err
+}
+
+// jsonValues reads the JSON values in b, compact: none is nil, one is
+// itself, more are a list.
 func jsonValues(b []byte) (json.RawMessage, error) {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, nil
+	}
+	var one bytes.Buffer
+	one.Grow(len(b))
+	if json.Compact(&one, b) == nil {
+		return one.Bytes(), nil // the usual case: one value
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	var vals []json.RawMessage
 	for {

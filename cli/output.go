@@ -22,8 +22,14 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// printRaw writes a JSON result as it came, indented like printJSON.
+// printRaw writes a JSON result as it came, indented like printJSON (as
+// it came, when it is one host's of several: it is merged compact).
 func printRaw(w io.Writer, raw json.RawMessage) error {
+	if h, ok := w.(*hostOutput); ok {
+		h.Write(raw)
+		h.Write([]byte("\n"))
+		return nil
+	}
 	var b bytes.Buffer
 	if err := json.Indent(&b, raw, "", "  "); err != nil {
 		return err
@@ -47,6 +53,73 @@ func table(w io.Writer, header []string, rows [][]string) error {
 		h.addTable(header, rows) // merged with the other hosts' later
 		return nil
 	}
+	if b, ok := plainTable(header, rows); ok {
+		_, err := w.Write(b)
+		return err
+	}
+	return tableWriter(w, header, rows)
+}
+
+// plainTable lays out a table of printable ASCII cells as tableWriter
+// does, byte for byte (TestPlainTableAsTablewriter), without its cost:
+// tablewriter measures every cell's display width through a cache, which
+// for a fleet's list of 9,000 connections took 330 ms of the 400. Other
+// cells (wide or control characters) go to tableWriter.
+func plainTable(header []string, rows [][]string) ([]byte, bool) {
+	var widths []int
+	size := 0
+	measure := func(r []string) bool {
+		for i, c := range r {
+			for j := 0; j < len(c); j++ {
+				if c[j] < ' ' || c[j] > '~' {
+					return false
+				}
+			}
+			if i >= len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], len(c))
+			size += len(c) + 2
+		}
+		return true
+	}
+	if !measure(header) {
+		return nil, false
+	}
+	for _, r := range rows {
+		if !measure(r) {
+			return nil, false
+		}
+	}
+	b := make([]byte, 0, size+(len(rows)+1)*(2*len(widths)+1))
+	line := func(r []string) {
+		start := len(b)
+		for i, w := range widths {
+			c := ""
+			if i < len(r) {
+				c = r[i]
+			}
+			b = append(b, c...)
+			for range w - len(c) + 2 {
+				b = append(b, ' ')
+			}
+		}
+		for len(b) > start && b[len(b)-1] == ' ' {
+			b = b[:len(b)-1]
+		}
+		b = append(b, '\n')
+	}
+	if header != nil {
+		line(header)
+	}
+	for _, r := range rows {
+		line(r)
+	}
+	return b, true
+}
+
+// tableWriter renders a table with tablewriter.
+func tableWriter(w io.Writer, header []string, rows [][]string) error {
 	var buf bytes.Buffer
 	t := tablewriter.NewTable(&buf,
 		tablewriter.WithRendition(tw.Rendition{
