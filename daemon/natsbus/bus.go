@@ -47,10 +47,14 @@ type Bus struct {
 	cfg  Config
 	log  *slog.Logger
 	boot string // this run of the daemon, in every message id
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	svc  micro.Service
-	sub  *conn.Subscription
+	// subject and recordHead are the events' subject and the start of
+	// each record: {"host":HOST,"boot":BOOT (the event follows).
+	subject    string
+	recordHead []byte
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	svc        micro.Service
+	sub        *conn.Subscription
 
 	ctx     context.Context // ends the publisher and the setup loop at once
 	cancel  context.CancelFunc
@@ -98,6 +102,7 @@ func Start(cfg Config) (*Bus, error) {
 	b := &Bus{cfg: cfg, log: cfg.Log.With("nats_host", cfg.Host), boot: strconv.FormatInt(time.Now().UnixMilli(), 10),
 		pubDone: make(chan struct{}), setup: make(chan struct{}, 1), ready: make(chan struct{}, 1), sem: make(chan struct{}, 32)}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.name()
 	b.sub = cfg.Events.Subscribe(cfg.Events.LastSeq())
 	if cfg.NATS.Name == "" {
 		cfg.NATS.Name = "tcpops " + cfg.Host
@@ -120,6 +125,9 @@ func Start(cfg Config) (*Bus, error) {
 			b.kick(b.setup)
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if b.ctx.Err() != nil {
+				return // Close closed it
+			}
 			if err != nil {
 				b.setErr(err)
 			}
@@ -161,6 +169,16 @@ func Start(cfg Config) (*Bus, error) {
 	b.log.Info("nats link started", "url", fleet.Redact(cfg.NATS.URL), "stream", fleet.EventsStream,
 		"subject", fleet.EventsSubject(cfg.Host), "rpc", fleet.RPCSubject(cfg.Host), "admin", fleet.AdminSubject(cfg.Host))
 	return b, nil
+}
+
+// name sets what every event message of this run starts with.
+func (b *Bus) name() {
+	b.subject = fleet.EventsSubject(b.cfg.Host)
+	head, _ := json.Marshal(struct {
+		Host string `json:"host"`
+		Boot string `json:"boot"`
+	}{b.cfg.Host, b.boot})
+	b.recordHead = head[:len(head)-1]
 }
 
 // backoff is the wait before reconnect attempt n: doubling from 100 ms to

@@ -153,8 +153,13 @@ func (b *Bus) put(in chan<- *item, it *item) bool {
 	}
 }
 
+// eventItem encodes fleet.EventRecord{Host, Boot, WireEvent(e)} by hand
+// (TestEventRecord): the host and boot, then the event's own fields.
 func (b *Bus) eventItem(e *conn.Event) *item {
-	data := encode(fleet.EventRecord{Host: b.cfg.Host, Boot: b.boot, Event: control.WireEvent(e)})
+	data := make([]byte, 0, len(b.recordHead)+256)
+	data = append(data, b.recordHead...)
+	data = control.AppendEvent(data, e)
+	data[len(b.recordHead)] = ',' // the event's own {
 	return b.newItem(e.Seq, 0, strconv.FormatUint(e.Seq, 10), data)
 }
 
@@ -165,12 +170,14 @@ func (b *Bus) lostItem(l *conn.Lost) *item {
 }
 
 func (b *Bus) newItem(seq, lost uint64, id string, data []byte) *item {
-	m := nats.NewMsg(fleet.EventsSubject(b.cfg.Host))
-	m.Data = data
-	m.Header.Set(fleet.HeaderMsgID, b.cfg.Host+":"+b.boot+":"+id)
-	m.Header.Set(fleet.HeaderSeq, strconv.FormatUint(seq, 10))
-	m.Header.Set(fleet.HeaderBoot, b.boot)
-	m.Header.Set(fleet.HeaderHost, b.cfg.Host)
+	// The header names are canonical already: no Set, which would
+	// canonicalize each of them again for every event.
+	m := &nats.Msg{Subject: b.subject, Data: data, Header: nats.Header{
+		fleet.HeaderMsgID: {b.cfg.Host + ":" + b.boot + ":" + id},
+		fleet.HeaderSeq:   {strconv.FormatUint(seq, 10)},
+		fleet.HeaderBoot:  {b.boot},
+		fleet.HeaderHost:  {b.cfg.Host},
+	}}
 	return &item{seq: seq, lost: lost, msg: m}
 }
 
