@@ -6,6 +6,8 @@
 //	tcpops-load serve -listen 127.0.0.1:7100              echo and sink backend
 //	tcpops-load idle -addr 127.0.0.1:7000 -n 9000 -pid PID [-socket S] [-ctl tcpopsctl]
 //	tcpops-load relay -addr 127.0.0.1:7000 [-bytes 1GiB] [-streams 1,64] [-msgs 20000]
+//	tcpops-load fleetlist -nats URL -addrs A,B,C [-n 3000] [-ctl tcpopsctl]
+//	tcpops-load burst -addr A -socket S [-n 10000] [-nats URL -host H]
 package main
 
 import (
@@ -43,6 +45,10 @@ func main() {
 		err = idle(os.Args[2:])
 	case "relay":
 		err = relay(os.Args[2:])
+	case "fleetlist":
+		err = fleetList(os.Args[2:])
+	case "burst":
+		err = burst(os.Args[2:])
 	default:
 		usage()
 	}
@@ -56,7 +62,9 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   tcpops-load serve -listen ADDR        backend: first byte 'E' echoes, 'S' sinks until EOF and answers "K"
   tcpops-load idle  -addr ADDR -n N -pid PID [-socket PATH] [-ctl PATH] [-sources K] [-hold DUR] [-events]
-  tcpops-load relay -addr ADDR [-bytes N] [-streams 1,64] [-msgs N] [-size N]`)
+  tcpops-load relay -addr ADDR [-bytes N] [-streams 1,64] [-msgs N] [-size N]
+  tcpops-load fleetlist -nats URL -addrs A,B,C [-n N] [-ctl PATH] [-rounds N]
+  tcpops-load burst -addr ADDR -socket PATH [-n N] [-nats URL -host NAME]`)
 	os.Exit(2)
 }
 
