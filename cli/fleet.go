@@ -82,6 +82,19 @@ func (o *Options) dial(ctx context.Context) (*client.Client, error) {
 	return client.New(fc.Transport(host), "host "+host), nil
 }
 
+// where names the daemon a run talks to, for messages.
+func (o *Options) where() string {
+	switch {
+	case o.NATS == "":
+		return o.socketPath()
+	case o.only != "":
+		return "host " + o.only
+	case len(o.Hosts) == 1:
+		return "host " + o.Hosts[0]
+	}
+	return "the fleet"
+}
+
 // checkFleetFlags is the usage check of the NATS flags.
 func (o *Options) checkFleetFlags() error {
 	if o.NATS == "" {

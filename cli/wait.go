@@ -107,7 +107,7 @@ daemon cannot be reached; wait ready waits for that too.`,
 					return nil
 				}
 				if time.Now().Add(pollEvery).After(deadline) {
-					return &exitError{code: ExitNegative, err: fmt.Errorf("tcpops at %s not ready within %s: %v", o.socketPath(), o.Timeout, err)}
+					return &exitError{code: ExitNegative, err: fmt.Errorf("tcpops at %s not ready within %s: %v", o.where(), o.Timeout, err)}
 				}
 				time.Sleep(pollEvery)
 			}

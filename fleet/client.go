@@ -163,11 +163,15 @@ func (c *Conn) NATS() *nats.Conn { return c.nc }
 // Close closes the connection.
 func (c *Conn) Close() { c.nc.Close() }
 
-var publishDenied = regexp.MustCompile(`(?i)permissions violation for publish to "([^"]+)"`)
+// publishDenied is compiled when first needed: every tcpopsctl run links
+// this package, and most never use NATS.
+var publishDenied = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?i)permissions violation for publish to "([^"]+)"`)
+})
 
 // asyncError fails the calls whose request nats-server refused.
 func (c *Conn) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) {
-	m := publishDenied.FindStringSubmatch(err.Error())
+	m := publishDenied().FindStringSubmatch(err.Error())
 	if m == nil {
 		return
 	}
