@@ -146,6 +146,8 @@ func Start(cfg Config) (*Bus, error) {
 	b.nc = nc
 	if nc.IsConnected() {
 		b.kick(b.setup)
+	} else {
+		b.log.Warn("nats not reachable yet; closed events wait in the ring until it is", "url", fleet.Redact(cfg.NATS.URL))
 	}
 	b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncTimeout(ackTimeout), jetstream.WithPublishAsyncMaxPending(4*window))
 	if err == nil {

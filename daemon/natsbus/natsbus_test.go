@@ -156,6 +156,46 @@ func TestServerRestart(t *testing.T) {
 	}
 }
 
+// TestStreamDeleted: a stream deleted under a connected daemon is made
+// again, and the events go on to it.
+func TestStreamDeleted(t *testing.T) {
+	ns := natstest.Start(t, nil)
+	d := daemontest.Start(t, "--nats", ns.URL(), "--host-name", "web1")
+	closeN(t, d, 3)
+	waitFor(t, "3 events stored", func() bool { return natsStats(t, d).PublishedSeq == 3 })
+	c := connect(t, ns.URL())
+	js, _ := jetstream.New(c.NATS())
+	if err := js.DeleteStream(t.Context(), fleet.EventsStream); err != nil {
+		t.Fatal(err)
+	}
+	closeN(t, d, 2)
+	waitFor(t, "5 events stored", func() bool { return natsStats(t, d).PublishedSeq == 5 })
+	var seqs []uint64
+	for _, r := range stored(t, c, "web1") {
+		seqs = append(seqs, r.Seq)
+	}
+	if fmt.Sprint(seqs) != "[4 5]" {
+		t.Errorf("stored after the stream was deleted: %v, want [4 5]", seqs)
+	}
+}
+
+// TestNATSAwayAtStart: a daemon starts without NATS, and stores its
+// events once NATS comes.
+func TestNATSAwayAtStart(t *testing.T) {
+	ns := natstest.Start(t, nil)
+	url := ns.URL()
+	ns.Stop()
+	d := daemontest.Start(t, "--nats", url, "--host-name", "web1")
+	closeN(t, d, 2)
+	waitFor(t, "2 events waiting", func() bool { return natsStats(t, d).Pending == 2 })
+	if !strings.Contains(d.Logs(), "nats not reachable yet") {
+		t.Errorf("no word of NATS being away at start:\n%s", d.Logs())
+	}
+	ns.Restart()
+	waitFor(t, "2 events stored", func() bool { return natsStats(t, d).PublishedSeq == 2 })
+	checkOnceInOrder(t, stored(t, connect(t, url), "web1"), 2)
+}
+
 // TestRingOverwrites: events the ring overwrote while NATS was away are
 // stored as one tcpops.events_lost record with their range, in place.
 func TestRingOverwrites(t *testing.T) {

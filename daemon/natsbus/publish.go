@@ -309,6 +309,9 @@ func (b *Bus) recover(redo *[]*item) bool {
 			return true
 		}
 		b.setErr(err)
+		if b.nc.IsConnected() {
+			b.kick(b.setup) // connected, yet refused: the stream may be gone
+		}
 		it.refused = false // unknown again: the next round asks the stream
 		if attempt == 0 || attempt%20 == 0 {
 			b.log.Warn("nats: storing closed events failed; they wait in the ring", "seq", it.seq, "err", err)
