@@ -329,6 +329,23 @@ func TestMethodsOverNATS(t *testing.T) {
 	if err != nil || !strings.Contains(string(m.Data), `"code":-32700`) {
 		t.Errorf("raw garbage: %s, %v", m.Data, err)
 	}
+	// The micro service describes itself as nats micro info shows it.
+	m, err = c.NATS().Request("$SRV.INFO.tcpops", nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		Name      string            `json:"name"`
+		Metadata  map[string]string `json:"metadata"`
+		Endpoints []struct {
+			Name    string `json:"name"`
+			Subject string `json:"subject"`
+		} `json:"endpoints"`
+	}
+	json.Unmarshal(m.Data, &info)
+	if got := fmt.Sprintf("%s %s %+v", info.Name, info.Metadata["host"], info.Endpoints); got != "tcpops web1 [{Name:rpc Subject:tcpops.rpc.web1} {Name:admin Subject:tcpops.admin.web1}]" {
+		t.Errorf("$SRV.INFO.tcpops: %s", got)
+	}
 	if st := natsStats(t, d); st.Requests < 6 {
 		t.Errorf("%d requests counted, want 6 or more", st.Requests)
 	}
