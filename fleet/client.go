@@ -106,7 +106,11 @@ type DeniedError struct {
 }
 
 func (e *DeniedError) Error() string {
-	return fmt.Sprintf("nats-server refused %s: %v (the NATS user lacks the permission; changing methods are on tcpops.admin.HOST)", e.Subject, e.Err)
+	hint := "the NATS user lacks the permission"
+	if strings.HasPrefix(e.Subject, adminPrefix) {
+		hint += "; changing methods are on tcpops.admin.HOST"
+	}
+	return fmt.Sprintf("nats-server refused %s: %v (%s)", e.Subject, e.Err, hint)
 }
 
 func (e *DeniedError) Unwrap() error { return e.Err }

@@ -109,6 +109,9 @@ func (c *Conn) Hosts(ctx context.Context) ([]Host, error) {
 					continue
 				}
 			}
+			if !regDone {
+				regErr = fmt.Errorf("reading %s: no answer within %s", HostsStream, registeredWait)
+			}
 			return sorted(found), regErr
 		case <-ctx.Done():
 			return sorted(found), errors.Join(regErr, ctx.Err())
@@ -129,7 +132,22 @@ func sorted(m map[string]*Host) []Host {
 // the stream's subjects).
 func (c *Conn) Registered(ctx context.Context) ([]string, error) {
 	req, _ := json.Marshal(map[string]string{"subjects_filter": HostsSubjects})
-	m, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.INFO."+HostsStream, req)
+	subject := "$JS.API.STREAM.INFO." + HostsStream
+	denied := c.watch(subject)
+	defer c.unwatch(subject, denied)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case err := <-denied:
+			cancel(&DeniedError{Subject: subject, Err: err})
+		case <-ctx.Done():
+		}
+	}()
+	m, err := c.nc.RequestWithContext(ctx, subject, req)
+	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
+		err = cause
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", HostsStream, err)
 	}

@@ -406,6 +406,13 @@ func TestReadOnlyUser(t *testing.T) {
 	if st, _ := d.Table.State(id); st != 2 {
 		t.Errorf("conid %d state %d after a refused close, want 2", id, st)
 	}
+	// This ops may not read TCPOPS_HOSTS: discovery says so at once and
+	// goes by the ping.
+	start = time.Now()
+	hosts, err := ops.Hosts(t.Context())
+	if !errors.As(err, &de) || len(hosts) != 1 || hosts[0].Name != "web1" || !hosts[0].Answered || time.Since(start) > 900*time.Millisecond {
+		t.Errorf("hosts %+v, %v after %s; want web1 by ping and the registry refused at once", hosts, err, time.Since(start))
+	}
 	admin := connect(t, ns.UserURL("admin", "a"))
 	if _, err := call(t, admin, "web1", rpc.MethodClose, map[string]any{"conid": id}); err != nil {
 		t.Fatalf("admin user, close: %v", err)
