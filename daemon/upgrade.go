@@ -250,6 +250,10 @@ func (d *Daemon) Upgrade(binary string, drain time.Duration) (rpc.UpgradeResult,
 			cmd.Process.Kill()
 			<-exited
 		}
+		var re *refusedError
+		if !errors.As(err, &re) && cmd.ProcessState != nil && !cmd.ProcessState.Success() {
+			err = fmt.Errorf("the new process (pid %d) ended during the handover (%s): %w", cmd.Process.Pid, cmd.ProcessState, err)
+		}
 		d.log.Error("upgrade failed; this process serves on", "binary", binary, "err", err)
 		return rpc.UpgradeResult{}, fmt.Errorf("upgrade to %s failed, pid %d serves on: %w", binary, os.Getpid(), err)
 	}
