@@ -585,8 +585,8 @@ func (d *Daemon) serveControl(ln *net.UnixListener) {
 type inherited struct {
 	doc      *handoverDoc
 	fds      []int
-	link     *link  // nil when systemd kept the descriptors
-	store    bool   // from systemd's file-descriptor store
+	link     *link // nil when systemd kept the descriptors
+	store    bool  // from systemd's file-descriptor store
 	starters []func()
 }
 

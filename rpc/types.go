@@ -150,7 +150,7 @@ type AliveResult struct {
 
 // StateResult answers tcpops.state.
 type StateResult struct {
-	ConnID uint64 `json:"conid"`
+	ConnID    uint64 `json:"conid"`
 	State     int    `json:"state"`
 	StateName string `json:"state_name"`
 	Reason    string `json:"reason,omitempty"`

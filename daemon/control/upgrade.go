@@ -11,7 +11,7 @@ import (
 )
 
 var upgradeMethod = &method{name: rpc.MethodUpgrade, params: "binary (path, default: the daemon's own executable), drain_timeout (seconds, default 600); both optional",
-	fn: (*call).upgrade,
+	fn:   (*call).upgrade,
 	help: "start a new daemon process and hand it the listeners, the control socket and every plain TCP connection with its state; TLS and WebSocket connections stay with the old process until they end or the drain timeout"}
 
 func (cl *call) upgrade() (any, error) {
