@@ -32,7 +32,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, reload func() (*Con
 	if err != nil {
 		return err
 	}
-	d, err := start(ctx, cfg, log, inh)
+	// ctx ends at SIGTERM, but the sockets stay open until Shutdown (or
+	// stash) is through with them.
+	d, err := start(context.WithoutCancel(ctx), cfg, log, inh)
 	if err != nil {
 		return err
 	}

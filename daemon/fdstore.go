@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -41,20 +40,16 @@ func notifyFDs(state string, fds []int) error {
 	if path == "" {
 		return errors.New("NOTIFY_SOCKET is not set: not started by systemd")
 	}
-	if path[0] == '@' {
-		path = "\x00" + path[1:]
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return os.NewSyscallError("socket", err)
 	}
-	defer c.Close()
+	defer unix.Close(fd)
 	var oob []byte
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	_, _, err = c.WriteMsgUnix([]byte(state), oob, nil)
-	return err
+	return os.NewSyscallError("sendmsg", unix.Sendmsg(fd, []byte(state), oob, &unix.SockaddrUnix{Name: path}, 0))
 }
 
 // stash keeps every plain TCP connection and listening socket in
