@@ -141,7 +141,7 @@ func TestRestartKeepsConnectionsInTheFDStore(t *testing.T) {
 	for _, s := range streams {
 		s.progress(t, 1000)
 	}
-	waitFor(t, "the half-closed client receiving", func() bool { return half.got > 100 || half.err != nil })
+	waitFor(t, "the half-closed client receiving", func() bool { return half.got.Load() > 100 || half.err != nil })
 	var lt rpc.LifetimeResult
 	before := listConns(t, socket)
 	var some uint64
@@ -224,8 +224,8 @@ func TestRestartKeepsConnectionsInTheFDStore(t *testing.T) {
 	}
 	close(backend.stopHalf)
 	<-half.done
-	if half.err != nil || half.got < 200 {
-		t.Errorf("half-closed client: %d counters, %v", half.got, half.err)
+	if half.err != nil || half.got.Load() < 200 {
+		t.Errorf("half-closed client: %d counters, %v", half.got.Load(), half.err)
 	}
 	st := mustStats(t, socket)
 	if st.EventSeq < 1 {

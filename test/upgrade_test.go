@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ type counterStream struct {
 	name    string
 	c       net.Conn
 	sent    uint32
-	got     uint32
+	got     atomic.Uint32
 	mu      sync.Mutex
 	maxGap  time.Duration // longest wait between two reads that returned data
 	err     error
@@ -104,29 +105,29 @@ func startCounterStream(name string, c net.Conn) *counterStream {
 		for {
 			c.SetReadDeadline(time.Now().Add(15 * time.Second))
 			if _, err := io.ReadFull(r, b[:]); err != nil {
-				s.fail(fmt.Errorf("read after %d counters: %w", s.got, err))
+				s.fail(fmt.Errorf("read after %d counters: %w", s.got.Load(), err))
 				wg.Wait()
 				return
 			}
 			if v := binary.BigEndian.Uint32(b[:]); v == endMark {
 				wg.Wait()
-				if s.got != s.sentNow() {
-					s.fail(fmt.Errorf("end mark after %d counters, %d sent", s.got, s.sentNow()))
+				if s.got.Load() != s.sentNow() {
+					s.fail(fmt.Errorf("end mark after %d counters, %d sent", s.got.Load(), s.sentNow()))
 				}
 				return
 			}
-			if now := time.Now(); r.Buffered() == 0 || s.got%countersPerBlock == 0 {
+			if now := time.Now(); r.Buffered() == 0 || s.got.Load()%countersPerBlock == 0 {
 				s.mu.Lock()
 				s.maxGap = max(s.maxGap, now.Sub(last))
 				s.mu.Unlock()
 				last = now
 			}
-			if v := binary.BigEndian.Uint32(b[:]); v != s.got {
-				s.fail(fmt.Errorf("counter %d where %d was due", v, s.got))
+			if v := binary.BigEndian.Uint32(b[:]); v != s.got.Load() {
+				s.fail(fmt.Errorf("counter %d where %d was due", v, s.got.Load()))
 				wg.Wait()
 				return
 			}
-			s.got++
+			s.got.Add(1)
 		}
 	}()
 	return s
@@ -150,12 +151,12 @@ func (s *counterStream) fail(err error) {
 func (s *counterStream) progress(t *testing.T, n uint32) {
 	t.Helper()
 	s.mu.Lock()
-	from := s.got
+	from := s.got.Load()
 	s.mu.Unlock()
 	waitFor(t, s.name+" moving", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.got >= from+n || s.err != nil
+		return s.got.Load() >= from+n || s.err != nil
 	})
 }
 
@@ -167,7 +168,7 @@ func (s *counterStream) finish(t *testing.T) {
 	select {
 	case <-s.stopped:
 	case <-time.After(20 * time.Second):
-		t.Errorf("%s: echo of %d counters not back within 20 s (got %d)", s.name, s.sentNow(), s.got)
+		t.Errorf("%s: echo of %d counters not back within 20 s (got %d)", s.name, s.sentNow(), s.got.Load())
 	}
 	if s.err != nil {
 		t.Error(s.err)
@@ -242,7 +243,7 @@ func (b *upgradeBackend) serve(c *net.TCPConn) {
 // backend until its EOF.
 type halfClosed struct {
 	c    *net.TCPConn
-	got  uint32
+	got  atomic.Uint32
 	err  error
 	done chan struct{}
 }
@@ -265,15 +266,15 @@ func startHalfClosed(t *testing.T, addr string) *halfClosed {
 			c.SetReadDeadline(time.Now().Add(30 * time.Second))
 			if _, err := io.ReadFull(r, b[:]); err != nil {
 				if !errors.Is(err, io.EOF) {
-					h.err = fmt.Errorf("half-closed client after %d counters: %w", h.got, err)
+					h.err = fmt.Errorf("half-closed client after %d counters: %w", h.got.Load(), err)
 				}
 				return
 			}
-			if v := binary.BigEndian.Uint32(b[:]); v != h.got {
-				h.err = fmt.Errorf("half-closed client: counter %d where %d was due", v, h.got)
+			if v := binary.BigEndian.Uint32(b[:]); v != h.got.Load() {
+				h.err = fmt.Errorf("half-closed client: counter %d where %d was due", v, h.got.Load())
 				return
 			}
-			h.got++
+			h.got.Add(1)
 		}
 	}()
 	return h
@@ -445,7 +446,7 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 		s.progress(t, 1000)
 	}
 	for _, h := range halves {
-		waitFor(t, "half-closed clients receiving", func() bool { return h.got > 100 || h.err != nil })
+		waitFor(t, "half-closed clients receiving", func() bool { return h.got.Load() > 100 || h.err != nil })
 	}
 	waitFor(t, "every connection in the table", func() bool { return len(listConns(t, socket)) >= 10*2+5+20*2+3*2+2*2 })
 
@@ -625,7 +626,7 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 		if s.maxGap > 200*time.Millisecond {
 			t.Errorf("%s: a pause of %s in the stream", s.name, s.maxGap)
 		}
-		t.Logf("%s: %d counters, longest pause %s", s.name, s.got, s.maxGap)
+		t.Logf("%s: %d counters, longest pause %s", s.name, s.got.Load(), s.maxGap)
 	}
 	close(backend.stopHalf)
 	for _, h := range halves {
@@ -634,8 +635,8 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatal("half-closed client: no EOF from the backend")
 		}
-		if h.err != nil || h.got < 1000 {
-			t.Errorf("half-closed client: %d counters, %v", h.got, h.err)
+		if h.err != nil || h.got.Load() < 1000 {
+			t.Errorf("half-closed client: %d counters, %v", h.got.Load(), h.err)
 		}
 	}
 	// The draining connections end; their events arrive in the new
