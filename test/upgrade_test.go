@@ -623,7 +623,7 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 	}
 	for _, s := range busy {
 		s.finish(t)
-		if s.maxGap > 200*time.Millisecond {
+		if !raceOn && s.maxGap > 200*time.Millisecond {
 			t.Errorf("%s: a pause of %s in the stream", s.name, s.maxGap)
 		}
 		t.Logf("%s: %d counters, longest pause %s", s.name, s.got.Load(), s.maxGap)
