@@ -210,6 +210,7 @@ type Conn struct {
 	BytesOut    uint64     `json:"bytes_out"`
 	TLS         *TLS       `json:"tls,omitempty"`
 	WS          *WS        `json:"ws,omitempty"`
+	Draining    *Draining  `json:"draining,omitempty"`
 }
 
 // TLS is a connection's TLS session, once its handshake is done.
