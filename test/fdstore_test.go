@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -181,7 +182,7 @@ func TestRestartKeepsConnectionsInTheFDStore(t *testing.T) {
 	cmd.Args = append(cmd.Args, args...)
 	cmd.Env = append(os.Environ(), "LISTEN_FDS="+strconv.Itoa(len(files)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
 	cmd.ExtraFiles = files
-	var logs syncBuffer
+	var logs daemontest.Buffer
 	cmd.Stderr = &logs
 	restarted := time.Now()
 	if err := cmd.Start(); err != nil {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/internal/testcert"
 	"github.com/tcpops/tcpops/rpc"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
@@ -374,7 +375,7 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 	})
 
 	// The follower: tcpopsctl events -f across everything.
-	var evOut, evErr syncBuffer
+	var evOut, evErr daemontest.Buffer
 	follower := exec.Command(filepath.Join(binDir, "tcpopsctl"), "-s", socket, "-o", "json", "events", "-f")
 	follower.Stdout, follower.Stderr = &evOut, &evErr
 	if err := follower.Start(); err != nil {
