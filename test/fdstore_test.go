@@ -159,13 +159,22 @@ func TestRestartKeepsConnectionsInTheFDStore(t *testing.T) {
 	if _, err := os.Stat(socket); err != nil {
 		t.Fatalf("the control socket file is gone after a stop into the fd store: %v", err)
 	}
+	// Every socket and the state: the two listeners, the control socket, the
+	// memfd, both legs of each relayed pair and each echo connection. The
+	// datagrams are all sent by now, but the store reads them on its own
+	// goroutine.
+	const want = 2 + 1 + 1 + 3*2 + 3 + 2
+	stored := func() int {
+		sd.mu.Lock()
+		defer sd.mu.Unlock()
+		return len(sd.fds)
+	}
+	waitFor(t, "the fd store to receive every descriptor", func() bool { return stored() >= want })
 	sd.mu.Lock()
 	fds, names := slices.Clone(sd.fds), slices.Clone(sd.names)
 	sd.fds, sd.names = nil, nil
 	sd.mu.Unlock()
-	// Every socket and the state: the two listeners, the control socket, the
-	// memfd, both legs of each relayed pair and each echo connection.
-	if want := 2 + 1 + 1 + 3*2 + 3 + 2; len(fds) != want {
+	if len(fds) != want {
 		t.Fatalf("fd store holds %d descriptors (%v), want %d", len(fds), names, want)
 	}
 	// A stream waits meanwhile; nothing is lost.

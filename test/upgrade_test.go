@@ -624,7 +624,9 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 	}
 	for _, s := range busy {
 		s.finish(t)
-		if !raceOn && s.maxGap > 200*time.Millisecond {
+		// The 200 ms goal is the benchmark's (bench/upgrade, BENCHMARKS.md);
+		// here a stream only has to go on, on a loaded machine too.
+		if s.maxGap > 5*time.Second {
 			t.Errorf("%s: a pause of %s in the stream", s.name, s.maxGap)
 		}
 		t.Logf("%s: %d counters, longest pause %s", s.name, s.got.Load(), s.maxGap)
