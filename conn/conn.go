@@ -85,6 +85,7 @@ type Conn struct {
 	countedIP netip.Addr
 	tls       *TLSInfo
 	ws        *WSInfo
+	ov        *overrides // settings changed for a while (nil: none yet)
 }
 
 // State returns the current state.
@@ -371,6 +372,7 @@ func (c *Conn) close(r Reason, err error, reset bool) bool {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	c.stopOverridesLocked()
 	closer, peer := c.closer, c.peer
 	c.mu.Unlock()
 
@@ -451,6 +453,8 @@ type Info struct {
 	TLS *TLSInfo
 	// WS is set on an upgraded WebSocket connection.
 	WS *WSInfo
+	// Overrides are the settings changed for a while (nil: none).
+	Overrides []Override
 }
 
 // Info takes a snapshot of c (without kernel state: see Keepalive, TCPInfo).
@@ -465,7 +469,7 @@ func (c *Conn) info(now int64) Info {
 		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
 		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka,
-		Via: c.via, TLS: c.tls, WS: c.ws,
+		Via: c.via, TLS: c.tls, WS: c.ws, Overrides: c.overridesLocked(),
 	}
 	if c.peer != nil {
 		in.Peer = c.peer.ID

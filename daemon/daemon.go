@@ -193,6 +193,7 @@ type ListenerAddr struct {
 func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, error) {
 	ctx, cancel := context.WithCancel(parent)
 	t := conn.NewTable(cfg.Table)
+	logRestores(t, log)
 	rs, err := relay.NewServer(t, cfg.Relay, log)
 	if err != nil {
 		cancel()
