@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,6 +59,8 @@ type Client struct {
 	r     *bufio.Reader
 	notes chan notification
 	done  chan struct{} // closed when the read loop ends
+	// onProgress gets tcpops.progress notifications (dropped while nil).
+	onProgress atomic.Pointer[func(rpc.Progress)]
 
 	wmu sync.Mutex // wmu keeps each request's line whole
 
@@ -109,6 +112,10 @@ func (c *Client) read() {
 			return
 		}
 		if r.ID == nil {
+			if r.Method == rpc.NotifyProgress {
+				c.progress(r.Params)
+				continue
+			}
 			if r.Method != "" {
 				c.notes <- notification{r.Method, r.Params}
 			}
