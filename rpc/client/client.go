@@ -170,7 +170,10 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	}()
 	m, _ := json.Marshal(method)
 	head := fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%d,"method":%s,"params":`, id, m)
-	if err := c.write(head, p, []byte("}\n")); err != nil {
+	if err := c.inTurn(ctx, func() error { return c.write(head, p, []byte("}\n")) }); err != nil {
+		if ctx.Err() != nil {
+			return c.ctxErr(ctx, method)
+		}
 		return fmt.Errorf("%s: %w (%v)", method, ErrDisconnected, err)
 	}
 	select {
@@ -189,11 +192,16 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	case <-c.done:
 		return fmt.Errorf("%s: %w", method, ErrDisconnected)
 	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return &DialError{Path: c.path, Err: fmt.Errorf("%s: %w", method, timeoutError{})}
-		}
-		return ctx.Err()
+		return c.ctxErr(ctx, method)
 	}
+}
+
+// ctxErr is the error of a call whose ctx ended first.
+func (c *Client) ctxErr(ctx context.Context, method string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &DialError{Path: c.path, Err: fmt.Errorf("%s: %w", method, timeoutError{})}
+	}
+	return ctx.Err()
 }
 
 type timeoutError struct{}
