@@ -67,8 +67,9 @@ type Failure struct {
 	Message string `json:"message"`
 }
 
-// Progress is the tcpops.progress notification: Done of Total changes
-// made (applied or failed) so far.
+// Progress is the tcpops.progress notification: Done of the Total
+// connections matched dealt with so far (changed, failed, or gone before
+// their turn).
 type Progress struct {
 	Done  int `json:"done"`
 	Total int `json:"total"`

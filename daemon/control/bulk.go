@@ -242,12 +242,14 @@ func (cl *call) bulk(b *rpc.BulkParams, fn apply) (any, error) {
 		c, ok := cl.s.t.Get(id)
 		if !ok {
 			res.Gone = append(res.Gone, id)
+			p.skip()
 			continue
 		}
 		_, err := fn(c)
 		switch {
 		case errors.Is(err, errGone), errors.Is(err, conn.ErrClosed):
 			res.Gone = append(res.Gone, id)
+			p.skip()
 			continue
 		case err != nil:
 			je := cl.s.rpcError(fmt.Errorf("conid %d: %w", id, err))
@@ -270,13 +272,15 @@ func (cl *call) bulk(b *rpc.BulkParams, fn apply) (any, error) {
 
 // pacer spreads a rated call's changes: change k (from 0) is made no
 // sooner than start + k/rate, so the pace holds on average whatever the
-// timer's slack, and it tells the caller how far it got.
+// timer's slack, and it tells the caller how far it got. A connection
+// gone before its turn takes no time.
 type pacer struct {
 	cl    *call
 	rate  float64 // 0: no pacing, no progress
 	total int
 	start time.Time
 	n     int // changes made (applied or failed)
+	seen  int // connections dealt with: changed, failed or gone
 	timer *time.Timer
 	last  time.Time // last progress notification
 }
@@ -317,9 +321,13 @@ func (p *pacer) wait() string {
 	}
 }
 
+// skip counts a connection gone before its turn.
+func (p *pacer) skip() { p.seen++ }
+
 // done counts a change; it returns why the call must stop ("" to go on).
 func (p *pacer) done() string {
 	p.n++
+	p.seen++
 	if p.rate > 0 && time.Since(p.last) >= progressEvery {
 		return p.progress()
 	}
@@ -338,8 +346,8 @@ func (p *pacer) progress() string {
 	p.last = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), p.cl.s.cfg.WriteTimeout)
 	defer cancel()
-	if err := p.cl.conn.Notify(ctx, rpc.NotifyProgress, rpc.Progress{Done: p.n, Total: p.total}); err != nil {
-		return fmt.Sprintf("the caller disconnected after %d of %d", p.n, p.total)
+	if err := p.cl.conn.Notify(ctx, rpc.NotifyProgress, rpc.Progress{Done: p.seen, Total: p.total}); err != nil {
+		return fmt.Sprintf("the caller disconnected after %d of %d", p.seen, p.total)
 	}
 	return ""
 }
