@@ -37,7 +37,7 @@ loadmodule "corex.so"
 modparam("ctl", "binrpc", "unix:$work/kamailio_ctl")
 request_route { drop; }
 CFG
-kamailio -f "$work/kamailio.cfg" -Y "$work" -DD -E -m 32 -M 4 2>"$work/kamailio.log" &
+kamailio -f "$work/kamailio.cfg" -Y "$work" -DD -E -m 32 -M 4 >"$work/kamailio.log" 2>&1 &
 for _ in $(seq 100); do [ -S "$work/kamailio_ctl" ] && break; sleep 0.05; done
 kamcmd -s "unix:$work/kamailio_ctl" core.tcp_info >/dev/null
 
