@@ -117,13 +117,15 @@ Exit codes, for shells, cron and Ansible:
   1  negative answer: not alive, state < 0, conid not found
   2  usage error: bad flag, argument or value
   3  daemon unreachable: no socket, refused, timed out, went away
-  4  the daemon refused or failed: permission, socket operation, internal
+  4  the daemon refused or failed: permission, socket operation, internal;
+     a bulk change refused by --max, or failed on some connections
 
 The socket is --socket, else $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock for
 root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 		Example: `  tcpopsctl list --state ok --remote 10.0.0.0/8
   tcpopsctl keepalive enable 42 60 5 5
   tcpopsctl lifetime 42 3600
+  tcpopsctl close --remote 203.0.113.0/24 --direction in --dry-run
   if tcpopsctl alive 42; then echo usable; fi
   tcpopsctl -o json events -f --reason reset`,
 		SilenceUsage:      true,
