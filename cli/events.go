@@ -60,6 +60,9 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 					return nil
 				})
 			}
+			if o.shared != nil {
+				return usageErr("events -f never ends: run it on its own, not in a batch")
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			last := p.Since

@@ -85,7 +85,8 @@ type Conn struct {
 	countedIP netip.Addr
 	tls       *TLSInfo
 	ws        *WSInfo
-	drain     *Draining // served by the old process after an upgrade
+	ov        *overrides // settings changed for a while (nil: none yet)
+	drain     *Draining  // served by the old process after an upgrade
 }
 
 // State returns the current state.
@@ -378,6 +379,7 @@ func (c *Conn) close(r Reason, err error, reset bool) bool {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	c.stopOverridesLocked()
 	closer, peer := c.closer, c.peer
 	c.mu.Unlock()
 
@@ -458,6 +460,8 @@ type Info struct {
 	TLS *TLSInfo
 	// WS is set on an upgraded WebSocket connection.
 	WS *WSInfo
+	// Overrides are the settings changed for a while (nil: none).
+	Overrides []Override
 	// Draining is set on a connection the old process still serves
 	// after an upgrade.
 	Draining *Draining
@@ -475,7 +479,7 @@ func (c *Conn) info(now int64) Info {
 		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
 		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka,
-		Via: c.via, TLS: c.tls, WS: c.ws, Draining: c.drain,
+		Via: c.via, TLS: c.tls, WS: c.ws, Overrides: c.overridesLocked(), Draining: c.drain,
 	}
 	if c.peer != nil {
 		in.Peer = c.peer.ID

@@ -247,6 +247,7 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited) (*Daemon, error) {
 	ctx, cancel := context.WithCancel(parent)
 	t := conn.NewTable(cfg.Table)
+	logRestores(t, log)
 	rs, err := relay.NewServer(t, cfg.Relay, log)
 	if err != nil {
 		cancel()

@@ -6,6 +6,7 @@
 //	tcpops-load serve -listen 127.0.0.1:7100              echo and sink backend
 //	tcpops-load idle -addr 127.0.0.1:7000 -n 9000 -pid PID [-socket S] [-ctl tcpopsctl]
 //	tcpops-load relay -addr 127.0.0.1:7000 [-bytes 1GiB] [-streams 1,64] [-msgs 20000]
+//	tcpops-load bulk -addr 127.0.0.1:7001 -socket S [-n 9000] [-rate 1000]
 package main
 
 import (
@@ -43,6 +44,8 @@ func main() {
 		err = idle(os.Args[2:])
 	case "relay":
 		err = relay(os.Args[2:])
+	case "bulk":
+		err = bulk(os.Args[2:])
 	default:
 		usage()
 	}
@@ -56,7 +59,8 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   tcpops-load serve -listen ADDR        backend: first byte 'E' echoes, 'S' sinks until EOF and answers "K"
   tcpops-load idle  -addr ADDR -n N -pid PID [-socket PATH] [-ctl PATH] [-sources K] [-hold DUR] [-events]
-  tcpops-load relay -addr ADDR [-bytes N] [-streams 1,64] [-msgs N] [-size N]`)
+  tcpops-load relay -addr ADDR [-bytes N] [-streams 1,64] [-msgs N] [-size N]
+  tcpops-load bulk  -addr ADDR -socket PATH [-n N] [-sources K] [-rate R]`)
 	os.Exit(2)
 }
 

@@ -95,7 +95,8 @@ type call struct {
 	st     *stream
 	cred   sock.Cred
 	params *json.RawMessage
-	after  func() // runs once the reply is written
+	after  func()     // runs once the reply is written
+	audit  *bulkAudit // set by a call with a selector, for its log line
 }
 
 // NewServer builds the server over the table.
@@ -223,10 +224,15 @@ func (h *handler) Handle(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2.Re
 		s.log.Warn("rpc denied", "uid", h.cred.UID, "pid", h.cred.PID, "method", m.name)
 	default:
 		cl.m = m
-		if !m.readOnly {
+		bulk := !m.readOnly && isBulk(req.Params)
+		if !m.readOnly && !bulk {
 			s.log.Info("rpc", "uid", h.cred.UID, "pid", h.cred.PID, "method", m.name, "params", rawString(req.Params))
 		}
 		res, err = m.fn(cl)
+		if bulk {
+			// One line for the whole set, once its outcome is known.
+			defer s.logBulk(h.cred, m.name, req.Params, cl.audit, err)
+		}
 	}
 	var rerr *jsonrpc2.Error
 	if err != nil {
@@ -295,11 +301,14 @@ func (s *Server) rpcError(err error) *jsonrpc2.Error {
 	var se *sock.ParamError
 	var oe *sock.OpError
 	var ue *upgradeError
+	var re *RefusedError
 	switch {
 	case errors.As(err, &ue):
 		return &jsonrpc2.Error{Code: rpc.CodeInternal, Message: ue.Error()}
 	case errors.As(err, &je):
 		return je
+	case errors.As(err, &re):
+		return refusedError(re)
 	case errors.As(err, &pe):
 		return &jsonrpc2.Error{Code: rpc.CodeInvalidParams, Message: pe.Msg}
 	case errors.As(err, &se):
@@ -339,8 +348,17 @@ func wireConn(in conn.Info) rpc.Conn {
 		Created: in.Created.UTC(), IdleS: seconds(in.Idle), LifetimeS: seconds(in.Lifetime),
 		ExpiresInS: seconds(in.ExpiresIn), Keepalive: wireKeepalive(in.Keepalive), ClosedEvent: in.ClosedEvent,
 		BytesIn: in.BytesIn, BytesOut: in.BytesOut,
-		TLS: (*rpc.TLS)(in.TLS), WS: (*rpc.WS)(in.WS), Draining: wireDraining(in.Draining),
+		TLS: (*rpc.TLS)(in.TLS), WS: (*rpc.WS)(in.WS), Overrides: wireOverrides(in.Overrides), Draining: wireDraining(in.Draining),
 	}
+}
+
+// wireOverrides converts a connection's overrides (none stays nil).
+func wireOverrides(ovs []conn.Override) []rpc.Override {
+	var out []rpc.Override
+	for _, o := range ovs {
+		out = append(out, rpc.Override{What: o.What.String(), Until: o.Until.UTC()})
+	}
+	return out
 }
 
 // wireKeepalive converts what the kernel reported (nil stays nil).

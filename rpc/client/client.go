@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,6 +59,8 @@ type Client struct {
 	r     *bufio.Reader
 	notes chan notification
 	done  chan struct{} // closed when the read loop ends
+	// onProgress gets tcpops.progress notifications (dropped while nil).
+	onProgress atomic.Pointer[func(rpc.Progress)]
 
 	wmu sync.Mutex // wmu keeps each request's line whole
 
@@ -108,6 +111,10 @@ func (c *Client) read() {
 			return
 		}
 		if r.ID == nil {
+			if r.Method == rpc.NotifyProgress {
+				c.progress(r.Params)
+				continue
+			}
 			if r.Method != "" {
 				c.notes <- notification{r.Method, r.Params}
 			}
@@ -162,7 +169,10 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	}()
 	m, _ := json.Marshal(method)
 	head := fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%d,"method":%s,"params":`, id, m)
-	if err := c.write(head, p, []byte("}\n")); err != nil {
+	if err := c.inTurn(ctx, func() error { return c.write(head, p, []byte("}\n")) }); err != nil {
+		if ctx.Err() != nil {
+			return c.ctxErr(ctx, method)
+		}
 		return fmt.Errorf("%s: %w (%v)", method, ErrDisconnected, err)
 	}
 	select {
@@ -181,11 +191,16 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	case <-c.done:
 		return fmt.Errorf("%s: %w", method, ErrDisconnected)
 	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return &DialError{Path: c.path, Err: fmt.Errorf("%s: %w", method, timeoutError{})}
-		}
-		return ctx.Err()
+		return c.ctxErr(ctx, method)
 	}
+}
+
+// ctxErr is the error of a call whose ctx ended first.
+func (c *Client) ctxErr(ctx context.Context, method string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &DialError{Path: c.path, Err: fmt.Errorf("%s: %w", method, timeoutError{})}
+	}
+	return ctx.Err()
 }
 
 type timeoutError struct{}
