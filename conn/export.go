@@ -42,6 +42,9 @@ type ConnState struct {
 	// (TLS, WebSocket): the new one lists it, marked, until its close
 	// event arrives from there.
 	Draining *Draining `json:"draining,omitempty"`
+	// Overrides are settings changed for a while: each comes back at its
+	// instant in the new process as it would have in the old.
+	Overrides []OverrideState `json:"overrides,omitempty"`
 }
 
 // Draining marks a connection served by the old process after an
@@ -155,6 +158,7 @@ func (c *Conn) Export() ConnState {
 		Created: c.Created, LastActive: at(c.lastActive.Load()), Lifetime: c.lifetime, Anchor: at(c.anchor),
 		ClosedEvent: c.closedEvent.Load(), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
 		Keepalive: c.ka, TLS: c.tls, WS: c.ws, Draining: c.drain,
+		Overrides: c.exportOverridesLocked(),
 	}
 	if c.peer != nil {
 		s.Peer = c.peer.ID
@@ -258,6 +262,11 @@ func (t *Table) Adopt(s ConnState, tcp syscall.Conn, closer Closer) (*Conn, erro
 		if s.Draining == nil { // the old process times it out
 			c.timer = time.AfterFunc(max(c.expiresInLocked(now), 0), c.lifetimeFired)
 		}
+		c.mu.Unlock()
+	}
+	if len(s.Overrides) > 0 && s.Draining == nil { // else the old process restores them
+		c.mu.Lock()
+		c.adoptOverridesLocked(s.Overrides)
 		c.mu.Unlock()
 	}
 	return c, nil

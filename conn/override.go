@@ -211,6 +211,8 @@ func (c *Conn) SetKeepaliveFor(k sock.KeepaliveConfig, ttl time.Duration) (ka so
 	switch {
 	case c.closing:
 		return ka, until, ErrClosed
+	case c.drain != nil:
+		return ka, until, ErrDraining
 	case c.tcp == nil:
 		return ka, until, ErrNoSocket
 	}
@@ -242,6 +244,9 @@ func (c *Conn) SetLifetimeFor(d, ttl time.Duration) (expiresIn time.Duration, un
 	if c.closing {
 		return 0, until, ErrClosed
 	}
+	if c.drain != nil {
+		return 0, until, ErrDraining
+	}
 	o := &override{lifetime: c.lifetime}
 	c.setLifetimeLocked(d)
 	until = c.holdLocked(WhatLifetime, ttl, o)
@@ -263,4 +268,46 @@ func (c *Conn) SetClosedEventFor(on bool, ttl time.Duration) (until time.Time, e
 	o := &override{closedEvent: c.closedEvent.Load()}
 	c.closedEvent.Store(on)
 	return c.holdLocked(WhatClosedEvent, ttl, o), nil
+}
+
+// OverrideState is a pending override as handed to another process (an
+// upgrade): what comes back, and when.
+type OverrideState struct {
+	What        What                 `json:"what"`
+	Until       time.Time            `json:"until"`
+	Keepalive   sock.KeepaliveConfig `json:"keepalive"`
+	Lifetime    time.Duration        `json:"lifetime_ns"`
+	ClosedEvent bool                 `json:"closed_event"`
+}
+
+// exportOverridesLocked describes the pending overrides; c.mu is held.
+func (c *Conn) exportOverridesLocked() []OverrideState {
+	if c.ov == nil {
+		return nil
+	}
+	var out []OverrideState
+	for _, o := range c.ov {
+		if o != nil {
+			out = append(out, OverrideState{What: o.what, Until: o.until, Keepalive: o.keepalive, Lifetime: o.lifetime, ClosedEvent: o.closedEvent})
+		}
+	}
+	return out
+}
+
+// adoptOverridesLocked arms the overrides handed over by another process:
+// each restores its setting at the same instant it would have there (at
+// once if that has passed); c.mu is held.
+func (c *Conn) adoptOverridesLocked(states []OverrideState) {
+	for _, s := range states {
+		if s.What >= nWhat {
+			continue
+		}
+		o := &override{keepalive: s.Keepalive, lifetime: s.Lifetime, closedEvent: s.ClosedEvent}
+		if c.ov == nil {
+			c.ov = &overrides{}
+		}
+		o.what, o.until = s.What, s.Until
+		o.timer = time.AfterFunc(max(time.Until(s.Until), 0), func() { c.restore(o) })
+		c.ov[s.What] = o
+	}
 }

@@ -211,3 +211,38 @@ func TestOverrideKeepalive(t *testing.T) {
 		}
 	})
 }
+
+// An override handed to another process (an upgrade) comes back there at
+// the instant it would have here.
+func TestOverrideSurvivesHandover(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		old := NewTable(Config{Lifetime: time.Minute})
+		c, err := old.Add(Spec{Proto: ProtoTCP, Direction: DirOut, State: StateOK})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.SetLifetimeFor(5*time.Second, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		st := c.Export()
+		if len(st.Overrides) != 1 || st.Overrides[0].What != WhatLifetime || st.Overrides[0].Lifetime != time.Minute {
+			t.Fatalf("exported overrides %+v, want the lifetime one with 1m to come back", st.Overrides)
+		}
+		st.Lifetime = time.Hour // as if traffic kept it alive; the override still restores 1m
+		next := NewTable(Config{})
+		nc, err := next.Adopt(st, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ov := nc.Overrides(); len(ov) != 1 || !ov[0].Until.Equal(st.Overrides[0].Until) {
+			t.Fatalf("adopted overrides %+v, want one until %v", ov, st.Overrides[0].Until)
+		}
+		time.Sleep(31 * time.Second)
+		synctest.Wait()
+		if lt, _ := nc.Lifetime(); lt != time.Minute || len(nc.Overrides()) != 0 {
+			t.Fatalf("after the ttl: lifetime %v, overrides %v; want 1m back and none", lt, nc.Overrides())
+		}
+		nc.Close(ReasonLocal, nil)
+		c.Close(ReasonLocal, nil)
+	})
+}
