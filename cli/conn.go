@@ -119,6 +119,7 @@ one page is printed and the cursor of the next one is given as --after.`,
 	}
 	f := cmd.Flags()
 	addListFilters(cmd, &p)
+	cmd.RegisterFlagCompletionFunc("listener", listenerCompletion(o))
 	f.DurationVar(&idleMin, "idle-min", 0, "only connections idle at least this long (e.g. 30s, 10m)")
 	f.IntVar(&p.Limit, "limit", 0, "at most this many (0 = all)")
 	f.Uint64Var(&p.After, "after", 0, "only conids after this one (the cursor of the next page)")
@@ -203,6 +204,7 @@ from the socket when you ask.`,
 					{"created", r.Created.Format(time.RFC3339)}, {"idle", secs(r.IdleS)},
 					{"lifetime", lifetimeH(r.LifetimeS)}, {"expires in", expiresH(r.LifetimeS, r.ExpiresInS)},
 					{"keepalive", keepaliveH(r.Keepalive, true)}, {"closed event", strconv.FormatBool(r.ClosedEvent)},
+					{"overrides", orDashS(overridesH(r.Overrides))},
 					{"bytes in", fmt.Sprintf("%d (%s)", r.BytesIn, bytesH(r.BytesIn))},
 					{"bytes out", fmt.Sprintf("%d (%s)", r.BytesOut, bytesH(r.BytesOut))},
 				}...)
@@ -301,40 +303,59 @@ Exit 0 when the state is >= 1, 1 otherwise.`,
 func newKeepaliveCmd(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "keepalive",
-		Short: "Turn kernel TCP keepalive of a connection on or off",
-		Long: `Turn kernel TCP keepalive of one connection on (with idle, probe count and
-interval, as Kamailio's tcp_keepalive_enable) or off (tcp_keepalive_disable).
-What is printed is read back from the socket, not echoed from the request.`,
-		Example: "  tcpopsctl keepalive enable 42 60 5 5\n  tcpopsctl keepalive disable 42",
+		Short: "Turn kernel TCP keepalive of connections on or off",
+		Long: `Turn kernel TCP keepalive of one connection, or of a set picked by selector
+flags, on (with idle, probe count and interval, as Kamailio's
+tcp_keepalive_enable) or off (tcp_keepalive_disable). What is printed is
+read back from the socket, not echoed from the request. --for DUR makes the
+change last that long: then the keepalive from before comes back.`,
+		Example: "  tcpopsctl keepalive enable 42 60 5 5\n  tcpopsctl keepalive disable 42\n  tcpopsctl keepalive enable 30 3 10 --proto ws --for 1h",
 		Args:    args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return usageErr("keepalive needs a subcommand: enable or disable (see 'tcpopsctl keepalive --help')")
 		},
 	}
 	var userTimeout time.Duration
+	var es, ds selection
 	enable := &cobra.Command{
-		Use:   "enable CONID IDLE COUNT INTERVAL",
+		Use:   "enable (CONID | SELECTOR) IDLE COUNT INTERVAL",
 		Short: "Turn keepalive on: first probe after IDLE s idle, COUNT probes INTERVAL s apart",
-		Long: `Turn kernel TCP keepalive on for one connection, in the argument order of
-Kamailio's tcp_keepalive_enable: IDLE seconds without data before the first
-probe (1..32767), COUNT unanswered probes before the connection is dropped
+		Long: `Turn kernel TCP keepalive on, in the argument order of Kamailio's
+tcp_keepalive_enable: IDLE seconds without data before the first probe
+(1..32767), COUNT unanswered probes before the connection is dropped
 (1..127), INTERVAL seconds between probes (1..32767). A dead peer is then
 found within IDLE + COUNT x INTERVAL seconds and the connection closes with
 reason timeout. --user-timeout also sets TCP_USER_TIMEOUT: how long sent data
-may stay unacknowledged before the connection is dropped.`,
-		Example:           "  tcpopsctl keepalive enable 42 60 5 5\n  tcpopsctl keepalive enable 42 30 3 10 --user-timeout 60s",
-		Args:              args(4, 4),
+may stay unacknowledged before the connection is dropped. --for DUR: only for
+that long, then the keepalive from before (read back from the kernel now)
+comes back; setting keepalive again replaces the override.
+` + selectorHelp,
+		Example: `  tcpopsctl keepalive enable 42 60 5 5
+  tcpopsctl keepalive enable 42 30 3 10 --user-timeout 60s
+  tcpopsctl keepalive enable 30 3 10 --proto ws --for 1h --dry-run
+  tcpopsctl keepalive enable 30 3 10 --proto ws --for 1h --max 5000`,
+		Args:              cobra.ArbitraryArgs, // checked by target: with or without a CONID
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			id, err := parseConid(a[0])
+			bulk, err := target(cmd, a, 3)
 			if err != nil {
 				return err
 			}
-			p := rpc.KeepaliveParams{ConnID: &id, Enable: new(true)}
-			for i, dst := range []**int{&p.Idle, &p.Count, &p.Interval} {
-				n, err := strconv.Atoi(a[i+1])
+			p := rpc.KeepaliveParams{Enable: new(true)}
+			if !bulk {
+				id, err := parseConid(a[0])
 				if err != nil {
-					return usageErr("%s %q: want a whole number", []string{"IDLE", "COUNT", "INTERVAL"}[i], a[i+1])
+					return err
+				}
+				p.ConnID, a = &id, a[1:]
+				if err := es.single(cmd); err != nil {
+					return err
+				}
+			}
+			for i, dst := range []**int{&p.Idle, &p.Count, &p.Interval} {
+				n, err := strconv.Atoi(a[i])
+				if err != nil {
+					return usageErr("%s %q: want a whole number", []string{"IDLE", "COUNT", "INTERVAL"}[i], a[i])
 				}
 				*dst = &n
 			}
@@ -342,25 +363,65 @@ may stay unacknowledged before the connection is dropped.`,
 				ms := int(userTimeout.Milliseconds())
 				p.UserTimeoutMs = &ms
 			}
+			if err := es.ttlParam(cmd, &p.TTL); err != nil {
+				return err
+			}
+			if bulk {
+				if p.BulkParams, err = es.params(cmd); err != nil {
+					return err
+				}
+				return o.bulk(cmd, rpc.MethodKeepalive, p, p.BulkParams, fmt.Sprintf("given keepalive %s/%s/%s%s", a[0], a[1], a[2], forS(es.ttl)))
+			}
 			return o.call(cmd, func(ctx context.Context, c *client.Client) error { return o.keepalive(ctx, c, p) })
 		},
 	}
 	enable.Flags().DurationVar(&userTimeout, "user-timeout", 0, "also set TCP_USER_TIMEOUT (e.g. 30s; 0 = kernel default)")
+	addSelection(o, enable, &es, true)
 	disable := &cobra.Command{
-		Use:               "disable CONID",
-		Short:             "Turn keepalive off (tcp_keepalive_disable)",
-		Long:              "Turn kernel TCP keepalive off for one connection (SO_KEEPALIVE 0), as Kamailio's tcp_keepalive_disable.",
-		Example:           "  tcpopsctl keepalive disable 42",
-		Args:              args(1, 1),
+		Use:   "disable (CONID | SELECTOR)",
+		Short: "Turn keepalive off (tcp_keepalive_disable)",
+		Long: `Turn kernel TCP keepalive off (SO_KEEPALIVE 0), as Kamailio's
+tcp_keepalive_disable. --for DUR: only for that long, then the keepalive from
+before comes back.
+` + selectorHelp,
+		Example:           "  tcpopsctl keepalive disable 42\n  tcpopsctl keepalive disable --listener old --dry-run",
+		Args:              cobra.ArbitraryArgs, // checked by target: with or without a CONID
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			bulk, err := target(cmd, a, 0)
+			if err != nil {
+				return err
+			}
+			p := rpc.KeepaliveParams{Enable: new(false)}
+			if err := ds.ttlParam(cmd, &p.TTL); err != nil {
+				return err
+			}
+			if bulk {
+				if p.BulkParams, err = ds.params(cmd); err != nil {
+					return err
+				}
+				return o.bulk(cmd, rpc.MethodKeepalive, p, p.BulkParams, "given keepalive off"+forS(ds.ttl))
+			}
+			if err := ds.single(cmd); err != nil {
+				return err
+			}
 			return o.onConn(cmd, a[0], func(ctx context.Context, c *client.Client, id uint64) error {
-				return o.keepalive(ctx, c, rpc.KeepaliveParams{ConnID: &id, Enable: new(false)})
+				p.ConnID = &id
+				return o.keepalive(ctx, c, p)
 			})
 		},
 	}
+	addSelection(o, disable, &ds, true)
 	cmd.AddCommand(enable, disable)
 	return cmd
+}
+
+// forS says how long a bulk change lasts ("" for good).
+func forS(ttl time.Duration) string {
+	if ttl <= 0 {
+		return ""
+	}
+	return " for " + ttl.String()
 }
 
 func (o *Options) keepalive(ctx context.Context, c *client.Client, p rpc.KeepaliveParams) error {
@@ -368,95 +429,170 @@ func (o *Options) keepalive(ctx context.Context, c *client.Client, p rpc.Keepali
 	if err != nil {
 		return err
 	}
-	return o.report(r, "conid %d: keepalive %s (read back from the kernel)", r.ConnID, keepaliveH(&r.Keepalive, true))
+	return o.report(r, "conid %d: keepalive %s (read back from the kernel)%s", r.ConnID, keepaliveH(&r.Keepalive, true), forH(r.Until))
 }
 
 func newLifetimeCmd(o *Options) *cobra.Command {
-	return &cobra.Command{
-		Use:   "lifetime CONID SECONDS",
-		Short: "Set the connection's idle lifetime (tcp_set_connection_lifetime)",
+	var s selection
+	cmd := &cobra.Command{
+		Use:   "lifetime (CONID | SELECTOR) SECONDS",
+		Short: "Set the idle lifetime of connections (tcp_set_connection_lifetime)",
 		Long: `Set how long a connection may stay idle (no traffic either way) before it is
 closed with reason lifetime, as Kamailio's tcp_set_connection_lifetime. The
 deadline moves to now + SECONDS at once, so shortening takes effect
 immediately; later traffic moves it to the last activity + SECONDS. SECONDS
-may be a duration such as 10m; 0 removes the limit.`,
-		Example:           "  tcpopsctl lifetime 42 3600\n  tcpopsctl lifetime 42 10m\n  tcpopsctl lifetime 42 0      # never close for idleness",
-		Args:              args(2, 2),
+may be a duration such as 10m; 0 removes the limit. --for DUR: only for that
+long, then the lifetime from before comes back (counted from then).
+` + selectorHelp,
+		Example: `  tcpopsctl lifetime 42 3600
+  tcpopsctl lifetime 42 10m
+  tcpopsctl lifetime 42 0      # never close for idleness
+  tcpopsctl lifetime 1h --remote 10.1.0.0/16 --direction in --for 8h`,
+		Args:              cobra.ArbitraryArgs, // checked by target: with or without a CONID
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			d, err := rpc.ParseSeconds(a[1])
+			bulk, err := target(cmd, a, 1)
+			if err != nil {
+				return err
+			}
+			d, err := rpc.ParseSeconds(a[len(a)-1])
 			if err != nil {
 				return usageErr("SECONDS %v", err)
 			}
+			p := rpc.LifetimeParams{Lifetime: new(d.Seconds())}
+			if err := s.ttlParam(cmd, &p.TTL); err != nil {
+				return err
+			}
+			if bulk {
+				if p.BulkParams, err = s.params(cmd); err != nil {
+					return err
+				}
+				return o.bulk(cmd, rpc.MethodLifetime, p, p.BulkParams, "given lifetime "+lifetimeH(d.Seconds())+forS(s.ttl))
+			}
+			if err := s.single(cmd); err != nil {
+				return err
+			}
 			return o.onConn(cmd, a[0], func(ctx context.Context, c *client.Client, id uint64) error {
-				r, err := c.Lifetime(ctx, id, d)
-				if err != nil {
+				p.ConnID = &id
+				var r rpc.LifetimeResult
+				if err := c.Call(ctx, rpc.MethodLifetime, p, &r); err != nil {
 					return err
 				}
 				if r.LifetimeS == 0 {
-					return o.report(r, "conid %d: no idle lifetime", id)
+					return o.report(r, "conid %d: no idle lifetime%s", id, forH(r.Until))
 				}
-				return o.report(r, "conid %d: lifetime %s, closes in %s unless there is traffic", id, secs(r.LifetimeS), secs(r.ExpiresInS))
+				return o.report(r, "conid %d: lifetime %s, closes in %s unless there is traffic%s", id, secs(r.LifetimeS), secs(r.ExpiresInS), forH(r.Until))
 			})
 		},
 	}
+	addSelection(o, cmd, &s, true)
+	return cmd
 }
 
 func newClosedEventCmd(o *Options) *cobra.Command {
 	var off bool
+	var s selection
 	cmd := &cobra.Command{
-		Use:   "closed-event CONID",
-		Short: "Publish a closed event when this connection ends (tcp_enable_closed_event)",
-		Long: `Ask for a closed event when this connection ends, as Kamailio's
+		Use:   "closed-event (CONID | SELECTOR)",
+		Short: "Publish a closed event when connections end (tcp_enable_closed_event)",
+		Long: `Ask for a closed event when a connection ends, as Kamailio's
 tcp_enable_closed_event; meant for a daemon run with --closed-event manual,
-where only connections enabled this way produce events. --off takes it back.`,
-		Example:           "  tcpopsctl closed-event 42\n  tcpopsctl closed-event 42 --off",
-		Args:              args(1, 1),
+where only connections enabled this way produce events. --off takes it back.
+--for DUR: only for that long, then the setting from before comes back.
+` + selectorHelp,
+		Example: `  tcpopsctl closed-event 42
+  tcpopsctl closed-event 42 --off
+  tcpopsctl closed-event --remote 192.0.2.0/24 --for 30m`,
+		Args:              cobra.ArbitraryArgs, // checked by target: with or without a CONID
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			bulk, err := target(cmd, a, 0)
+			if err != nil {
+				return err
+			}
+			p := rpc.ClosedEventParams{Enable: new(!off)}
+			if err := s.ttlParam(cmd, &p.TTL); err != nil {
+				return err
+			}
+			state := "on"
+			if off {
+				state = "off"
+			}
+			if bulk {
+				if p.BulkParams, err = s.params(cmd); err != nil {
+					return err
+				}
+				return o.bulk(cmd, rpc.MethodClosedEvent, p, p.BulkParams, "given closed event "+state+forS(s.ttl))
+			}
+			if err := s.single(cmd); err != nil {
+				return err
+			}
 			return o.onConn(cmd, a[0], func(ctx context.Context, c *client.Client, id uint64) error {
-				r, err := c.ClosedEvent(ctx, id, !off)
-				if err != nil {
+				p.ConnID = &id
+				var r rpc.ClosedEventResult
+				if err := c.Call(ctx, rpc.MethodClosedEvent, p, &r); err != nil {
 					return err
 				}
 				state := "off"
 				if r.ClosedEvent {
 					state = "on"
 				}
-				return o.report(r, "conid %d: closed event %s", id, state)
+				return o.report(r, "conid %d: closed event %s%s", id, state, forH(r.Until))
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&off, "off", false, "turn the closed event of this connection off")
+	cmd.Flags().BoolVar(&off, "off", false, "turn the closed event off")
+	addSelection(o, cmd, &s, true)
 	return cmd
 }
 
 func newCloseCmd(o *Options) *cobra.Command {
 	var reset bool
+	var s selection
 	cmd := &cobra.Command{
-		Use:   "close CONID",
-		Short: "Close a connection (FIN, or RST with --reset)",
-		Long: `Close one connection with reason local; its partner leg (the other side of the
-relay) closes with reason peer. By default the close is orderly (FIN); --reset
-sends an RST instead.`,
-		Example:           "  tcpopsctl close 42\n  tcpopsctl close 42 --reset",
-		Args:              args(1, 1),
+		Use:   "close (CONID | SELECTOR)",
+		Short: "Close connections (FIN, or RST with --reset)",
+		Long: `Close one connection, or a set picked by selector flags, with reason local;
+the partner leg of each (the other side of the relay) closes with reason
+peer. By default the close is orderly (FIN); --reset sends an RST instead.
+` + selectorHelp,
+		Example: `  tcpopsctl close 42
+  tcpopsctl close 42 --reset
+  tcpopsctl close --remote 203.0.113.0/24 --direction in --dry-run
+  tcpopsctl close --remote 203.0.113.0/24 --direction in --max 500
+  tcpopsctl close --listener old --idle-min 5m --rate 50`,
+		Args:              cobra.ArbitraryArgs, // checked by target: with or without a CONID
 		ValidArgsFunction: conidCompletion(o),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			bulk, err := target(cmd, a, 0)
+			if err != nil {
+				return err
+			}
+			how := "FIN"
+			if reset {
+				how = "RST"
+			}
+			if bulk {
+				p := rpc.CloseParams{Reset: reset}
+				if p.BulkParams, err = s.params(cmd); err != nil {
+					return err
+				}
+				return o.bulk(cmd, rpc.MethodClose, p, p.BulkParams, "closed ("+how+")")
+			}
+			if err := s.single(cmd); err != nil {
+				return err
+			}
 			return o.onConn(cmd, a[0], func(ctx context.Context, c *client.Client, id uint64) error {
 				r, err := c.CloseConn(ctx, id, reset)
 				if err != nil {
 					return err
 				}
-				how := "FIN"
-				if reset {
-					how = "RST"
-				}
 				return o.report(r, "conid %d: closed (%s)", id, how)
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&reset, "reset", false, "reset the connection (RST) instead of closing it (FIN)")
+	cmd.Flags().BoolVar(&reset, "reset", false, "reset (RST) instead of closing (FIN)")
+	addSelection(o, cmd, &s, false)
 	return cmd
 }
 

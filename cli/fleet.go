@@ -65,7 +65,7 @@ func (o *Options) dial(ctx context.Context) (*client.Client, error) {
 	if o.NATS == "" {
 		return client.Dial(ctx, o.socketPath())
 	}
-	host := o.only
+	host := o.onHost
 	switch {
 	case host != "":
 	case o.AllHosts || len(o.Hosts) > 1:
@@ -87,8 +87,8 @@ func (o *Options) where() string {
 	switch {
 	case o.NATS == "":
 		return o.socketPath()
-	case o.only != "":
-		return "host " + o.only
+	case o.onHost != "":
+		return "host " + o.onHost
 	case len(o.Hosts) == 1:
 		return "host " + o.Hosts[0]
 	}
@@ -169,7 +169,7 @@ func (o *Options) fanOut(ctx context.Context, args []string) error {
 // runOn runs the command tree for one host, into buffers.
 func (o *Options) runOn(ctx context.Context, host string, args []string) hostResult {
 	out := &hostOutput{}
-	ho := &Options{Stdout: out, Stderr: &out.errs, only: host, fleet: o.fleet}
+	ho := &Options{Stdout: out, Stderr: &out.errs, onHost: host, fleet: o.fleet}
 	root := NewRootCmd(ho)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -316,19 +316,6 @@ func (o *Options) reportHosts(results []hostResult, errs bool) error {
 		return nil
 	}
 	return &exitError{code: code}
-}
-
-// errorText is how an error is told on stderr ("" for none, or one
-// already told).
-func errorText(err error) string {
-	var je *rpc.Error
-	switch {
-	case err == nil:
-		return ""
-	case errors.As(err, &je):
-		return fmt.Sprintf("tcpops says: %s (code %d)", je.Message, je.Code)
-	}
-	return err.Error()
 }
 
 // hostError is the error of a host's line of -o json over several hosts:

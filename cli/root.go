@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -39,10 +41,10 @@ type Options struct {
 	NATSTLSCA string
 	Hosts     []string
 	AllHosts  bool
-	// only is the host of one run of a command over several hosts;
+	// onHost is the host of one run of a command over several hosts;
 	// fleet is the NATS connection all runs share.
-	only  string
-	fleet *fleetState
+	onHost string
+	fleet  *fleetState
 
 	Stdout io.Writer
 	Stderr io.Writer
@@ -50,6 +52,18 @@ type Options struct {
 	// ready is set once flags and arguments were accepted; an error
 	// before that is a usage error whatever cobra called it.
 	ready bool
+	// shared, when set, is the one control connection of a batch: every
+	// command uses it instead of dialling its own.
+	shared *client.Client
+	// only, when set, is the one command a batch line runs: the tree is
+	// built with just that one (the others cost time for nothing).
+	only string
+}
+
+// builder makes a top-level command; names are its name and aliases.
+type builder struct {
+	names string
+	build func(*Options) *cobra.Command
 }
 
 // exitError carries an exit code; a message of "" prints nothing.
@@ -124,7 +138,8 @@ Exit codes, for shells, cron and Ansible:
   1  negative answer: not alive, state < 0, conid not found
   2  usage error: bad flag, argument or value
   3  daemon unreachable: no socket, refused, timed out, went away
-  4  the daemon refused or failed: permission, socket operation, internal
+  4  the daemon refused or failed: permission, socket operation, internal;
+     a bulk change refused by --max, or failed on some connections
 
 The socket is --socket, else $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock for
 root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.
@@ -140,6 +155,7 @@ TCPOPS_EVENTS stream in JetStream instead (every host, or --host).`,
 		Example: `  tcpopsctl list --state ok --remote 10.0.0.0/8
   tcpopsctl keepalive enable 42 60 5 5
   tcpopsctl lifetime 42 3600
+  tcpopsctl close --remote 203.0.113.0/24 --direction in --dry-run
   if tcpopsctl alive 42; then echo usable; fi
   tcpopsctl -o json events -f --reason reset
   tcpopsctl --nats nats://nats1:4222 --all-hosts list --remote 203.0.113.0/24
@@ -176,16 +192,33 @@ TCPOPS_EVENTS stream in JetStream instead (every host, or --host).`,
 		return usageErr("%v (see '%s --help')", err, cmd.CommandPath())
 	})
 	root.AddGroup(&cobra.Group{ID: "conn", Title: "Connections:"}, &cobra.Group{ID: "daemon", Title: "Daemon:"})
-	for _, c := range []*cobra.Command{
-		newListCmd(o), newInfoCmd(o), newAliveCmd(o), newStateCmd(o), newKeepaliveCmd(o),
-		newLifetimeCmd(o), newClosedEventCmd(o), newCloseCmd(o), newEventsCmd(o),
-	} {
-		c.GroupID = "conn"
-		root.AddCommand(c)
+	groups := []struct {
+		id   string
+		cmds []builder
+	}{
+		{"conn", []builder{{"list ls", newListCmd}, {"info", newInfoCmd}, {"alive", newAliveCmd}, {"state", newStateCmd},
+			{"keepalive", newKeepaliveCmd}, {"lifetime", newLifetimeCmd}, {"closed-event", newClosedEventCmd},
+			{"close", newCloseCmd}, {"events", newEventsCmd}}},
+		{"daemon", []builder{{"stats", newStatsCmd}, {"wait", newWaitCmd}, {"call", newCallCmd}, {"methods", newMethodsCmd},
+			{"version", newVersionCmd}, {"batch", newBatchCmd}, {"upgrade", newUpgradeCmd}}},
 	}
-	for _, c := range []*cobra.Command{newStatsCmd(o), newWaitCmd(o), newCallCmd(o), newMethodsCmd(o), newVersionCmd(o)} {
-		c.GroupID = "daemon"
-		root.AddCommand(c)
+	only := ""
+	for _, g := range groups {
+		for _, b := range g.cmds {
+			if slices.Contains(strings.Fields(b.names), o.only) {
+				only = o.only // a name of ours: build just that one
+			}
+		}
+	}
+	for _, g := range groups {
+		for _, b := range g.cmds {
+			if only != "" && !slices.Contains(strings.Fields(b.names), only) {
+				continue
+			}
+			c := b.build(o)
+			c.GroupID = g.id
+			root.AddCommand(c)
+		}
 	}
 	root.SetOut(o.Stdout)
 	root.SetErr(o.Stderr)
@@ -203,6 +236,9 @@ func (o *Options) socketPath() string {
 // client dials the daemon within the timeout; ctx bounds the calls.
 func (o *Options) client(cmd *cobra.Command) (*client.Client, context.Context, context.CancelFunc, error) {
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.Timeout)
+	if o.shared != nil {
+		return o.shared, ctx, cancel, nil
+	}
 	c, err := o.dial(ctx)
 	if err != nil {
 		cancel()
@@ -224,7 +260,15 @@ func (o *Options) call(cmd *cobra.Command, fn func(ctx context.Context, c *clien
 // Run runs tcpopsctl with args and returns its exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o := &Options{Stdout: stdout, Stderr: stderr}
-	root := NewRootCmd(o)
+	err := execute(ctx, o, NewRootCmd(o), args)
+	if msg := errorText(err); msg != "" {
+		fmt.Fprintln(stderr, "tcpopsctl:", msg)
+	}
+	return ExitCode(err)
+}
+
+// execute runs one command line on root, built over o.
+func execute(ctx context.Context, o *Options, root *cobra.Command, args []string) error {
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if errors.Is(err, errFanOut) {
@@ -235,14 +279,19 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil && !o.ready && !errors.As(err, &ee) {
 		err = usageErr("%v (see 'tcpopsctl --help')", err)
 	}
+	return err
+}
+
+// errorText is what tcpopsctl says about err ("" for nothing).
+func errorText(err error) string {
 	var je *rpc.Error
 	switch {
 	case errors.As(err, &je):
-		fmt.Fprintf(stderr, "tcpopsctl: tcpops says: %s (code %d)\n", je.Message, je.Code)
-	case err != nil && err.Error() != "":
-		fmt.Fprintln(stderr, "tcpopsctl:", err)
+		return fmt.Sprintf("tcpops says: %s (code %d)", je.Message, je.Code)
+	case err != nil:
+		return err.Error()
 	}
-	return ExitCode(err)
+	return ""
 }
 
 // Main is tcpopsctl's main.

@@ -82,6 +82,7 @@ daemon cannot be reached; wait ready waits for that too.`,
 	}
 	count.Flags().IntVar(&eq, "eq", 0, "the count to wait for")
 	addListFilters(count, &p)
+	count.RegisterFlagCompletionFunc("listener", listenerCompletion(o))
 	ready := &cobra.Command{
 		Use:     "ready",
 		Short:   "Wait until the daemon answers on its socket",
@@ -139,11 +140,14 @@ func (o *Options) poll(cmd *cobra.Command, check func(ctx context.Context, c *cl
 	deadline := time.Now().Add(o.Timeout)
 	ctx, cancel := context.WithDeadline(cmd.Context(), deadline)
 	defer cancel()
-	c, err := o.dial(ctx)
-	if err != nil {
-		return err
+	c := o.shared
+	if c == nil {
+		var err error
+		if c, err = o.dial(ctx); err != nil {
+			return err
+		}
+		defer c.Close()
 	}
-	defer c.Close()
 	for {
 		ok, err := check(ctx, c)
 		var de *client.DialError

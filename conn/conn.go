@@ -85,6 +85,8 @@ type Conn struct {
 	countedIP netip.Addr
 	tls       *TLSInfo
 	ws        *WSInfo
+	ov        *overrides // settings changed for a while (nil: none yet)
+	drain     *Draining  // served by the old process after an upgrade
 }
 
 // State returns the current state.
@@ -228,6 +230,9 @@ func (c *Conn) syscallConn() (syscall.Conn, error) {
 	if c.closing {
 		return nil, ErrClosed
 	}
+	if c.drain != nil {
+		return nil, ErrDraining
+	}
 	if c.tcp == nil {
 		return nil, ErrNoSocket
 	}
@@ -309,6 +314,9 @@ func (c *Conn) SetLifetime(d time.Duration) (expiresIn time.Duration, err error)
 	if c.closing {
 		return 0, ErrClosed
 	}
+	if c.drain != nil {
+		return 0, ErrDraining
+	}
 	c.setLifetimeLocked(d)
 	return c.expiresInLocked(c.t.clock()), nil
 }
@@ -371,6 +379,7 @@ func (c *Conn) close(r Reason, err error, reset bool) bool {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	c.stopOverridesLocked()
 	closer, peer := c.closer, c.peer
 	c.mu.Unlock()
 
@@ -451,6 +460,11 @@ type Info struct {
 	TLS *TLSInfo
 	// WS is set on an upgraded WebSocket connection.
 	WS *WSInfo
+	// Overrides are the settings changed for a while (nil: none).
+	Overrides []Override
+	// Draining is set on a connection the old process still serves
+	// after an upgrade.
+	Draining *Draining
 }
 
 // Info takes a snapshot of c (without kernel state: see Keepalive, TCPInfo).
@@ -465,10 +479,12 @@ func (c *Conn) info(now int64) Info {
 		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
 		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka,
-		Via: c.via, TLS: c.tls, WS: c.ws,
+		Via: c.via, TLS: c.tls, WS: c.ws, Overrides: c.overridesLocked(), Draining: c.drain,
 	}
 	if c.peer != nil {
 		in.Peer = c.peer.ID
+	} else if c.drain != nil {
+		in.Peer = c.drain.Peer
 	}
 	return in
 }

@@ -71,7 +71,8 @@ type Table struct {
 	bytesIn  atomic.Uint64 // every byte read, all connections
 	bytesOut atomic.Uint64 // every byte written
 
-	onClose func(Closed) // set before use; may be nil
+	onClose   func(Closed)   // set before use; may be nil
+	onRestore func(Restored) // set before use; may be nil
 
 	// limMu guards the fields below.
 	limMu       sync.Mutex

@@ -49,6 +49,7 @@ type Options struct {
 	Metrics        string
 	LogFormat      string
 	LogLevel       string
+	FDStore        bool
 
 	NATS               string
 	NATSCreds          string
@@ -76,6 +77,9 @@ type Config struct {
 	EventLog string
 	// Metrics is the HOST:PORT to serve Prometheus metrics on ("" none).
 	Metrics string
+	// FDStore keeps plain TCP connections in systemd's file-descriptor
+	// store on SIGTERM (fdstore.go).
+	FDStore bool
 	// NATS links the daemon to a fleet (nil without --nats).
 	NATS *NATSConfig
 }
@@ -151,6 +155,7 @@ func (o *Options) Parse() (*Config, error) {
 		}
 	}
 	cfg.Metrics = o.Metrics
+	cfg.FDStore = o.FDStore
 	if cfg.NATS, err = o.parseNATS(); err != nil {
 		return nil, err
 	}
@@ -378,6 +383,7 @@ func addFlags(cmd *cobra.Command, o *Options) {
 	f.StringVar(&o.TLSKey, "tls-key", "", "private key file (PEM) for tls:// and wss:// listeners without ?key=")
 	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at http://HOST:PORT/metrics")
 	f.StringVar(&o.EventLog, "event-log", "", "append every closed event to this file, one JSON object a line (reopened on SIGUSR1)")
+	f.BoolVar(&o.FDStore, "fd-store", false, "on SIGTERM under systemd, keep the listeners and plain TCP connections in its file-descriptor store for the next start (unit: FileDescriptorStoreMax=); SIGINT always closes them")
 	f.StringVar(&o.NATS, "nats", "", "join a fleet on NATS: server URL(s), comma-separated (nats://HOST:4222); closed events go to JetStream, methods are served on tcpops.rpc.HOST and tcpops.admin.HOST")
 	f.StringVar(&o.NATSCreds, "nats-creds", "", "NATS credentials file (.creds)")
 	f.StringVar(&o.NATSTLSCA, "nats-tls-ca", "", "PEM file of the CAs of tls:// NATS servers")

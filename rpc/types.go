@@ -45,8 +45,9 @@ const (
 // Error is the error of a response: one of the codes above, and a message
 // that names the bad param or the conid and says what is accepted.
 type Error struct {
-	Code    int64  `json:"code"`
-	Message string `json:"message"`
+	Code    int64           `json:"code"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data,omitempty"`
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (code %d)", e.Message, e.Code) }
@@ -67,12 +68,14 @@ type ConnParams struct {
 // KeepaliveParams are the params of tcpops.keepalive. Enabling takes Idle,
 // Count and Interval (seconds), as tcp_keepalive_enable does.
 type KeepaliveParams struct {
-	ConnID        *uint64 `json:"conid,omitempty"`
-	Enable        *bool   `json:"enable,omitempty"`
-	Idle          *int    `json:"idle,omitempty"`
-	Count         *int    `json:"count,omitempty"`
-	Interval      *int    `json:"interval,omitempty"`
-	UserTimeoutMs *int    `json:"user_timeout_ms,omitempty"`
+	ConnID        *uint64  `json:"conid,omitempty"`
+	Enable        *bool    `json:"enable,omitempty"`
+	Idle          *int     `json:"idle,omitempty"`
+	Count         *int     `json:"count,omitempty"`
+	Interval      *int     `json:"interval,omitempty"`
+	UserTimeoutMs *int     `json:"user_timeout_ms,omitempty"`
+	TTL           *float64 `json:"ttl,omitempty"` // seconds; then the previous keepalive comes back
+	BulkParams
 }
 
 // LifetimeParams are the params of tcpops.lifetime (seconds, 0 = no idle
@@ -80,18 +83,23 @@ type KeepaliveParams struct {
 type LifetimeParams struct {
 	ConnID   *uint64  `json:"conid,omitempty"`
 	Lifetime *float64 `json:"lifetime,omitempty"`
+	TTL      *float64 `json:"ttl,omitempty"` // seconds; then the previous lifetime comes back
+	BulkParams
 }
 
 // ClosedEventParams are the params of tcpops.closed_event.
 type ClosedEventParams struct {
-	ConnID *uint64 `json:"conid,omitempty"`
-	Enable *bool   `json:"enable,omitempty"`
+	ConnID *uint64  `json:"conid,omitempty"`
+	Enable *bool    `json:"enable,omitempty"`
+	TTL    *float64 `json:"ttl,omitempty"` // seconds; then the previous setting comes back
+	BulkParams
 }
 
 // CloseParams are the params of tcpops.close: FIN, or RST with Reset.
 type CloseParams struct {
 	ConnID *uint64 `json:"conid,omitempty"`
 	Reset  bool    `json:"reset,omitempty"`
+	BulkParams
 }
 
 // ListParams are the filters of tcpops.list, all optional.
@@ -160,6 +168,8 @@ type StateResult struct {
 type KeepaliveResult struct {
 	ConnID    uint64    `json:"conid"`
 	Keepalive Keepalive `json:"keepalive"`
+	// Until is when a ttl runs out and the previous keepalive comes back.
+	Until *time.Time `json:"until,omitempty"`
 }
 
 // LifetimeResult answers tcpops.lifetime (seconds).
@@ -167,12 +177,16 @@ type LifetimeResult struct {
 	ConnID     uint64  `json:"conid"`
 	LifetimeS  float64 `json:"lifetime_s"`
 	ExpiresInS float64 `json:"expires_in_s"`
+	// Until is when a ttl runs out and the previous lifetime comes back.
+	Until *time.Time `json:"until,omitempty"`
 }
 
 // ClosedEventResult answers tcpops.closed_event.
 type ClosedEventResult struct {
 	ConnID      uint64 `json:"conid"`
 	ClosedEvent bool   `json:"closed_event"`
+	// Until is when a ttl runs out and the previous setting comes back.
+	Until *time.Time `json:"until,omitempty"`
 }
 
 // CloseResult answers tcpops.close.
@@ -210,6 +224,9 @@ type Conn struct {
 	BytesOut    uint64     `json:"bytes_out"`
 	TLS         *TLS       `json:"tls,omitempty"`
 	WS          *WS        `json:"ws,omitempty"`
+	// Overrides are settings changed for a while (ttl).
+	Overrides []Override `json:"overrides,omitempty"`
+	Draining  *Draining  `json:"draining,omitempty"`
 }
 
 // TLS is a connection's TLS session, once its handshake is done.

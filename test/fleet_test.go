@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/rpc"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
 )
@@ -34,7 +35,7 @@ type natsProc struct {
 	port    string
 	cmd     *exec.Cmd
 	done    chan struct{}
-	out     *syncBuffer
+	out     *daemontest.Buffer
 	stopped time.Time
 }
 
@@ -70,7 +71,7 @@ func startNATS(t *testing.T) *natsProc {
 		}
 		conf = strings.Replace(conf, r[0], r[1], 1)
 	}
-	p := &natsProc{t: t, bin: bin, conf: filepath.Join(dir, "tcpops-nats.conf"), port: port, out: &syncBuffer{}}
+	p := &natsProc{t: t, bin: bin, conf: filepath.Join(dir, "tcpops-nats.conf"), port: port, out: &daemontest.Buffer{}}
 	if err := os.WriteFile(p.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,7 @@ type fleetDaemon struct {
 	host, socket, addr string
 	cmd                *exec.Cmd
 	done               chan struct{}
-	logs               *syncBuffer
+	logs               *daemontest.Buffer
 }
 
 func startFleetDaemon(t *testing.T, dir, host, natsURL string) *fleetDaemon {
@@ -130,7 +131,7 @@ func startFleetDaemon(t *testing.T, dir, host, natsURL string) *fleetDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &fleetDaemon{host: host, socket: filepath.Join(dir, host+".sock"), addr: "127.0.0.1:" + port, logs: &syncBuffer{}, done: make(chan struct{})}
+	d := &fleetDaemon{host: host, socket: filepath.Join(dir, host+".sock"), addr: "127.0.0.1:" + port, logs: &daemontest.Buffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(filepath.Join(binDir, "tcpops"), "--socket", d.socket, "--listen", "tcp://"+d.addr,
 		"--nats", natsURL, "--host-name", host)
 	d.cmd.Stderr = d.logs
@@ -178,18 +179,6 @@ func (d *fleetDaemon) stats(t *testing.T) rpc.Stats {
 		t.Fatalf("%s: stats without nats", d.host)
 	}
 	return s
-}
-
-// dialFrom connects to the daemon from a source address of 127/8.
-func dialFrom(t *testing.T, src, addr string) net.Conn {
-	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 // fleetCtl runs tcpopsctl --nats URL args and returns its exit code,
@@ -298,7 +287,7 @@ func TestFleetWithNATSServer(t *testing.T) {
 		d := startFleetDaemon(t, dir, h, daemonURL)
 		ds[h] = d
 		// Two clients from 127.0.0.1, one from 127.0.0.2.
-		clients[h] = []net.Conn{dialFrom(t, "127.0.0.1", d.addr), dialFrom(t, "127.0.0.1", d.addr), dialFrom(t, "127.0.0.2", d.addr)}
+		clients[h] = []net.Conn{dialFrom(t, d.addr, "127.0.0.1", 1)[0], dialFrom(t, d.addr, "127.0.0.1", 1)[0], dialFrom(t, d.addr, "127.0.0.2", 1)[0]}
 		waitFor(t, h+" to hold 3 connections and be on NATS", func() bool {
 			s := d.stats(t)
 			return s.Connections == 3 && s.NATS.Connected
@@ -498,7 +487,7 @@ func TestFleetWithNATSServer(t *testing.T) {
 
 	t.Run("shutdown events reach JetStream; a clean stop leaves the fleet", func(t *testing.T) {
 		d := ds["h1"]
-		dialFrom(t, "127.0.0.1", d.addr)
+		dialFrom(t, d.addr, "127.0.0.1", 1)
 		waitFor(t, "h1 to hold a connection", func() bool { return d.stats(t).Connections == 1 })
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		select {

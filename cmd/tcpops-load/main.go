@@ -8,6 +8,7 @@
 //	tcpops-load relay -addr 127.0.0.1:7000 [-bytes 1GiB] [-streams 1,64] [-msgs 20000]
 //	tcpops-load fleetlist -nats URL -addrs A,B,C [-n 3000] [-ctl tcpopsctl]
 //	tcpops-load burst -addr A -socket S [-n 10000] [-nats URL -host H]
+//	tcpops-load bulk -addr 127.0.0.1:7001 -socket S [-n 9000] [-rate 1000]
 package main
 
 import (
@@ -49,6 +50,8 @@ func main() {
 		err = fleetList(os.Args[2:])
 	case "burst":
 		err = burst(os.Args[2:])
+	case "bulk":
+		err = bulk(os.Args[2:])
 	default:
 		usage()
 	}
@@ -64,7 +67,8 @@ func usage() {
   tcpops-load idle  -addr ADDR -n N -pid PID [-socket PATH] [-ctl PATH] [-sources K] [-hold DUR] [-events]
   tcpops-load relay -addr ADDR [-bytes N] [-streams 1,64] [-msgs N] [-size N]
   tcpops-load fleetlist -nats URL -addrs A,B,C [-n N] [-ctl PATH] [-rounds N]
-  tcpops-load burst -addr ADDR -socket PATH [-n N] [-nats URL -host NAME]`)
+  tcpops-load burst -addr ADDR -socket PATH [-n N] [-nats URL -host NAME]
+  tcpops-load bulk  -addr ADDR -socket PATH [-n N] [-sources K] [-rate R]`)
 	os.Exit(2)
 }
 

@@ -73,6 +73,9 @@ func (s *Server) Do(method string, params json.RawMessage, c Caller) (json.RawMe
 	if rerr != nil {
 		return nil, &rpc.Error{Code: int64(rerr.Code), Message: rerr.Message}
 	}
+	if cl.after != nil {
+		defer cl.after() // what the socket does once the reply is written
+	}
 	if raw, ok := res.(rawJSON); ok {
 		return json.RawMessage(raw), nil
 	}

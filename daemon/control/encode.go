@@ -86,7 +86,27 @@ func appendConn(b []byte, in *conn.Info) []byte {
 		b = appendOptStr(b, `,"origin":`, w.Origin)
 		b = append(b, '}')
 	}
+	if len(in.Overrides) > 0 {
+		b = appendOverrides(b, in.Overrides)
+	}
+	if dr := in.Draining; dr != nil {
+		b = appendDraining(b, dr)
+	}
 	return append(b, '}')
+}
+
+func appendOverrides(b []byte, ovs []conn.Override) []byte {
+	b = append(b, `,"overrides":[`...)
+	for i, o := range ovs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendStr(b, `{"what":`, o.What.String())
+		b = append(b, `,"until":"`...)
+		b = o.Until.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = append(b, `"}`...)
+	}
+	return append(b, ']')
 }
 
 // appendOptStr is appendStr for a field left out when empty (omitempty).

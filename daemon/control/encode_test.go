@@ -25,6 +25,8 @@ func TestAppendListMatchesEncodingJSON(t *testing.T) {
 			TLS: &conn.TLSInfo{Version: "TLS 1.3", Cipher: "TLS_AES_128_GCM_SHA256", SNI: "sip.example.com\"\x01"},
 			WS:  &conn.WSInfo{Path: "/sip", Subprotocol: "sip", Origin: "https://app.example.com <é>"}},
 		{ID: 5, Proto: "tls", TLS: &conn.TLSInfo{Version: "TLS 1.2", Cipher: "x", ALPN: "h2", PeerSubject: "CN=a,O=b"}, WS: &conn.WSInfo{Path: "/"}},
+		{ID: 6, Overrides: []conn.Override{{What: conn.WhatKeepalive, Until: time.Date(2026, 11, 26, 11, 0, 0, 5, time.Local)},
+			{What: conn.WhatClosedEvent, Until: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}}},
 	}
 	for _, next := range []uint64{0, 3} {
 		got := appendList(nil, infos, next)
@@ -42,5 +44,11 @@ func TestAppendListMatchesEncodingJSON(t *testing.T) {
 	}
 	if got := string(appendList(nil, nil, 0)); got != `{"connections":[]}` {
 		t.Fatalf("empty list = %s", got)
+	}
+	// A dry run's answer decodes as a BulkResult.
+	var br rpc.BulkResult
+	if err := json.Unmarshal(appendDryRun(nil, infos), &br); err != nil || br.Matched != len(infos) || !br.DryRun ||
+		len(br.Connections) != len(infos) || br.Applied == nil || br.Failed == nil || len(br.Connections[5].Overrides) != 2 {
+		t.Fatalf("dry run answer %s: %+v, %v", appendDryRun(nil, infos), br, err)
 	}
 }

@@ -19,13 +19,13 @@ func (s *Server) table() []*method {
 			help: "whether the connection is usable: alive true and code 1 when its state >= 1, else false and -1"},
 		{name: rpc.MethodState, params: "conid", readOnly: true, fn: (*call).state,
 			help: "the connection's state number and name (1 ok, 2 accepting, 3 connecting, -1 not_found, -2 eof, -3 error, -4 bad), with the close reason if it closed recently"},
-		{name: rpc.MethodKeepalive, params: "conid, enable (default true), idle, count, interval (seconds; all three to enable), user_timeout_ms (optional)", fn: (*call).keepalive,
-			help: "turn kernel TCP keepalive on or off; answers with the values read back from the socket"},
-		{name: rpc.MethodLifetime, params: "conid, lifetime (seconds, >= 0; 0 = no idle limit)", fn: (*call).lifetime,
-			help: "set the idle lifetime: the connection closes after that long without traffic, counted from now"},
-		{name: rpc.MethodClosedEvent, params: "conid, enable (default true)", fn: (*call).closedEvent,
-			help: "publish (or not) a closed event when this connection ends; for --closed-event manual"},
-		{name: rpc.MethodClose, params: "conid, reset (default false: FIN; true: RST)", fn: (*call).close,
+		{name: rpc.MethodKeepalive, params: "conid or select, enable (default true), idle, count, interval (seconds; all three to enable), user_timeout_ms (optional), ttl (seconds, optional)" + bulkParams, fn: (*call).keepalive,
+			help: "turn kernel TCP keepalive on or off; answers with the values read back from the socket; with ttl the previous keepalive comes back after ttl seconds"},
+		{name: rpc.MethodLifetime, params: "conid or select, lifetime (seconds, >= 0; 0 = no idle limit), ttl (seconds, optional)" + bulkParams, fn: (*call).lifetime,
+			help: "set the idle lifetime: the connection closes after that long without traffic, counted from now; with ttl the previous lifetime comes back after ttl seconds"},
+		{name: rpc.MethodClosedEvent, params: "conid or select, enable (default true), ttl (seconds, optional)" + bulkParams, fn: (*call).closedEvent,
+			help: "publish (or not) a closed event when this connection ends; for --closed-event manual; with ttl the previous setting comes back after ttl seconds"},
+		{name: rpc.MethodClose, params: "conid or select, reset (default false: FIN; true: RST)" + bulkParams, fn: (*call).close,
 			help: "close the connection (reason local); its partner leg closes with reason peer"},
 		{name: rpc.MethodList, params: "state, proto, direction, listener, remote (IP, IP:port or CIDR), idle_min (seconds), limit, after (conid cursor); all optional", readOnly: true, fn: (*call).list,
 			help: "the connections, sorted by conid; next is the after cursor of the next page when a limit cut the list"},
@@ -35,6 +35,7 @@ func (s *Server) table() []*method {
 			help: "closed events after since; with follow, later ones arrive as tcpops.event notifications and a gap as tcpops.events_lost"},
 		{name: rpc.MethodStats, readOnly: true, fn: (*call).stats,
 			help: "counts by state and proto, accepted, closed by reason, rejected by limit, event seq and losses, uptime, limits"},
+		upgradeMethod,
 		{name: rpc.MethodVersion, readOnly: true, fn: func(*call) (any, error) { return versionInfo(), nil },
 			help: "the daemon's version, commit and Go version"},
 		{name: rpc.MethodListMethods, readOnly: true, fn: (*call).listMethods,
@@ -43,6 +44,9 @@ func (s *Server) table() []*method {
 			help: "one line of help for a method, with its params"},
 	}
 }
+
+// bulkParams are the params every changing method takes with select.
+const bulkParams = "; with select (state, proto, direction, listener, remote, idle_min, conids, or all: true) instead of conid: dry_run, max, rate (changes per second)"
 
 // conid decodes params into p and returns the required conid, which
 // decoding put in *id (a field of p).
@@ -88,8 +92,10 @@ func (cl *call) state() (any, error) {
 
 func (cl *call) keepalive() (any, error) {
 	var p rpc.KeepaliveParams
-	id, err := cl.conid(&p, &p.ConnID)
-	if err != nil {
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+		return nil, err
+	}
+	if err := cl.checkTarget(p.ConnID, &p.BulkParams); err != nil {
 		return nil, err
 	}
 	k := sock.KeepaliveConfig{Enable: p.Enable == nil || *p.Enable, UserTimeoutMs: -1}
@@ -117,15 +123,26 @@ func (cl *call) keepalive() (any, error) {
 	if err := k.Validate(); err != nil {
 		return nil, err
 	}
-	c, err := cl.get(id)
+	ttl, err := ttlParam(cl.m.name, p.TTL)
 	if err != nil {
 		return nil, err
 	}
-	ka, err := c.SetKeepalive(k)
-	if err != nil {
-		return nil, fmt.Errorf("conid %d: %w", id, err)
+	return cl.run(p.ConnID, &p.BulkParams, func(c *conn.Conn) (any, error) {
+		ka, until, err := c.SetKeepaliveFor(k, ttl)
+		if err != nil {
+			return nil, err
+		}
+		return rpc.KeepaliveResult{ConnID: c.ID, Keepalive: *wireKeepalive(&ka), Until: untilPtr(until)}, nil
+	})
+}
+
+// untilPtr is the until of a result: nil when no ttl was given.
+func untilPtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
 	}
-	return rpc.KeepaliveResult{ConnID: id, Keepalive: *wireKeepalive(&ka)}, nil
+	u := t.UTC()
+	return &u
 }
 
 // maxLifetime keeps a lifetime within what time.Duration holds, with room.
@@ -133,8 +150,10 @@ const maxLifetime = 10 * 365 * 24 * 3600
 
 func (cl *call) lifetime() (any, error) {
 	var p rpc.LifetimeParams
-	id, err := cl.conid(&p, &p.ConnID)
-	if err != nil {
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+		return nil, err
+	}
+	if err := cl.checkTarget(p.ConnID, &p.BulkParams); err != nil {
 		return nil, err
 	}
 	if p.Lifetime == nil {
@@ -143,48 +162,62 @@ func (cl *call) lifetime() (any, error) {
 	if lt := *p.Lifetime; lt < 0 || lt > maxLifetime || math.IsNaN(lt) {
 		return nil, badParam("param lifetime %v out of range (want 0..%d seconds; 0 = no idle limit)", lt, maxLifetime)
 	}
-	c, err := cl.get(id)
+	ttl, err := ttlParam(cl.m.name, p.TTL)
 	if err != nil {
 		return nil, err
 	}
 	d := time.Duration(*p.Lifetime * float64(time.Second))
-	left, err := c.SetLifetime(d)
-	if err != nil {
-		return nil, fmt.Errorf("conid %d: %w", id, err)
-	}
-	return rpc.LifetimeResult{ConnID: id, LifetimeS: seconds(d), ExpiresInS: seconds(left)}, nil
+	return cl.run(p.ConnID, &p.BulkParams, func(c *conn.Conn) (any, error) {
+		left, until, err := c.SetLifetimeFor(d, ttl)
+		if err != nil {
+			return nil, err
+		}
+		return rpc.LifetimeResult{ConnID: c.ID, LifetimeS: seconds(d), ExpiresInS: seconds(left), Until: untilPtr(until)}, nil
+	})
 }
 
 func (cl *call) closedEvent() (any, error) {
 	var p rpc.ClosedEventParams
-	c, err := cl.target(&p, &p.ConnID)
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
+		return nil, err
+	}
+	if err := cl.checkTarget(p.ConnID, &p.BulkParams); err != nil {
+		return nil, err
+	}
+	ttl, err := ttlParam(cl.m.name, p.TTL)
 	if err != nil {
 		return nil, err
 	}
 	on := p.Enable == nil || *p.Enable
-	if err := c.SetClosedEvent(on); err != nil {
-		return nil, fmt.Errorf("conid %d: %w", c.ID, err)
-	}
-	return rpc.ClosedEventResult{ConnID: c.ID, ClosedEvent: c.ClosedEvent()}, nil
+	return cl.run(p.ConnID, &p.BulkParams, func(c *conn.Conn) (any, error) {
+		until, err := c.SetClosedEventFor(on, ttl)
+		if err != nil {
+			return nil, err
+		}
+		return rpc.ClosedEventResult{ConnID: c.ID, ClosedEvent: c.ClosedEvent(), Until: untilPtr(until)}, nil
+	})
 }
 
 func (cl *call) close() (any, error) {
 	var p rpc.CloseParams
-	c, err := cl.target(&p, &p.ConnID)
-	if err != nil {
+	if err := decodeParams(cl.m, cl.params, &p); err != nil {
 		return nil, err
 	}
-	id := c.ID
-	var done bool
-	if p.Reset {
-		done = c.Reset(conn.ReasonLocal)
-	} else {
-		done = c.Close(conn.ReasonLocal, nil)
+	if err := cl.checkTarget(p.ConnID, &p.BulkParams); err != nil {
+		return nil, err
 	}
-	if !done {
-		return nil, fmt.Errorf("conid %d: %w", id, conn.ErrClosed)
-	}
-	return rpc.CloseResult{ConnID: id, Closed: true}, nil
+	return cl.run(p.ConnID, &p.BulkParams, func(c *conn.Conn) (any, error) {
+		var done bool
+		if p.Reset {
+			done = c.Reset(conn.ReasonLocal)
+		} else {
+			done = c.Close(conn.ReasonLocal, nil)
+		}
+		if !done {
+			return nil, errGone
+		}
+		return rpc.CloseResult{ConnID: c.ID, Closed: true}, nil
+	})
 }
 
 func (cl *call) list() (any, error) {
@@ -192,41 +225,11 @@ func (cl *call) list() (any, error) {
 	if err := decodeParams(cl.m, cl.params, &p); err != nil {
 		return nil, err
 	}
-	f := conn.Filter{Listener: p.Listener, After: p.After}
-	if p.Proto != "" {
-		pr, err := conn.ParseProto(p.Proto)
-		if err != nil {
-			return nil, badParam("param %v", err)
-		}
-		f.Proto = pr
+	f, err := filter("", filterParams{State: p.State, Proto: p.Proto, Direction: p.Direction, Listener: p.Listener, Remote: p.Remote, IdleMin: p.IdleMin})
+	if err != nil {
+		return nil, err
 	}
-	if p.Direction != "" {
-		d, err := conn.ParseDirection(p.Direction)
-		if err != nil {
-			return nil, badParam("param %v", err)
-		}
-		f.Direction = d
-	}
-	if p.State != "" {
-		st, err := conn.ParseState(string(p.State))
-		if err != nil {
-			return nil, badParam("param state: %v", err)
-		}
-		f.State = st
-	}
-	if p.Remote != "" {
-		pfx, port, err := conn.ParseRemote(p.Remote)
-		if err != nil {
-			return nil, badParam("param %v", err)
-		}
-		f.Remote, f.Port = pfx, port
-	}
-	if p.IdleMin != nil {
-		if *p.IdleMin < 0 || *p.IdleMin > maxLifetime {
-			return nil, badParam("param idle_min %v: want seconds >= 0", *p.IdleMin)
-		}
-		f.IdleMin = time.Duration(*p.IdleMin * float64(time.Second))
-	}
+	f.After = p.After
 	if p.Limit < 0 {
 		return nil, badParam("param limit %d: want >= 0 (0 = no limit)", p.Limit)
 	}

@@ -48,6 +48,8 @@ type Config struct {
 	OnRequest func(method string, code int)
 	// NATS, if set, reports the NATS link for tcpops.stats.
 	NATS func() *rpc.NATSStats
+	// Upgrade, if set, answers tcpops.upgrade.
+	Upgrade func(binary string, drain time.Duration) (rpc.UpgradeResult, error)
 }
 
 // MethodNames lists every method the server answers.
@@ -95,7 +97,8 @@ type call struct {
 	st     *stream
 	cred   sock.Cred
 	params *json.RawMessage
-	after  func() // runs once the reply is written
+	after  func()     // runs once the reply is written
+	audit  *bulkAudit // set by a call with a selector, for its log line
 }
 
 // NewServer builds the server over the table.
@@ -223,10 +226,15 @@ func (h *handler) Handle(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2.Re
 		s.log.Warn("rpc denied", "uid", h.cred.UID, "pid", h.cred.PID, "method", m.name)
 	default:
 		cl.m = m
-		if !m.readOnly {
+		bulk := !m.readOnly && isBulk(req.Params)
+		if !m.readOnly && !bulk {
 			s.log.Info("rpc", "uid", h.cred.UID, "pid", h.cred.PID, "method", m.name, "params", rawString(req.Params))
 		}
 		res, err = m.fn(cl)
+		if bulk {
+			// One line for the whole set, once its outcome is known.
+			defer s.logBulk(h.cred, m.name, req.Params, cl.audit, err)
+		}
 	}
 	var rerr *jsonrpc2.Error
 	if err != nil {
@@ -294,9 +302,15 @@ func (s *Server) rpcError(err error) *jsonrpc2.Error {
 	var pe *ParamError
 	var se *sock.ParamError
 	var oe *sock.OpError
+	var ue *upgradeError
+	var re *RefusedError
 	switch {
+	case errors.As(err, &ue):
+		return &jsonrpc2.Error{Code: rpc.CodeInternal, Message: ue.Error()}
 	case errors.As(err, &je):
 		return je
+	case errors.As(err, &re):
+		return refusedError(re)
 	case errors.As(err, &pe):
 		return &jsonrpc2.Error{Code: rpc.CodeInvalidParams, Message: pe.Msg}
 	case errors.As(err, &se):
@@ -305,7 +319,7 @@ func (s *Server) rpcError(err error) *jsonrpc2.Error {
 		return &jsonrpc2.Error{Code: rpc.CodeNotFound, Message: err.Error()}
 	case errors.Is(err, conn.ErrEventsOff), errors.Is(err, conn.ErrBadLifetime):
 		return &jsonrpc2.Error{Code: rpc.CodeInvalidParams, Message: err.Error()}
-	case errors.As(err, &oe), errors.Is(err, conn.ErrNoSocket):
+	case errors.As(err, &oe), errors.Is(err, conn.ErrNoSocket), errors.Is(err, conn.ErrDraining):
 		return &jsonrpc2.Error{Code: rpc.CodeSocket, Message: err.Error()}
 	}
 	s.log.Error("rpc internal error", "err", err)
@@ -336,8 +350,17 @@ func wireConn(in conn.Info) rpc.Conn {
 		Created: in.Created.UTC(), IdleS: seconds(in.Idle), LifetimeS: seconds(in.Lifetime),
 		ExpiresInS: seconds(in.ExpiresIn), Keepalive: wireKeepalive(in.Keepalive), ClosedEvent: in.ClosedEvent,
 		BytesIn: in.BytesIn, BytesOut: in.BytesOut,
-		TLS: (*rpc.TLS)(in.TLS), WS: (*rpc.WS)(in.WS),
+		TLS: (*rpc.TLS)(in.TLS), WS: (*rpc.WS)(in.WS), Overrides: wireOverrides(in.Overrides), Draining: wireDraining(in.Draining),
 	}
+}
+
+// wireOverrides converts a connection's overrides (none stays nil).
+func wireOverrides(ovs []conn.Override) []rpc.Override {
+	var out []rpc.Override
+	for _, o := range ovs {
+		out = append(out, rpc.Override{What: o.What.String(), Until: o.Until.UTC()})
+	}
+	return out
 }
 
 // wireKeepalive converts what the kernel reported (nil stays nil).

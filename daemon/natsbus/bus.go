@@ -309,6 +309,17 @@ func (b *Bus) Stats() *rpc.NATSStats {
 	return s
 }
 
+// StopServing ends the micro service and waits for the requests being
+// answered: a process that handed over to a new one stops answering for
+// the host at once, while it still stores its last events.
+func (b *Bus) StopServing() {
+	b.svc.Stop()
+	b.reqMu.Lock()
+	b.stopping = true
+	b.reqMu.Unlock()
+	b.reqs.Wait()
+}
+
 // closeOffline is how long Close waits for NATS to come back when it is
 // away: the events then stay unstored, and the shutdown need not wait
 // its whole grace for nothing.
@@ -319,11 +330,7 @@ const closeOffline = 2 * time.Second
 // included) or ctx ends or NATS stays away for closeOffline, takes the
 // host's registration back, and closes the connection.
 func (b *Bus) Close(ctx context.Context) error {
-	b.svc.Stop()
-	b.reqMu.Lock()
-	b.stopping = true
-	b.reqMu.Unlock()
-	b.reqs.Wait()
+	b.StopServing()
 	var err error
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -71,6 +72,8 @@ type Client struct {
 	r     *bufio.Reader
 	notes chan notification
 	done  chan struct{} // closed when the read loop ends
+	// onProgress gets tcpops.progress notifications (dropped while nil).
+	onProgress atomic.Pointer[func(rpc.Progress)]
 
 	wmu sync.Mutex // wmu keeps each request's line whole
 
@@ -96,8 +99,7 @@ type reply struct {
 
 // Dial connects to the control socket at path.
 func Dial(ctx context.Context, path string) (*Client, error) {
-	d := net.Dialer{}
-	nc, err := d.DialContext(ctx, "unix", path)
+	nc, err := dialRetry(ctx, path)
 	if err != nil {
 		return nil, &DialError{Path: path, Err: err}
 	}
@@ -128,6 +130,10 @@ func (c *Client) read() {
 			return
 		}
 		if r.ID == nil {
+			if r.Method == rpc.NotifyProgress {
+				c.progress(r.Params)
+				continue
+			}
 			if r.Method != "" {
 				c.notes <- notification{r.Method, r.Params}
 			}
@@ -192,7 +198,10 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	}()
 	m, _ := json.Marshal(method)
 	head := fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%d,"method":%s,"params":`, id, m)
-	if err := c.write(head, p, []byte("}\n")); err != nil {
+	if err := c.inTurn(ctx, func() error { return c.write(head, p, []byte("}\n")) }); err != nil {
+		if ctx.Err() != nil {
+			return c.ctxErr(ctx, method)
+		}
 		return fmt.Errorf("%s: %w (%v)", method, ErrDisconnected, err)
 	}
 	select {
@@ -204,10 +213,7 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	case <-c.done:
 		return fmt.Errorf("%s: %w", method, ErrDisconnected)
 	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return &DialError{Path: c.path, Err: fmt.Errorf("%s: %w", method, timeoutError{})}
-		}
-		return ctx.Err()
+		return c.ctxErr(ctx, method)
 	}
 }
 
@@ -222,6 +228,14 @@ func setResult(r json.RawMessage, result any) error {
 		return nil
 	}
 	return json.Unmarshal(r, result)
+}
+
+// ctxErr is the error of a call whose ctx ended first.
+func (c *Client) ctxErr(ctx context.Context, method string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &DialError{Path: c.path, Err: fmt.Errorf("%s: %w", method, timeoutError{})}
+	}
+	return ctx.Err()
 }
 
 type timeoutError struct{}
