@@ -290,9 +290,12 @@ func (o *Options) mergeText(results []hostResult) error {
 
 // reportHosts writes each host's stderr and (with errs) error, and
 // returns the exit code of the worst: a host that did not answer counts
-// as 4.
+// as 4. A negative answer (1: not alive, not found, nothing matched)
+// counts only when every host gives one: conids and matches are per
+// host, and "closed on one host, nothing to close on the others" is done.
 func (o *Options) reportHosts(results []hostResult, errs bool) error {
 	code := ExitOK
+	negatives := 0
 	var silent []string
 	for _, r := range results {
 		for line := range strings.Lines(r.out.errs.String()) {
@@ -304,13 +307,20 @@ func (o *Options) reportHosts(results []hostResult, errs bool) error {
 			silent = append(silent, r.host)
 			c = ExitFailed
 		}
-		code = max(code, c)
+		if c == ExitNegative {
+			negatives++
+		} else {
+			code = max(code, c)
+		}
 		if msg := errorText(r.err); msg != "" && errs {
 			fmt.Fprintf(o.Stderr, "tcpopsctl: %s: %s\n", r.host, msg)
 		}
 	}
 	if len(silent) > 0 {
 		fmt.Fprintf(o.Stderr, "tcpopsctl: %d of %d hosts did not answer: %s\n", len(silent), len(results), strings.Join(silent, ", "))
+	}
+	if code == ExitOK && negatives > 0 && negatives == len(results) {
+		code = ExitNegative
 	}
 	if code == ExitOK {
 		return nil

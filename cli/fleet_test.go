@@ -3,6 +3,8 @@ package cli_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +60,10 @@ func TestFleetCommands(t *testing.T) {
 		{name: "state, text lines", args: []string{"--all-hosts", "state", "1"}, code: 0, lines: 3, stdout: []string{"a  conid 1: 2 accepting\nb  conid 1: 2 accepting\n"}},
 		{name: "not found everywhere", args: []string{"--all-hosts", "close", "99"}, code: 1,
 			stderr: []string{"tcpopsctl: a: tcpops says: conid 99", "tcpopsctl: c: tcpops says: conid 99"}},
+		{name: "selector dry run on every host", args: []string{"--all-hosts", "close", "--remote", "127.0.0.0/8", "--dry-run"}, code: 0,
+			stdout: []string{"a  dry run: 2 connection(s) match", "c  dry run: 2 connection(s) match"}},
+		{name: "selector over two hosts, -o json", args: []string{"--host", "a,b", "-o", "json", "lifetime", "--all", "300", "--dry-run"}, code: 0, lines: 2,
+			stdout: []string{`{"host":"a","result":{"matched":2,`}},
 		{name: "json, one object per host", args: []string{"--all-hosts", "-o", "json", "alive", "2"}, code: 0, lines: 3,
 			stdout: []string{`{"host":"a","result":{"conid":2,"alive":true,"code":1}}`, `{"host":"c","result":`}},
 		{name: "json errors", args: []string{"--host", "a,b", "-o", "json", "info", "99"}, code: 1, lines: 2,
@@ -151,5 +157,40 @@ func TestFleetEvents(t *testing.T) {
 	}
 	if code, _, errs := run(t, "events", "--since", "1h"); code != 2 || !strings.Contains(errs, "only with --nats") {
 		t.Errorf("--since 1h on the socket: exit %d %s", code, errs)
+	}
+}
+
+// TestFleetNegatives: a negative answer makes the exit code 1 only when
+// every host gives one.
+func TestFleetNegatives(t *testing.T) {
+	ns, _ := fleetOf(t, "a", "b")
+	if code, _, errs := run(t, "--nats", ns.URL(), "--host", "a", "close", "1"); code != 0 {
+		t.Fatalf("close 1 on a: exit %d %s", code, errs)
+	}
+	code, out, _ := run(t, "--nats", ns.URL(), "--all-hosts", "alive", "1")
+	if code != 0 || !strings.Contains(out, "a  conid 1: not alive (-1)") || !strings.Contains(out, "b  conid 1: alive (1)") {
+		t.Errorf("alive 1, alive on b only: exit %d, want 0:\n%s", code, out)
+	}
+	if code, out, _ := run(t, "--nats", ns.URL(), "--all-hosts", "close", "--remote", "192.0.2.0/24"); code != 1 || strings.Count(out, "no connection matches") != 2 {
+		t.Errorf("close of nothing anywhere: exit %d, want 1:\n%s", code, out)
+	}
+}
+
+// TestFleetBatch: batch over NATS on one host, and from a file on every
+// host; stdin cannot feed several hosts.
+func TestFleetBatch(t *testing.T) {
+	ns, _ := fleetOf(t, "a", "b")
+	f := filepath.Join(t.TempDir(), "lines")
+	os.WriteFile(f, []byte("state 1\nlifetime 1 10m\nstate 99\n"), 0o644)
+	code, out, errs := run(t, "--nats", ns.URL(), "--host", "a", "batch", f)
+	if code != 1 || !strings.Contains(out, "conid 1: 2 accepting\nconid 1: lifetime 10m00s") || !strings.Contains(out, "conid 99: -1 not_found") {
+		t.Errorf("one host: exit %d, want 1 (state 99):\n%s%s", code, out, errs)
+	}
+	code, out, errs = run(t, "--nats", ns.URL(), "--all-hosts", "batch", f)
+	if code != 1 || strings.Count(out, "conid 1: lifetime 10m00s") != 2 || !strings.Contains(out, "b  conid 99: -1 not_found") {
+		t.Errorf("every host: exit %d, want 1:\n%s%s", code, out, errs)
+	}
+	if code, _, errs := run(t, "--nats", ns.URL(), "--all-hosts", "batch"); code != 2 || !strings.Contains(errs, "reads a FILE, not stdin") {
+		t.Errorf("stdin on several hosts: exit %d %s", code, errs)
 	}
 }
