@@ -469,3 +469,26 @@ func TestHosts(t *testing.T) {
 		t.Errorf("discovery took %s with every host answering, want at once", took)
 	}
 }
+
+// TestBulkOverNATS: a selector, a rate and a ttl travel over NATS as they
+// are; a rated change goes on without the progress a socket would get.
+func TestBulkOverNATS(t *testing.T) {
+	ns := natstest.Start(t, nil)
+	d := daemontest.Start(t, "--nats", ns.URL(), "--host-name", "web1")
+	for range 3 {
+		d.Dial(t, 0)
+	}
+	c := connect(t, ns.URL())
+	raw, err := call(t, c, "web1", rpc.MethodLifetime, map[string]any{"select": map[string]any{"all": true}, "lifetime": 600, "ttl": 60})
+	var r rpc.BulkResult
+	if err != nil || json.Unmarshal(raw, &r) != nil || r.Matched != 3 || len(r.Applied) != 3 {
+		t.Fatalf("lifetime, all, ttl: %s, %v; want 3 applied", raw, err)
+	}
+	raw, err = call(t, c, "web1", rpc.MethodClose, map[string]any{"select": map[string]any{"remote": "127.0.0.0/8"}, "rate": 100})
+	if err != nil || json.Unmarshal(raw, &r) != nil || r.Matched != 3 || len(r.Applied) != 3 {
+		t.Fatalf("rated close: %s, %v; want 3 applied", raw, err)
+	}
+	if n := d.Table.Stats().Conns; n != 0 {
+		t.Errorf("%d connections left after the close, want 0", n)
+	}
+}
