@@ -321,33 +321,31 @@ func TestFleetWithNATSServer(t *testing.T) {
 		}
 	})
 
-	t.Run("close by CIDR, dry run then for real", func(t *testing.T) {
-		code, out, errs := fleetCtl(t, ops, "--all-hosts", "-o", "json", "list", "--remote", "127.0.0.2/32")
+	t.Run("close by CIDR on every host, dry run then for real", func(t *testing.T) {
+		// The selector travels to each host as it is: tcpops.close with
+		// select {remote} and dry_run.
+		code, out, errs := fleetCtl(t, admin, "--all-hosts", "-o", "json", "close", "--remote", "127.0.0.2/32", "--dry-run")
 		if code != 0 {
-			t.Fatalf("dry run: exit %d: %s", code, errs)
-		}
-		matched := map[string][]uint64{}
-		for h, l := range hostLines(t, out) {
-			var r rpc.ListResult
-			json.Unmarshal(l.Result, &r)
-			for _, c := range r.Connections {
-				matched[h] = append(matched[h], c.ConnID)
-			}
+			t.Fatalf("dry run: exit %d: %s%s", code, out, errs)
 		}
 		for _, h := range hosts {
-			if len(matched[h]) != 1 || ds[h].stats(t).Connections != 3 {
-				t.Fatalf("dry run: %s matched %v, want one, and nothing closed", h, matched[h])
+			var r rpc.BulkResult
+			json.Unmarshal(hostLines(t, out)[h].Result, &r)
+			if r.Matched != 1 || !r.DryRun || len(r.Applied) != 0 || ds[h].stats(t).Connections != 3 {
+				t.Fatalf("dry run on %s: %+v; want one match and nothing closed", h, r)
 			}
 		}
+		code, out, errs = fleetCtl(t, admin, "--all-hosts", "close", "--remote", "127.0.0.2/32")
+		if code != 0 {
+			t.Fatalf("close: exit %d: %s%s", code, out, errs)
+		}
 		for _, h := range hosts {
-			if code, out, errs := fleetCtl(t, admin, "--host", h, "close", fmt.Sprint(matched[h][0])); code != 0 || !strings.Contains(out, "closed (FIN)") {
-				t.Fatalf("close on %s: exit %d: %s%s", h, code, out, errs)
+			if !strings.Contains(out, h+"  1 of 1 matched connection(s) closed (FIN)") {
+				t.Errorf("close: no line for %s:\n%s", h, out)
 			}
-			if !strings.Contains(ds[h].logs.String(), "msg=rpc via=nats nats_user=admin") {
+			if !strings.Contains(ds[h].logs.String(), "via=nats nats_user=admin") {
 				t.Errorf("%s: no audit line naming the NATS user admin:\n%s", h, ds[h].logs.String())
 			}
-		}
-		for _, h := range hosts {
 			c := clients[h][2]
 			c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			if _, err := c.Read(make([]byte, 1)); err == nil {
