@@ -370,7 +370,7 @@ wait:
 }
 
 // unregister removes the host's registration, if it is still this run's
-// (a newer daemon on the host may have registered since).
+// (a newer daemon on the host, after an upgrade, may have registered).
 func (b *Bus) unregister(ctx context.Context) {
 	s, err := b.js.Stream(ctx, fleet.HostsStream)
 	if err != nil {
@@ -384,7 +384,9 @@ func (b *Bus) unregister(ctx context.Context) {
 	if json.Unmarshal(m.Data, &r) != nil || r.Boot != b.boot {
 		return
 	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject(fleet.HostSubject(b.cfg.Host))); err != nil {
+	// Up to this message only: a newer daemon's registration, stored
+	// meanwhile, stays.
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(fleet.HostSubject(b.cfg.Host)), jetstream.WithPurgeSequence(m.Sequence+1)); err != nil {
 		b.log.Warn("nats: removing the host's registration failed", "err", err)
 	}
 }

@@ -492,3 +492,31 @@ func TestBulkOverNATS(t *testing.T) {
 		t.Errorf("%d connections left after the close, want 0", n)
 	}
 }
+
+// TestTwoRunsOneHost: as during an upgrade, a second daemon of the host
+// registers; the first one's stop leaves that registration alone.
+func TestTwoRunsOneHost(t *testing.T) {
+	ns := natstest.Start(t, nil)
+	c := connect(t, ns.URL())
+	registered := func() []string {
+		names, _ := c.Registered(t.Context())
+		return names
+	}
+	old := daemontest.Start(t, "--nats", ns.URL(), "--host-name", "web1")
+	waitFor(t, "the first run registered", func() bool { return len(registered()) == 1 })
+	js, _ := jetstream.New(c.NATS())
+	s, _ := js.Stream(t.Context(), fleet.HostsStream)
+	first, err := s.GetLastMsgForSubject(t.Context(), fleet.HostSubject("web1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	daemontest.Start(t, "--nats", ns.URL(), "--host-name", "web1")
+	waitFor(t, "the second run registered", func() bool {
+		m, err := s.GetLastMsgForSubject(t.Context(), fleet.HostSubject("web1"))
+		return err == nil && m.Sequence > first.Sequence
+	})
+	old.Stop()
+	if got := registered(); fmt.Sprint(got) != "[web1]" {
+		t.Errorf("registered after the first run stopped: %v, want [web1]", got)
+	}
+}
