@@ -4,7 +4,7 @@
 # list:  3 daemons x 3,000 connections, tcpopsctl --nats --all-hosts list
 #        (table and -o json) as fresh processes.
 # burst: 10,000 connections to one daemon closed at once, with and without
-#        --nats, alternated 3 rounds: when the daemon had closed the last,
+#        --nats, alternated rounds (ROUNDS, default 3): when the daemon had closed the last,
 #        and (with --nats) when the last event was stored in JetStream.
 # Uses ports 7400-7403 on 127.0.0.1.
 set -euo pipefail
@@ -46,7 +46,7 @@ fi
 
 if [ "$what" = burst ] || [ "$what" = all ]; then
 	start_nats
-	for round in 1 2 3; do
+	for round in $(seq "${ROUNDS:-3}"); do
 		for mode in off on; do
 			args=(); load=()
 			if [ $mode = on ]; then args=(--nats $NATS --host-name b$round); load=(-nats $NATS -host b$round); fi

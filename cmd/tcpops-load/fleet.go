@@ -132,7 +132,8 @@ func burst(args []string) error {
 	base := st.EventSeq
 	conns := make([]net.Conn, 0, *n)
 	for i := range *n {
-		cn, err := dialFrom(*addr, i%4)
+		// 16 sources: rounds of 10,000 leave their ports in TIME_WAIT.
+		cn, err := dialFrom(*addr, i%16)
 		if err != nil {
 			return fmt.Errorf("connection %d: %w", i, err)
 		}
