@@ -85,6 +85,8 @@ type Conn struct {
 	countedIP netip.Addr
 	tls       *TLSInfo
 	ws        *WSInfo
+
+	rate rateSample // bytes per second, for views that ask
 }
 
 // State returns the current state.
@@ -451,6 +453,14 @@ type Info struct {
 	TLS *TLSInfo
 	// WS is set on an upgraded WebSocket connection.
 	WS *WSInfo
+	// Rate is bytes in + out per second (set when Rated: a View asked).
+	Rate  float64
+	Rated bool
+	// TCPInfo and Suspect are set when a View asked to inspect the
+	// connection: the kernel's TCP_INFO (nil without a socket) and the
+	// suspect rules it meets.
+	TCPInfo *sock.TCPInfo
+	Suspect []Suspect
 }
 
 // Info takes a snapshot of c (without kernel state: see Keepalive, TCPInfo).

@@ -25,6 +25,9 @@ func TestAppendListMatchesEncodingJSON(t *testing.T) {
 			TLS: &conn.TLSInfo{Version: "TLS 1.3", Cipher: "TLS_AES_128_GCM_SHA256", SNI: "sip.example.com\"\x01"},
 			WS:  &conn.WSInfo{Path: "/sip", Subprotocol: "sip", Origin: "https://app.example.com <é>"}},
 		{ID: 5, Proto: "tls", TLS: &conn.TLSInfo{Version: "TLS 1.2", Cipher: "x", ALPN: "h2", PeerSubject: "CN=a,O=b"}, WS: &conn.WSInfo{Path: "/"}},
+		{ID: 6, Proto: "tcp", Rated: true, Rate: 1234.56, Suspect: []conn.Suspect{conn.SuspectSendStalled, conn.SuspectRetransmitting},
+			TCPInfo: &sock.TCPInfo{State: 1, StateName: "ESTABLISHED", Unacked: 3, Retransmits: 4, RecvQ: 10, SendQ: 20, SndWnd: 65535}},
+		{ID: 7, Rated: true, TCPInfo: &sock.TCPInfo{}},
 	}
 	for _, next := range []uint64{0, 3} {
 		got := appendList(nil, infos, next)
@@ -39,6 +42,11 @@ func TestAppendListMatchesEncodingJSON(t *testing.T) {
 		if string(got) != string(bytes.TrimSpace(want.Bytes())) {
 			t.Fatalf("hand encoding differs:\n got %s\nwant %s", got, want.Bytes())
 		}
+	}
+	total := 42
+	got, want := appendPage(nil, infos[:1], 1, total), rpc.ListResult{Connections: []rpc.Conn{wireConn(infos[0])}, Next: 1, Total: &total}
+	if w, _ := json.Marshal(want); string(got) != string(w) {
+		t.Fatalf("page with total:\n got %s\nwant %s", got, w)
 	}
 	if got := string(appendList(nil, nil, 0)); got != `{"connections":[]}` {
 		t.Fatalf("empty list = %s", got)
