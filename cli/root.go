@@ -38,6 +38,8 @@ type Options struct {
 	// ready is set once flags and arguments were accepted; an error
 	// before that is a usage error whatever cobra called it.
 	ready bool
+	// keep, in a shell, is the connection every command shares.
+	keep *keeper
 }
 
 // exitError carries an exit code; a message of "" prints nothing.
@@ -163,12 +165,12 @@ func (o *Options) socketPath() string {
 // client dials the daemon within the timeout; ctx bounds the calls.
 func (o *Options) client(cmd *cobra.Command) (*client.Client, context.Context, context.CancelFunc, error) {
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.Timeout)
-	c, err := client.Dial(ctx, o.socketPath())
+	c, release, err := o.dial(ctx)
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err
 	}
-	return c, ctx, func() { c.Close(); cancel() }, nil
+	return c, ctx, func() { release(); cancel() }, nil
 }
 
 // call dials, makes one call and closes.
