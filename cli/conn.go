@@ -201,51 +201,56 @@ from the socket when you ask.`,
 				if o.Output == "json" {
 					return printJSON(o.Stdout, r)
 				}
-				kv := [][2]string{
-					{"conid", strconv.FormatUint(r.ConnID, 10)}, {"peer", orDash(r.Peer)},
-					{"proto", r.Proto}, {"direction", r.Direction}, {"listener", r.Listener},
-					{"local", orDashS(r.Local)}, {"remote", orDashS(r.Remote)},
-				}
-				if r.Via != "" {
-					kv = append(kv, [2]string{"via", r.Via + " (PROXY protocol)"})
-				}
-				if t := r.TLS; t != nil {
-					kv = append(kv, [2]string{"tls", strings.Join(nonEmpty(t.Version, t.Cipher, labelled("sni", t.SNI), labelled("alpn", t.ALPN)), ", ")})
-					if t.PeerSubject != "" {
-						kv = append(kv, [2]string{"tls peer", t.PeerSubject})
-					}
-				}
-				if w := r.WS; w != nil {
-					kv = append(kv, [2]string{"websocket", strings.Join(nonEmpty("path "+w.Path, labelled("subprotocol", w.Subprotocol), labelled("origin", w.Origin)), ", ")})
-				}
-				kv = append(kv, [][2]string{
-					{"state", fmt.Sprintf("%d (%s)", r.State, r.StateName)},
-					{"created", r.Created.Format(time.RFC3339)}, {"idle", secs(r.IdleS)},
-					{"lifetime", lifetimeH(r.LifetimeS)}, {"expires in", expiresH(r.LifetimeS, r.ExpiresInS)},
-					{"keepalive", keepaliveH(r.Keepalive, true)}, {"closed event", strconv.FormatBool(r.ClosedEvent)},
-					{"bytes in", fmt.Sprintf("%d (%s)", r.BytesIn, bytesH(r.BytesIn))},
-					{"bytes out", fmt.Sprintf("%d (%s)", r.BytesOut, bytesH(r.BytesOut))},
-				}...)
-				if ti := r.TCPInfo; ti != nil {
-					kv = append(kv,
-						[2]string{"tcp state", ti.StateName},
-						[2]string{"rtt", fmt.Sprintf("%.3fms (var %.3fms)", float64(ti.RttUs)/1000, float64(ti.RttvarUs)/1000)},
-						[2]string{"rto", fmt.Sprintf("%.0fms", float64(ti.RtoUs)/1000)},
-						[2]string{"retransmits", fmt.Sprintf("%d now, %d total", ti.Retransmits, ti.TotalRetrans)},
-						[2]string{"keepalive probes", strconv.Itoa(int(ti.Probes))},
-						[2]string{"unacked", strconv.Itoa(int(ti.Unacked))},
-						[2]string{"last data recv", fmt.Sprintf("%dms ago", ti.LastDataRecvMs)},
-						[2]string{"last data sent", fmt.Sprintf("%dms ago", ti.LastDataSentMs)},
-						[2]string{"bytes acked", strconv.FormatUint(ti.BytesAcked, 10)},
-						[2]string{"bytes received", strconv.FormatUint(ti.BytesReceived, 10)},
-						[2]string{"last ack recv", fmt.Sprintf("%dms ago", ti.LastAckRecvMs)},
-						[2]string{"queues", fmt.Sprintf("recv %d, send %d bytes (peer window %d)", ti.RecvQ, ti.SendQ, ti.SndWnd)},
-					)
-				}
-				return keyValues(o.Stdout, kv)
+				return keyValues(o.Stdout, infoKV(r))
 			})
 		},
 	}
+}
+
+// infoKV is what info shows of a connection, key by key.
+func infoKV(r rpc.InfoResult) [][2]string {
+	kv := [][2]string{
+		{"conid", strconv.FormatUint(r.ConnID, 10)}, {"peer", orDash(r.Peer)},
+		{"proto", r.Proto}, {"direction", r.Direction}, {"listener", r.Listener},
+		{"local", orDashS(r.Local)}, {"remote", orDashS(r.Remote)},
+	}
+	if r.Via != "" {
+		kv = append(kv, [2]string{"via", r.Via + " (PROXY protocol)"})
+	}
+	if t := r.TLS; t != nil {
+		kv = append(kv, [2]string{"tls", strings.Join(nonEmpty(t.Version, t.Cipher, labelled("sni", t.SNI), labelled("alpn", t.ALPN)), ", ")})
+		if t.PeerSubject != "" {
+			kv = append(kv, [2]string{"tls peer", t.PeerSubject})
+		}
+	}
+	if w := r.WS; w != nil {
+		kv = append(kv, [2]string{"websocket", strings.Join(nonEmpty("path "+w.Path, labelled("subprotocol", w.Subprotocol), labelled("origin", w.Origin)), ", ")})
+	}
+	kv = append(kv, [][2]string{
+		{"state", fmt.Sprintf("%d (%s)", r.State, r.StateName)},
+		{"created", r.Created.Format(time.RFC3339)}, {"idle", secs(r.IdleS)},
+		{"lifetime", lifetimeH(r.LifetimeS)}, {"expires in", expiresH(r.LifetimeS, r.ExpiresInS)},
+		{"keepalive", keepaliveH(r.Keepalive, true)}, {"closed event", strconv.FormatBool(r.ClosedEvent)},
+		{"bytes in", fmt.Sprintf("%d (%s)", r.BytesIn, bytesH(r.BytesIn))},
+		{"bytes out", fmt.Sprintf("%d (%s)", r.BytesOut, bytesH(r.BytesOut))},
+	}...)
+	if ti := r.TCPInfo; ti != nil {
+		kv = append(kv,
+			[2]string{"tcp state", ti.StateName},
+			[2]string{"rtt", fmt.Sprintf("%.3fms (var %.3fms)", float64(ti.RttUs)/1000, float64(ti.RttvarUs)/1000)},
+			[2]string{"rto", fmt.Sprintf("%.0fms", float64(ti.RtoUs)/1000)},
+			[2]string{"retransmits", fmt.Sprintf("%d now, %d total", ti.Retransmits, ti.TotalRetrans)},
+			[2]string{"keepalive probes", strconv.Itoa(int(ti.Probes))},
+			[2]string{"unacked", strconv.Itoa(int(ti.Unacked))},
+			[2]string{"last data recv", fmt.Sprintf("%dms ago", ti.LastDataRecvMs)},
+			[2]string{"last data sent", fmt.Sprintf("%dms ago", ti.LastDataSentMs)},
+			[2]string{"bytes acked", strconv.FormatUint(ti.BytesAcked, 10)},
+			[2]string{"bytes received", strconv.FormatUint(ti.BytesReceived, 10)},
+			[2]string{"last ack recv", fmt.Sprintf("%dms ago", ti.LastAckRecvMs)},
+			[2]string{"queues", fmt.Sprintf("recv %d, send %d bytes (peer window %d)", ti.RecvQ, ti.SendQ, ti.SndWnd)},
+		)
+	}
+	return kv
 }
 
 func lifetimeH(l float64) string {
