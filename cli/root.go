@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -149,6 +150,11 @@ root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 		c.GroupID = "daemon"
 		root.AddCommand(c)
 	}
+	root.AddGroup(&cobra.Group{ID: "interactive", Title: "Interactive:"})
+	for _, c := range []*cobra.Command{newShellCmd(o), newTopCmd(o), newDoctorCmd(o)} {
+		c.GroupID = "interactive"
+		root.AddCommand(c)
+	}
 	root.SetOut(o.Stdout)
 	root.SetErr(o.Stderr)
 	return root
@@ -188,6 +194,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o := &Options{Stdout: stdout, Stderr: stderr}
 	root := NewRootCmd(o)
 	root.SetArgs(args)
+	return o.execute(ctx, root)
+}
+
+// execute runs the command tree built over o, prints its error and
+// returns the exit code.
+func (o *Options) execute(ctx context.Context, root *cobra.Command) int {
 	err := root.ExecuteContext(ctx)
 	var ee *exitError
 	if err != nil && !o.ready && !errors.As(err, &ee) {
@@ -196,14 +208,33 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var je *rpc.Error
 	switch {
 	case errors.As(err, &je):
-		fmt.Fprintf(stderr, "tcpopsctl: tcpops says: %s (code %d)\n", je.Message, je.Code)
+		fmt.Fprintf(o.Stderr, "tcpopsctl: tcpops says: %s (code %d)\n", je.Message, je.Code)
 	case err != nil && err.Error() != "":
-		fmt.Fprintln(stderr, "tcpopsctl:", err)
+		fmt.Fprintln(o.Stderr, "tcpopsctl:", err)
 	}
 	return ExitCode(err)
 }
 
-// Main is tcpopsctl's main.
+// noCommand reports whether args name no command, only global flags
+// (tcpopsctl -s PATH).
+func noCommand(args []string) bool {
+	if slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "--help" || a == "--version" }) {
+		return false
+	}
+	root := NewRootCmd(&Options{Stdout: io.Discard, Stderr: io.Discard})
+	c, rest, err := root.Find(args)
+	if err != nil || c != root || c.ParseFlags(rest) != nil {
+		return false
+	}
+	return len(c.Flags().Args()) == 0
+}
+
+// Main is tcpopsctl's main. Alone on a terminal it opens the shell;
+// scripts and pipes get the help, as before.
 func Main() int {
-	return Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	if noCommand(args) && isTerminal(os.Stdin) && isTerminal(os.Stdout) {
+		args = append(args, "shell")
+	}
+	return Run(context.Background(), args, os.Stdout, os.Stderr)
 }
