@@ -258,7 +258,10 @@ func openFilesCheck(l rpc.Limits) check {
 		ck.Status = statusFail
 		ck.Detail = fmt.Sprintf("open-files limit %d is below what --max-conns %d needs: %d (two per relayed connection, %d more for listeners and control clients)",
 			limit, l.MaxConns, need, fdReserve)
-		ck.Hint = fmt.Sprintf("raise LimitNOFILE= in the unit (or ulimit -n) to %d or more, or lower --max-conns to %d", need, max(limit-fdReserve, 0)/2)
+		ck.Hint = fmt.Sprintf("raise LimitNOFILE= in the unit (or ulimit -n) to %d or more", need)
+		if fits := (limit - fdReserve) / 2; fits > 0 {
+			ck.Hint += fmt.Sprintf(", or lower --max-conns to %d", fits)
+		}
 		return ck
 	}
 	ck.Status = statusOK

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/peterh/liner"
@@ -142,10 +143,11 @@ func (s *shell) run(ctx context.Context, sigs chan os.Signal, words []string) in
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan struct{})
-	defer close(done)
+	var interrupted atomic.Bool
 	go func() {
 		select {
 		case <-sigs:
+			interrupted.Store(true)
 			cancel()
 		case <-done:
 		}
@@ -153,6 +155,10 @@ func (s *shell) run(ctx context.Context, sigs chan os.Signal, words []string) in
 	lo, root := s.lineOptions(s.o.Stdout, s.o.Stderr)
 	root.SetArgs(words)
 	code := lo.execute(ctx, root)
+	close(done)
+	if interrupted.Load() {
+		fmt.Fprintln(s.o.Stdout) // the prompt starts its own line, after the terminal's ^C
+	}
 	if code != ExitOK {
 		fmt.Fprintf(s.o.Stderr, "(exit %d)\n", code)
 	}
