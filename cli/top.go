@@ -195,8 +195,8 @@ func (m *topModel) once() error {
 
 // Messages of the program.
 type (
-	tickMsg  struct{}
-	dataMsg  struct {
+	tickMsg struct{}
+	dataMsg struct {
 		stats rpc.Stats
 		list  rpc.ListResult
 		info  *rpc.InfoResult
