@@ -1,9 +1,11 @@
 package conn
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -98,24 +100,39 @@ func (t *Table) sampleRates(now int64) {
 }
 
 // matchTerms reports whether every term is a substring of one of the
-// connection's names.
-func (in *Info) matchTerms(terms []string) bool {
+// connection's names; buf is scratch space, returned for reuse. Nothing
+// is allocated per connection: a filter is matched against the whole
+// table every refresh.
+func (in *Info) matchTerms(terms [][]byte, buf []byte) (bool, []byte) {
 	if len(terms) == 0 {
-		return true
+		return true, buf
 	}
-	fields := []string{addrString(in.Remote), addrString(in.Local), addrString(in.Via), in.Listener,
-		string(in.Proto), in.Direction.String(), in.State.String()}
+	b := buf[:0]
+	for _, a := range []netip.AddrPort{in.Remote, in.Local, in.Via} {
+		if a.IsValid() {
+			b = a.AppendTo(b)
+		}
+		b = append(b, 0)
+	}
+	b = append(append(b, in.Listener...), 0)
+	b = append(append(b, in.Proto...), 0)
+	b = append(append(b, in.Direction.String()...), 0)
+	b = append(b, in.State.String()...)
 	for _, t := range terms {
-		if !slices.ContainsFunc(fields, func(f string) bool { return strings.Contains(f, t) }) {
-			return false
+		if !bytes.Contains(b, t) {
+			return false, b
 		}
 	}
-	return true
+	return true, b
 }
 
 // ListView is List for a filter with a View: every match is taken (the
 // order may put any of them first), then one page of it is returned, with
 // the number of matches. next is set in conid order only.
+//
+// It is what a live view asks every second of a table of 10,000, so the
+// matching reads only the connection's atomics where the filters allow;
+// the full snapshot (a lock, two addresses) is taken for the page alone.
 func (t *Table) ListView(f Filter) (infos []Info, next uint64, total int) {
 	v := &f.View
 	now := t.clock()
@@ -124,57 +141,107 @@ func (t *Table) ListView(f Filter) (infos []Info, next uint64, total int) {
 	if rates {
 		t.sampleRates(now)
 	}
-	terms := strings.Fields(v.Match)
-	type entry struct {
-		in Info
-		c  *Conn
+	var terms [][]byte
+	for _, w := range strings.Fields(v.Match) {
+		terms = append(terms, []byte(w))
 	}
-	cs := t.conns(f.After)
+	var scratch []byte
+	// Filters on the remote address, free text and suspects need the
+	// snapshot; the rest read fields that never change or atomics.
+	full := f.Remote.IsValid() || len(terms) > 0 || v.Suspect
+	// Entries hold no pointers: sorting them costs no write barriers.
+	type entry struct {
+		key float64
+		id  uint64
+		c   int32 // index in cs
+		in  int32 // index in kept, or -1
+	}
+	cs := make([]*Conn, 0, t.Len()+16)
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		for id, c := range sh.m {
+			if id > f.After {
+				cs = append(cs, c)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	key := func(idle time.Duration, bytes uint64, c *Conn) float64 {
+		switch v.Sort {
+		case SortIdle:
+			return float64(idle)
+		case SortBytes:
+			return float64(bytes)
+		case SortRate:
+			return math.Float64frombits(c.rate.bps.Load())
+		case SortAge:
+			return -float64(c.Created.UnixNano())
+		}
+		return 0
+	}
+	var kept []Info // snapshots with TCP_INFO, taken to pick suspects
 	es := make([]entry, 0, len(cs))
-	for _, c := range cs {
-		in := c.info(now)
-		if !f.match(&in) || !in.matchTerms(terms) {
+	for i, c := range cs {
+		if !full {
+			st, idle := c.State(), time.Duration(now-c.lastActive.Load())
+			if f.State != 0 && st != f.State || f.Proto != "" && c.Proto != f.Proto || f.Direction != 0 && c.Direction != f.Direction ||
+				f.Listener != "" && c.Listener != f.Listener || f.IdleMin > 0 && idle < f.IdleMin {
+				continue
+			}
+			es = append(es, entry{key(idle, c.bytesIn.Load()+c.bytesOut.Load(), c), c.ID, int32(i), -1})
 			continue
 		}
-		if rates {
-			in.Rate, in.Rated = math.Float64frombits(c.rate.bps.Load()), true
+		in := c.info(now)
+		if !f.match(&in) {
+			continue
 		}
+		var ok bool
+		if ok, scratch = in.matchTerms(terms, scratch); !ok {
+			continue
+		}
+		e := entry{key(in.Idle, in.BytesIn+in.BytesOut, c), c.ID, int32(i), -1}
 		if v.Suspect {
 			c.inspect(&in, wall)
 			if len(in.Suspect) == 0 {
 				continue
 			}
+			e.in = int32(len(kept))
+			kept = append(kept, in)
 		}
-		es = append(es, entry{in, c})
+		es = append(es, e)
 	}
 	total = len(es)
-	var key func(*Info) float64
-	switch v.Sort {
-	case SortIdle:
-		key = func(in *Info) float64 { return float64(in.Idle) }
-	case SortBytes:
-		key = func(in *Info) float64 { return float64(in.BytesIn + in.BytesOut) }
-	case SortRate:
-		key = func(in *Info) float64 { return in.Rate }
-	case SortAge:
-		key = func(in *Info) float64 { return -float64(in.Created.UnixNano()) }
-	}
-	if key != nil {
-		slices.SortStableFunc(es, func(a, b entry) int { return cmp.Compare(key(&b.in), key(&a.in)) })
-	}
+	slices.SortFunc(es, func(a, b entry) int {
+		switch { // keys are never NaN: plain compares, no cmp.Compare
+		case a.key > b.key:
+			return -1
+		case a.key < b.key:
+			return 1
+		}
+		return cmp.Compare(a.id, b.id)
+	})
 	es = es[min(v.Offset, len(es)):]
 	if f.Limit > 0 && len(es) > f.Limit {
 		es = es[:f.Limit]
-		if key == nil {
-			next = es[len(es)-1].in.ID
+		if v.Sort == "" || v.Sort == SortConid {
+			next = es[len(es)-1].id
 		}
 	}
 	infos = make([]Info, len(es))
-	for i := range es {
-		if v.TCPInfo && !v.Suspect {
-			es[i].c.inspect(&es[i].in, wall)
+	for i, e := range es {
+		c := cs[e.c]
+		if e.in >= 0 {
+			infos[i] = kept[e.in]
+		} else {
+			infos[i] = c.info(now)
 		}
-		infos[i] = es[i].in
+		if rates {
+			infos[i].Rate, infos[i].Rated = math.Float64frombits(c.rate.bps.Load()), true
+		}
+		if v.TCPInfo && infos[i].TCPInfo == nil && !v.Suspect {
+			c.inspect(&infos[i], wall)
+		}
 	}
 	return infos, next, total
 }

@@ -111,7 +111,7 @@ func echoConns(t *testing.T, addr string, n int) []net.Conn {
 	return cs
 }
 
-func dialRPC(t *testing.T, socket string) *rpcclient.Client {
+func dialRPC(t testing.TB, socket string) *rpcclient.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
