@@ -61,11 +61,16 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 			defer stop()
 			callCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 			defer cancel()
-			c, err := client.Dial(callCtx, o.socketPath())
+			c, release, err := o.dial(callCtx)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer release()
+			if o.keep != nil {
+				// The daemon ends a subscription only with its connection:
+				// the shell's is dropped, and its next command dials anew.
+				defer o.keep.close()
+			}
 			var last uint64
 			err = c.Follow(ctx, callCtx, p, func(e rpc.Event) error {
 				last = e.Seq

@@ -28,9 +28,10 @@ func newShellCmd(o *Options) *cobra.Command {
 		Long: `Open an interactive prompt, as kamcmd does when run without a command. Every
 tcpopsctl command and flag works there as on the command line, without the
 word tcpopsctl; Tab completes commands, flags, flag values and conids from the
-live daemon. All commands share one connection to the daemon (dialled again if
-the daemon closed it); 'events -f' and 'top' run until Ctrl-C or q and come
-back to the prompt.
+live daemon. All commands, and Tab, share one connection to the daemon: it is
+dialled again when the daemon closed it (its idle timeout, a restart) and
+after 'events -f', whose subscription only ends with its connection.
+'events -f' and 'top' run until Ctrl-C or q and come back to the prompt.
 
 The prompt names the daemon's socket and whether you may change connections
 (admin) or only read them (read-only), as the daemon decides from your uid.

@@ -170,16 +170,23 @@ func TestShellThroughTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.wait("the followed event", 5*time.Second, regexp.MustCompile(`reason=local conid=12 `))
+	clients := func(when string) {
+		t.Helper()
+		st, err := rc.Stats(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.RPC.Clients != 2 {
+			t.Errorf("%s: %d control clients, want 2: this test's and the shell's one", when, st.RPC.Clients)
+		}
+	}
+	clients("following events in the shell after list, Tab and lifetime")
 	m.keys("C-c")
 	m.wait("the prompt after Ctrl-C", 5*time.Second, regexp.MustCompile(`reason=local conid=12 [^\n]*\n(?:.*\n)*\^C\ntcpops \S+ \(admin\)>\n\z`))
-
-	st, err = rc.Stats(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.RPC.Clients != 2 {
-		t.Errorf("%d control clients with the shell open after list, Tab, lifetime and events -f, want 2: this test's and the shell's one", st.RPC.Clients)
-	}
+	m.text("state 1")
+	m.keys("Tab", "Tab", "Enter") // 1, 10, 11: the first Tab adds nothing, the second lists
+	m.wait("the state", 5*time.Second, regexp.MustCompile(`conid 1: 1 ok\n`))
+	clients("after events -f ended")
 	m.keys("C-d")
 	m.wait("the shell's exit", 5*time.Second, regexp.MustCompile(`SHELL-EXIT=0`))
 	h, err := os.ReadFile(filepath.Join(state, "tcpops", "history"))
@@ -223,6 +230,18 @@ func TestTopThroughTerminal(t *testing.T) {
 
 	m.keys("Down")
 	m.wait("conid 2 selected", 5*time.Second, regexp.MustCompile(`(?m)^> 2 +- +tcp`))
+	m.keys("l")
+	m.wait("the lifetime prompt", 5*time.Second, regexp.MustCompile(`lifetime of conid 2: seconds`))
+	m.text("10m")
+	m.keys("Enter")
+	m.wait("the new lifetime", 5*time.Second, regexp.MustCompile(`conid 2: lifetime 10m00s, closes in`))
+	m.keys("k")
+	m.text("30 3 10")
+	m.keys("Enter")
+	m.wait("the new keepalive", 5*time.Second, regexp.MustCompile(`conid 2: keepalive on: idle 30s, 3 probes every 10s \(read back`))
+	if info, err := rc.Info(t.Context(), 2); err != nil || info.LifetimeS != 600 || info.Keepalive == nil || info.Keepalive.IdleS != 30 {
+		t.Fatalf("conid 2 after top's keys: %+v, %v; want lifetime 600 and keepalive idle 30", info, err)
+	}
 	m.keys("c")
 	m.wait("the confirmation", 5*time.Second, regexp.MustCompile(`close conid 2 \(tcp in 127\.0\.0\.1:\d+, [^)]+\)\? y: close`))
 	if s, _ := rc.State(t.Context(), 2); s.State != 1 {
