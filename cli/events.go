@@ -57,8 +57,12 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 					return nil
 				})
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context()
+			if o.keep == nil { // in the shell, Ctrl-C cancels the command's context
+				var stop context.CancelFunc
+				ctx, stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+				defer stop()
+			}
 			callCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 			defer cancel()
 			c, release, err := o.dial(callCtx)

@@ -180,6 +180,9 @@ func (m *topModel) once() error {
 		if d.err != nil {
 			return d.err
 		}
+		if i == 1 {
+			m.selected, m.row = 0, 0 // the frame shows the first row selected
+		}
 		m.apply(d)
 		if i == 0 {
 			select {
