@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"slices"
 	"strconv"
@@ -28,7 +29,9 @@ func newEventsCmd(o *Options) *cobra.Command {
 JSON object per line), then with -f follow new ones as they happen, like
 Kamailio's event_route[tcp:closed]. seq is gap-free: a follower too slow for
 the daemon's ring gets a line saying which seqs it lost instead of a silent
-gap. When the daemon goes away, -f says so on stderr and exits 3.
+gap. Across an upgrade (tcpopsctl upgrade) -f reconnects by itself and goes
+on from the last seq it printed; when the daemon goes away (its socket is
+removed or nobody answers within 2 s), -f says so on stderr and exits 3.
 
 Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 		Example: `  tcpopsctl events
@@ -63,33 +66,41 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 				ctx, stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 				defer stop()
 			}
-			callCtx, cancel := context.WithTimeout(ctx, o.Timeout)
-			defer cancel()
-			c, release, err := o.dial(callCtx)
-			if err != nil {
-				return err
-			}
-			defer release()
-			if o.keep != nil {
-				// The daemon ends a subscription only with its connection:
-				// the shell's is dropped, and its next command dials anew.
-				defer o.keep.close()
-			}
-			var last uint64
-			err = c.Follow(ctx, callCtx, p, func(e rpc.Event) error {
+			last := p.Since
+			onEvent := func(e rpc.Event) error {
+				if e.Seq <= last {
+					return nil // seen before a reconnection
+				}
 				last = e.Seq
 				return print(e)
-			}, func(l rpc.EventsLost) error {
+			}
+			onLost := func(l rpc.EventsLost) error {
 				fmt.Fprintf(o.Stderr, "tcpopsctl: events %d..%d lost: this follower fell behind the daemon's ring\n", l.FromSeq, l.ToSeq)
+				last = max(last, l.ToSeq)
 				if o.Output == "json" {
 					return printJSONLine(o.Stdout, map[string]any{"event": rpc.NotifyEventsLost, "from_seq": l.FromSeq, "to_seq": l.ToSeq})
 				}
 				return nil
-			})
-			if errors.Is(err, client.ErrDisconnected) {
-				return &exitError{code: ExitUnreachable, err: fmt.Errorf("tcpops at %s went away; last event seen: seq %d", o.socketPath(), last)}
 			}
-			return err
+			// A daemon that hands over to a new process (tcpopsctl upgrade)
+			// disconnects its followers; the socket stays, and the new one
+			// goes on from the last seq seen.
+			for attempt, seen := 0, last; ; attempt++ {
+				if last != seen {
+					attempt, seen = 0, last
+				}
+				err := followOnce(ctx, o, p, last, attempt > 0, onEvent, onLost)
+				if !errors.Is(err, client.ErrDisconnected) || ctx.Err() != nil {
+					return err
+				}
+				if attempt >= maxReconnects {
+					return &exitError{code: ExitUnreachable, err: fmt.Errorf("tcpops at %s went away; last event seen: seq %d", o.socketPath(), last)}
+				}
+				if _, err := os.Stat(o.socketPath()); err != nil {
+					// Stopped: its socket is gone.
+					return &exitError{code: ExitUnreachable, err: fmt.Errorf("tcpops at %s went away; last event seen: seq %d", o.socketPath(), last)}
+				}
+			}
 		},
 	}
 	f := cmd.Flags()
@@ -107,6 +118,34 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 		return out, cobra.ShellCompDirectiveNoFileComp
 	})
 	return cmd
+}
+
+// maxReconnects bounds the reconnections of one events -f in a row
+// without an event between them.
+const maxReconnects = 5
+
+// followOnce follows events after since on one connection to the daemon.
+func followOnce(ctx context.Context, o *Options, p rpc.EventsParams, since uint64, again bool, onEvent func(rpc.Event) error, onLost func(rpc.EventsLost) error) error {
+	callCtx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	c, release, err := o.dial(callCtx)
+	if err != nil {
+		var de *client.DialError
+		if errors.As(err, &de) && again {
+			// Gone after having served this follower: the same ending
+			// as a disconnection.
+			return fmt.Errorf("%w: %v", client.ErrDisconnected, err)
+		}
+		return err
+	}
+	defer release()
+	if o.keep != nil {
+		// The daemon ends a subscription only with its connection: the
+		// shell's is dropped, and its next command dials anew.
+		defer o.keep.close()
+	}
+	p.Since = since
+	return c.Follow(ctx, callCtx, p, onEvent, onLost)
 }
 
 // printEvent writes one event: JSON, or a logfmt line for people and grep.

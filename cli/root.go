@@ -146,7 +146,7 @@ root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 		c.GroupID = "conn"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newStatsCmd(o), newWaitCmd(o), newCallCmd(o), newMethodsCmd(o), newVersionCmd(o)} {
+	for _, c := range []*cobra.Command{newStatsCmd(o), newWaitCmd(o), newCallCmd(o), newMethodsCmd(o), newVersionCmd(o), newUpgradeCmd(o)} {
 		c.GroupID = "daemon"
 		root.AddCommand(c)
 	}

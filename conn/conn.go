@@ -85,6 +85,7 @@ type Conn struct {
 	countedIP netip.Addr
 	tls       *TLSInfo
 	ws        *WSInfo
+	drain     *Draining // served by the old process after an upgrade
 
 	rate rateSample // bytes per second, for views that ask
 }
@@ -230,6 +231,9 @@ func (c *Conn) syscallConn() (syscall.Conn, error) {
 	if c.closing {
 		return nil, ErrClosed
 	}
+	if c.drain != nil {
+		return nil, ErrDraining
+	}
 	if c.tcp == nil {
 		return nil, ErrNoSocket
 	}
@@ -310,6 +314,9 @@ func (c *Conn) SetLifetime(d time.Duration) (expiresIn time.Duration, err error)
 	defer c.mu.Unlock()
 	if c.closing {
 		return 0, ErrClosed
+	}
+	if c.drain != nil {
+		return 0, ErrDraining
 	}
 	c.setLifetimeLocked(d)
 	return c.expiresInLocked(c.t.clock()), nil
@@ -453,6 +460,9 @@ type Info struct {
 	TLS *TLSInfo
 	// WS is set on an upgraded WebSocket connection.
 	WS *WSInfo
+	// Draining is set on a connection the old process still serves
+	// after an upgrade.
+	Draining *Draining
 	// Rate is bytes in + out per second (set when Rated: a View asked).
 	Rate  float64
 	Rated bool
@@ -475,10 +485,12 @@ func (c *Conn) info(now int64) Info {
 		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
 		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka,
-		Via: c.via, TLS: c.tls, WS: c.ws,
+		Via: c.via, TLS: c.tls, WS: c.ws, Draining: c.drain,
 	}
 	if c.peer != nil {
 		in.Peer = c.peer.ID
+	} else if c.drain != nil {
+		in.Peer = c.drain.Peer
 	}
 	return in
 }

@@ -57,6 +57,7 @@ type Events struct {
 	wake    chan struct{} // closed on publish when someone waits
 	waiting bool
 	closed  bool
+	forward func(Event) // set by Seal: events go to another process
 }
 
 // NewEvents makes a ring that keeps size events (at least 1).
@@ -87,6 +88,11 @@ func (r *Events) slot(seq uint64) *Event {
 // Publish assigns e the next seq and stores it.
 func (r *Events) Publish(e Event) uint64 {
 	r.mu.Lock()
+	if r.forward != nil {
+		r.forward(e)
+		r.mu.Unlock()
+		return 0
+	}
 	e.Seq = r.next
 	r.next++
 	*r.slot(e.Seq) = e

@@ -45,6 +45,7 @@ type Options struct {
 	Metrics        string
 	LogFormat      string
 	LogLevel       string
+	FDStore        bool
 }
 
 // Config is Options checked and parsed.
@@ -64,6 +65,9 @@ type Config struct {
 	EventLog string
 	// Metrics is the HOST:PORT to serve Prometheus metrics on ("" none).
 	Metrics string
+	// FDStore keeps plain TCP connections in systemd's file-descriptor
+	// store on SIGTERM (fdstore.go).
+	FDStore bool
 }
 
 // Parse checks every option and names the bad one.
@@ -128,6 +132,7 @@ func (o *Options) Parse() (*Config, error) {
 		}
 	}
 	cfg.Metrics = o.Metrics
+	cfg.FDStore = o.FDStore
 	cfg.Table = conn.Config{Lifetime: lt, ClosedEvent: mode2, EventBuffer: o.EventBuffer,
 		MaxConns: o.MaxConns, MaxConnsPerIP: o.MaxConnsPerIP}
 	cfg.Relay = relay.Config{Keepalive: ka, DialTimeout: o.BackendTimeout, TLSCert: o.TLSCert, TLSKey: o.TLSKey}
@@ -290,6 +295,7 @@ func addFlags(cmd *cobra.Command, o *Options) {
 	f.StringVar(&o.TLSKey, "tls-key", "", "private key file (PEM) for tls:// and wss:// listeners without ?key=")
 	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at http://HOST:PORT/metrics")
 	f.StringVar(&o.EventLog, "event-log", "", "append every closed event to this file, one JSON object a line (reopened on SIGUSR1)")
+	f.BoolVar(&o.FDStore, "fd-store", false, "on SIGTERM under systemd, keep the listeners and plain TCP connections in its file-descriptor store for the next start (unit: FileDescriptorStoreMax=); SIGINT always closes them")
 	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 }

@@ -31,19 +31,45 @@ import (
 // configuration as it is now and applies it; on SIGUSR1 it reopens the
 // event log.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger, reload func() (*Config, error)) error {
-	d, err := Start(ctx, cfg, log)
+	inh, err := inherit(cfg, log)
 	if err != nil {
 		return err
 	}
-	if err := notify("READY=1\nSTATUS=serving " + strconv.Itoa(len(d.Listeners)) + " listeners"); err != nil {
+	// ctx ends at SIGTERM, but the sockets stay open until Shutdown (or
+	// stash) is through with them.
+	d, err := start(context.WithoutCancel(ctx), cfg, log, inh)
+	if err != nil {
+		return err
+	}
+	ready := "READY=1\nSTATUS=serving " + strconv.Itoa(len(d.Listeners)) + " listeners"
+	if inh != nil {
+		// The old process was the service's main process.
+		ready = "MAINPID=" + strconv.Itoa(os.Getpid()) + "\n" + ready
+	}
+	if err := notify(ready); err != nil {
 		log.Warn("sd_notify failed", "err", err)
 	}
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
+	// SIGTERM and SIGINT end ctx; which one came decides whether
+	// --fd-store keeps the connections.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	defer signal.Stop(term)
 	for {
 		select {
+		case <-d.up.handedOff:
+			return d.drainOld(ctx)
 		case sig := <-sigs:
+			if sig == syscall.SIGUSR2 {
+				go func() {
+					if _, err := d.Upgrade("", 0); err == nil {
+						d.RPC.EndClients()
+					}
+				}()
+				continue
+			}
 			if sig == syscall.SIGUSR1 {
 				if err := d.ReopenEventLog(); err != nil {
 					log.Error("reopening the event log failed", "err", err)
@@ -66,6 +92,13 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, reload func() (*Con
 			notify("READY=1")
 		case <-ctx.Done():
 			notify("STOPPING=1")
+			if cfg.FDStore && gotSignal(term) {
+				err := d.stash(10 * time.Second)
+				if err == nil {
+					return nil
+				}
+				log.Error("keeping connections in systemd's file-descriptor store failed; closing them", "err", err)
+			}
 			return d.Shutdown(10 * time.Second)
 		}
 	}
@@ -93,13 +126,23 @@ type Daemon struct {
 	// mu guards the fields below and Listeners.
 	mu      sync.Mutex
 	running map[string]*running // by listener URL
+
+	socket      string             // the control socket's path
+	ctl         *net.UnixListener  // the control socket (upgrade.go)
+	stopCtl     context.CancelFunc // stops accepting on ctl
+	ctlDone     chan struct{}      // closed when accepting on ctl stopped
+	metricsLn   net.Listener       // nil without --metrics
+	stopMetrics context.CancelFunc
+	inh         *inherited // what a new process takes over, until it has
+	up          upgradeState
 }
 
 // running is a serving listener.
 type running struct {
 	ListenerAddr
-	stop context.CancelFunc
-	done chan struct{}
+	bound *relay.Bound
+	stop  context.CancelFunc
+	done  chan struct{}
 }
 
 // Reload applies a new configuration: listeners no longer named close
@@ -157,12 +200,17 @@ func (d *Daemon) Reload(next *Config) error {
 // startListener opens l and serves it until the daemon stops or a reload
 // removes it.
 func (d *Daemon) startListener(l relay.Listener) error {
-	b, err := d.Relay.Listen(d.ctx, l)
+	b, err := d.listen(l)
 	if err != nil {
 		return err
 	}
+	return d.serveListener(l, b)
+}
+
+// serveListener serves b until the daemon stops or a reload removes it.
+func (d *Daemon) serveListener(l relay.Listener, b *relay.Bound) error {
 	ctx, stop := context.WithCancel(d.listenCtx)
-	r := &running{ListenerAddr: ListenerAddr{Listener: l, Bound: b.Addr().String()}, stop: stop, done: make(chan struct{})}
+	r := &running{ListenerAddr: ListenerAddr{Listener: l, Bound: b.Addr().String()}, bound: b, stop: stop, done: make(chan struct{})}
 	d.mu.Lock()
 	d.running[l.URL] = r
 	d.Listeners = append(d.Listeners, r.ListenerAddr)
@@ -194,6 +242,12 @@ type ListenerAddr struct {
 
 // Start opens the control socket and every listener.
 func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, error) {
+	return start(parent, cfg, log, nil)
+}
+
+// start is Start, taking over from an old process what inh holds (nil:
+// nothing).
+func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited) (*Daemon, error) {
 	ctx, cancel := context.WithCancel(parent)
 	t := conn.NewTable(cfg.Table)
 	rs, err := relay.NewServer(t, cfg.Relay, log)
@@ -201,7 +255,8 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 		cancel()
 		return nil, err
 	}
-	d := &Daemon{Table: t, Relay: rs, log: log, cancel: cancel}
+	d := &Daemon{Table: t, Relay: rs, log: log, cancel: cancel, socket: cfg.Socket, inh: inh,
+		up: upgradeState{handedOff: make(chan struct{})}}
 	fail := func(err error) (*Daemon, error) {
 		cancel()
 		d.serving.Wait()
@@ -210,27 +265,37 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 		rs.Close()
 		return nil, err
 	}
-	ctl, err := sock.Listen(cfg.Socket, cfg.SocketMode)
+	ctl, err := inh.controlListener()
+	if ctl == nil && err == nil {
+		ctl, err = sock.Listen(cfg.Socket, cfg.SocketMode)
+	}
 	if err != nil {
 		return fail(err)
 	}
 	scfg := control.Config{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log,
-		WriteTimeout: cfg.RPCWriteTimeout, IdleTimeout: cfg.RPCIdleTimeout, MaxClients: cfg.MaxRPCClients}
+		WriteTimeout: cfg.RPCWriteTimeout, IdleTimeout: cfg.RPCIdleTimeout, MaxClients: cfg.MaxRPCClients,
+		Upgrade: d.Upgrade}
 	scfg.Listeners = d.listenerInfo
 	if cfg.Metrics != "" {
 		m := metrics.New(t, rs, control.MethodNames())
 		scfg.OnRequest = m.Request
-		var lc net.ListenConfig
-		mln, err := lc.Listen(ctx, "tcp", cfg.Metrics)
+		mln, err := inh.metricsListener()
+		if mln == nil && err == nil {
+			var lc net.ListenConfig
+			mln, err = lc.Listen(ctx, "tcp", cfg.Metrics)
+		}
 		if err != nil {
 			ctl.Close()
 			return fail(fmt.Errorf("--metrics: %w", err))
 		}
 		d.MetricsAddr = mln.Addr().String()
+		d.metricsLn = mln
+		mctx, stopMetrics := context.WithCancel(ctx)
+		d.stopMetrics = stopMetrics
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			if err := m.Serve(ctx, mln); err != nil {
+			if err := m.Serve(mctx, mln); err != nil {
 				log.Error("metrics stopped", "err", err)
 			}
 		}()
@@ -243,6 +308,12 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 	d.ctx = ctx
 	d.listenCtx, d.stopListening = context.WithCancel(ctx)
 	d.running = map[string]*running{}
+	if inh != nil {
+		if err := d.adopt(inh); err != nil {
+			ctl.Close()
+			return fail(err)
+		}
+	}
 	if cfg.EventLog != "" {
 		// Subscribed before any listener accepts: the log misses no event.
 		el, err := openEventLog(cfg.EventLog, log)
@@ -264,11 +335,8 @@ func Start(parent context.Context, cfg *Config, log *slog.Logger) (*Daemon, erro
 			return fail(err)
 		}
 	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		d.RPC.Serve(ctx, ctl)
-	}()
+	d.serveControl(ctl)
+	d.tookOver()
 	log.Info("tcpops started", "socket", cfg.Socket, "listeners", len(cfg.Listeners),
 		"lifetime", cfg.Table.Lifetime, "keepalive", cfg.Relay.Keepalive.String(), "closed_event", cfg.Table.ClosedEvent.String())
 	return d, nil

@@ -69,6 +69,9 @@ type fdPipe struct {
 	// blocked is set from before a write of pending bytes until they are
 	// all written: while it is set, room to write on dst wakes the pipe.
 	blocked atomic.Bool
+	// frozen stops the direction for a handover (handover.go): it does
+	// not start again, and a running move stops at its next round.
+	frozen atomic.Bool
 
 	// Owned by the goroutine running move.
 	done    bool
@@ -86,7 +89,7 @@ const (
 // notify makes sure move runs after this call: it starts it, or tells the
 // running one to go round once more.
 func (p *fdPipe) notify() {
-	for {
+	for !p.frozen.Load() {
 		switch p.run.Load() {
 		case idle:
 			if p.run.CompareAndSwap(idle, running) {
@@ -115,7 +118,7 @@ func (p *fdPipe) loop() {
 
 // move writes what is pending and reads more, until one would block.
 func (p *fdPipe) move() {
-	for !p.done {
+	for !p.done && !p.frozen.Load() {
 		switch {
 		case p.pending > 0:
 			p.blocked.Store(true)

@@ -195,9 +195,9 @@ func (l *Listener) option(k, v string) error {
 		if err := wsOnly(); err != nil {
 			return err
 		}
-		i := slices.Index(frameNames[:], v)
-		if i < 0 {
-			return fmt.Errorf("frame %q: want binary, text or sip", v)
+		i, err := choice(k, v, frameNames[:]...)
+		if err != nil {
+			return err
 		}
 		l.Frame = Frame(i)
 	case "subprotocol":
@@ -218,14 +218,11 @@ func (l *Listener) option(k, v string) error {
 		if err := wsOnly(); err != nil {
 			return err
 		}
-		switch v {
-		case "true":
-			l.SubprotocolRequired = true
-		case "false":
-			l.SubprotocolRequired = false
-		default:
-			return fmt.Errorf("subprotocol_required %q: want true or false", v)
+		i, err := choice(k, v, "true", "false")
+		if err != nil {
+			return err
 		}
+		l.SubprotocolRequired = i == 0
 	case "ping":
 		if err := wsOnly(); err != nil {
 			return err
@@ -236,25 +233,17 @@ func (l *Listener) option(k, v string) error {
 		}
 		l.Ping = d
 	case "proxy_protocol":
-		switch v {
-		case "v1":
-			l.ProxyProtocol = 1
-		case "v2":
-			l.ProxyProtocol = 2
-		default:
-			return fmt.Errorf("proxy_protocol %q: want v1 or v2", v)
+		i, err := choice(k, v, "v1", "v2")
+		if err != nil {
+			return err
 		}
+		l.ProxyProtocol = byte(i + 1)
 	case "accept_proxy":
-		switch v {
-		case "v1":
-			l.AcceptProxy = ProxyV1
-		case "v2":
-			l.AcceptProxy = ProxyV2
-		case "any":
-			l.AcceptProxy = ProxyAny
-		default:
-			return fmt.Errorf("accept_proxy %q: want v1, v2 or any", v)
+		i, err := choice(k, v, "v1", "v2", "any")
+		if err != nil {
+			return err
 		}
+		l.AcceptProxy = ProxyAccept(i + 1)
 	case "proxy_from":
 		for _, p := range strings.Split(v, ",") {
 			p = strings.TrimSpace(p)
@@ -272,14 +261,11 @@ func (l *Listener) option(k, v string) error {
 		if !l.isTLS() {
 			return fmt.Errorf("%s is only for tls:// and wss://", k)
 		}
-		switch v {
-		case "1.2":
-			l.TLSMin = tls.VersionTLS12
-		case "1.3":
-			l.TLSMin = tls.VersionTLS13
-		default:
-			return fmt.Errorf("tls_min %q: want 1.2 or 1.3", v)
+		i, err := choice(k, v, "1.2", "1.3")
+		if err != nil {
+			return err
 		}
+		l.TLSMin = []uint16{tls.VersionTLS12, tls.VersionTLS13}[i]
 	case "lifetime":
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
@@ -315,6 +301,16 @@ func (l *Listener) option(k, v string) error {
 		return fmt.Errorf("unknown option %q (want backend, name, lifetime, keepalive, max_conns, proxy_protocol, accept_proxy, proxy_from; cert, key, tls_min for tls and wss; origin, frame, subprotocol, subprotocol_required, ping, max_message for ws and wss)", k)
 	}
 	return nil
+}
+
+// choice returns the index of v among the values option k takes, or an
+// error listing them ("frame \"x\": want binary, text or sip").
+func choice(k, v string, values ...string) (int, error) {
+	if i := slices.Index(values, v); i >= 0 {
+		return i, nil
+	}
+	want := strings.Join(values[:len(values)-1], ", ") + " or " + values[len(values)-1]
+	return 0, fmt.Errorf("%s %q: want %s", k, v, want)
 }
 
 // CheckBackend validates a backend: HOST:PORT or echo.

@@ -224,6 +224,7 @@ type Conn struct {
 	BytesOut    uint64     `json:"bytes_out"`
 	TLS         *TLS       `json:"tls,omitempty"`
 	WS          *WS        `json:"ws,omitempty"`
+	Draining    *Draining  `json:"draining,omitempty"`
 	// BytesPerS is bytes in + out per second lately (list with rates).
 	BytesPerS *float64 `json:"bytes_per_s,omitempty"`
 	// Suspect names the suspect rules the connection meets, and TCPInfo

@@ -13,13 +13,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/relay/frame"
 )
 
@@ -82,7 +82,7 @@ func oneSIPMessage(t *testing.T, what string, m []byte) {
 func startProc(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(name, args...)
-	var out syncBuffer
+	var out daemontest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -103,23 +103,6 @@ func startProc(t *testing.T, name string, args ...string) *exec.Cmd {
 		}
 	})
 	return cmd
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // waitListening waits until addr accepts TCP connections.

@@ -97,6 +97,9 @@ func appendConn(b []byte, in *conn.Info) []byte {
 		b = appendOptStr(b, `,"origin":`, w.Origin)
 		b = append(b, '}')
 	}
+	if dr := in.Draining; dr != nil {
+		b = appendDraining(b, dr)
+	}
 	return appendInspection(b, in)
 }
 

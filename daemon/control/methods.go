@@ -35,6 +35,7 @@ func (s *Server) table() []*method {
 			help: "closed events after since; with follow, later ones arrive as tcpops.event notifications and a gap as tcpops.events_lost"},
 		{name: rpc.MethodStats, readOnly: true, fn: (*call).stats,
 			help: "counts by state and proto, accepted, closed by reason, rejected by limit, event seq and losses, uptime, limits"},
+		upgradeMethod,
 		{name: rpc.MethodVersion, readOnly: true, fn: func(*call) (any, error) { return versionInfo(), nil },
 			help: "the daemon's version, commit and Go version"},
 		{name: rpc.MethodListMethods, readOnly: true, fn: (*call).listMethods,

@@ -46,6 +46,8 @@ type Config struct {
 	// OnRequest, if set, is told of every request answered: its method
 	// ("" when the line never named one) and code (0: success).
 	OnRequest func(method string, code int)
+	// Upgrade, if set, answers tcpops.upgrade.
+	Upgrade func(binary string, drain time.Duration) (rpc.UpgradeResult, error)
 	// Listeners, if set, lists the listeners serving now (tcpops.stats).
 	Listeners func() []rpc.Listener
 }
@@ -308,7 +310,10 @@ func (s *Server) rpcError(err error) *jsonrpc2.Error {
 	var pe *ParamError
 	var se *sock.ParamError
 	var oe *sock.OpError
+	var ue *upgradeError
 	switch {
+	case errors.As(err, &ue):
+		return &jsonrpc2.Error{Code: rpc.CodeInternal, Message: ue.Error()}
 	case errors.As(err, &je):
 		return je
 	case errors.As(err, &pe):
@@ -319,7 +324,7 @@ func (s *Server) rpcError(err error) *jsonrpc2.Error {
 		return &jsonrpc2.Error{Code: rpc.CodeNotFound, Message: err.Error()}
 	case errors.Is(err, conn.ErrEventsOff), errors.Is(err, conn.ErrBadLifetime):
 		return &jsonrpc2.Error{Code: rpc.CodeInvalidParams, Message: err.Error()}
-	case errors.As(err, &oe), errors.Is(err, conn.ErrNoSocket):
+	case errors.As(err, &oe), errors.Is(err, conn.ErrNoSocket), errors.Is(err, conn.ErrDraining):
 		return &jsonrpc2.Error{Code: rpc.CodeSocket, Message: err.Error()}
 	}
 	s.log.Error("rpc internal error", "err", err)
@@ -350,7 +355,7 @@ func wireConn(in conn.Info) rpc.Conn {
 		Created: in.Created.UTC(), IdleS: seconds(in.Idle), LifetimeS: seconds(in.Lifetime),
 		ExpiresInS: seconds(in.ExpiresIn), Keepalive: wireKeepalive(in.Keepalive), ClosedEvent: in.ClosedEvent,
 		BytesIn: in.BytesIn, BytesOut: in.BytesOut,
-		TLS: (*rpc.TLS)(in.TLS), WS: (*rpc.WS)(in.WS),
+		TLS: (*rpc.TLS)(in.TLS), WS: (*rpc.WS)(in.WS), Draining: wireDraining(in.Draining),
 		TCPInfo: (*rpc.TCPInfo)(in.TCPInfo),
 	}
 	if in.Rated {

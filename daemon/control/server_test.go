@@ -611,7 +611,7 @@ func TestSystemMethods(t *testing.T) {
 	c := d.Client(t)
 	ctx := t.Context()
 	ms, err := c.Methods(ctx)
-	if err != nil || len(ms) != 13 || ms[0] != "core.version" {
+	if err != nil || len(ms) != 14 || ms[0] != "core.version" {
 		t.Fatalf("methods = %v, %v", ms, err)
 	}
 	var help string

@@ -83,8 +83,7 @@ type reply struct {
 
 // Dial connects to the control socket at path.
 func Dial(ctx context.Context, path string) (*Client, error) {
-	d := net.Dialer{}
-	nc, err := d.DialContext(ctx, "unix", path)
+	nc, err := dialRetry(ctx, path)
 	if err != nil {
 		return nil, &DialError{Path: path, Err: err}
 	}

@@ -1,0 +1,141 @@
+// Command upgrade measures an upgrade of a running tcpops under load:
+// IDLE idle relayed pairs and BUSY pairs streaming counter sequences
+// through it to this program's own backend, tcpopsctl upgrade in the
+// middle, then every stream checked (connections lost, bytes lost or
+// duplicated, the longest pause in any stream, the upgrade's time).
+//
+//	go run ./bench/upgrade -addr 127.0.0.1:7002 -backend 127.0.0.1:7003 -socket S -ctl tcpopsctl -idle 9000 -busy 200
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	addr := flag.String("addr", "", "tcpops relay listener")
+	backendAddr := flag.String("backend", "127.0.0.1:7003", "address to serve the echo backend on")
+	socket := flag.String("socket", "", "tcpops control socket")
+	ctl := flag.String("ctl", "tcpopsctl", "tcpopsctl binary")
+	idleN := flag.Int("idle", 9000, "idle pairs")
+	busyN := flag.Int("busy", 200, "busy pairs")
+	flag.Parse()
+	ln, err := net.Listen("tcp", *backendAddr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	if len(os.Args) > 0 && *addr == "" {
+		fmt.Println("backend listening; start tcpops with a listener whose backend is", *backendAddr)
+		select {}
+	}
+	var idle []net.Conn
+	for i := range *idleN {
+		c, err := net.Dial("tcp", *addr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "idle", i, err)
+			os.Exit(1)
+		}
+		c.Write([]byte("x"))
+		io.ReadFull(c, make([]byte, 1))
+		idle = append(idle, c)
+	}
+	var stop atomic.Bool
+	var maxGap atomic.Int64
+	var bad atomic.Int64
+	var total atomic.Uint64
+	var wg sync.WaitGroup
+	for range *busyN {
+		c, err := net.Dial("tcp", *addr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "busy", err)
+			os.Exit(1)
+		}
+		var sent atomic.Uint32
+		wg.Go(func() {
+			buf := make([]byte, 1024)
+			for n := uint32(0); !stop.Load(); n += 256 {
+				for i := range 256 {
+					binary.BigEndian.PutUint32(buf[4*i:], n+uint32(i))
+				}
+				if _, err := c.Write(buf); err != nil {
+					bad.Add(1)
+					return
+				}
+				sent.Store(n + 256)
+				time.Sleep(5 * time.Millisecond)
+			}
+			c.(*net.TCPConn).CloseWrite()
+		})
+		wg.Go(func() {
+			r := bufio.NewReader(c)
+			var b [4]byte
+			last := time.Now()
+			for want := uint32(0); ; want++ {
+				c.SetReadDeadline(time.Now().Add(20 * time.Second))
+				if _, err := io.ReadFull(r, b[:]); err != nil {
+					if err != io.EOF || want != sent.Load() {
+						bad.Add(1)
+						fmt.Fprintln(os.Stderr, "busy read:", err, want, sent.Load())
+					}
+					c.Close()
+					return
+				}
+				if binary.BigEndian.Uint32(b[:]) != want {
+					bad.Add(1)
+					c.Close()
+					return
+				}
+				total.Add(4)
+				if r.Buffered() == 0 {
+					now := time.Now()
+					if g := int64(now.Sub(last)); g > maxGap.Load() {
+						maxGap.Store(g)
+					}
+					last = now
+				}
+			}
+		})
+	}
+	time.Sleep(3 * time.Second)
+	maxGap.Store(0)
+	start := time.Now()
+	out, err := exec.Command(*ctl, "-s", *socket, "-o", "json", "upgrade").CombinedOutput()
+	took := time.Since(start)
+	fmt.Printf("upgrade: %s in %s (err %v)\n", out, took, err)
+	time.Sleep(3 * time.Second)
+	stop.Store(true)
+	wg.Wait()
+	lost := 0
+	for _, c := range idle {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("y")); err != nil {
+			lost++
+			continue
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			lost++
+		}
+	}
+	fmt.Printf("idle pairs: %d, lost after the upgrade: %d\n", len(idle), lost)
+	fmt.Printf("busy pairs: %d, broken streams (lost, duplicated or reordered bytes, or early end): %d, bytes checked: %d\n", *busyN, bad.Load(), total.Load())
+	fmt.Printf("longest pause in a busy stream around the upgrade: %s\n", time.Duration(maxGap.Load()).Round(time.Millisecond))
+}
