@@ -353,6 +353,16 @@ func (m *topModel) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	if k.Type == tea.KeyCtrlC {
 		return m, tea.Quit
 	}
+	if k.Type == tea.KeyRunes && len(k.Runes) > 1 {
+		// Keys typed faster than the screen reads them come as one
+		// message: each is a key of its own (k then 30 3 10).
+		var cmds []tea.Cmd
+		for _, r := range k.Runes {
+			_, c := m.key(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}})
+			cmds = append(cmds, c)
+		}
+		return m, tea.Batch(cmds...)
+	}
 	switch m.mode {
 	case modeFilter:
 		switch k.Type {
@@ -364,11 +374,10 @@ func (m *topModel) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 			if r := []rune(m.filter); len(r) > 0 {
 				m.filter = string(r[:len(r)-1])
 			}
-		case tea.KeyRunes, tea.KeySpace:
+		case tea.KeyRunes:
 			m.filter += string(k.Runes)
-			if k.Type == tea.KeySpace {
-				m.filter += " "
-			}
+		case tea.KeySpace:
+			m.filter += " "
 		default:
 			return m, nil
 		}

@@ -236,6 +236,7 @@ func TestTopThroughTerminal(t *testing.T) {
 	m.keys("Enter")
 	m.wait("the new lifetime", 5*time.Second, regexp.MustCompile(`conid 2: lifetime 10m00s, closes in`))
 	m.keys("k")
+	m.wait("the keepalive prompt", 5*time.Second, regexp.MustCompile(`keepalive of conid 2: IDLE COUNT INTERVAL`))
 	m.text("30 3 10")
 	m.keys("Enter")
 	m.wait("the new keepalive", 5*time.Second, regexp.MustCompile(`conid 2: keepalive on: idle 30s, 3 probes every 10s \(read back`))
