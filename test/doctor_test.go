@@ -80,7 +80,7 @@ func TestDoctorNoDaemon(t *testing.T) {
 
 func TestDoctorHealthy(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "s")
-	d := startDaemon(t, socket, "--keepalive", "60,5,5", "--max-conns", "100", "--log-level", "error")
+	d := startServing(t, socket, "--keepalive", "60,5,5", "--max-conns", "100", "--log-level", "error")
 	echoConns(t, d.addr, 2)
 	out, _, code := ctlAs(t, ctlBin(), nil, nil, "-s", socket, "doctor")
 	t.Logf("healthy:\n%s", out)
@@ -151,7 +151,7 @@ func TestReadOnlyCallerSees(t *testing.T) {
 		t.Fatal(err)
 	}
 	socket := filepath.Join(dir, "s")
-	d := startDaemon(t, socket, "--socket-mode", "0666", "--keepalive", "60,5,5", "--max-conns", "100", "--log-level", "error")
+	d := startServing(t, socket, "--socket-mode", "0666", "--keepalive", "60,5,5", "--max-conns", "100", "--log-level", "error")
 	echoConns(t, d.addr, 1)
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 	out, stderr, code := ctlAs(t, bin, nobody, []string{"HOME=/nonexistent"}, "-s", socket, "doctor")

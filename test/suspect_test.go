@@ -166,7 +166,7 @@ func TestSuspectCutLink(t *testing.T) {
 	}()
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "s")
-	d := startDaemon(t, socket, "--backend", be.Addr().String(), "--log-level", "error")
+	d := startServing(t, socket, "--backend", be.Addr().String(), "--log-level", "error")
 
 	busy, err := net.Dial("tcp", d.addr)
 	if err != nil {
@@ -235,7 +235,7 @@ func TestSuspectBackendStopsReading(t *testing.T) {
 		}
 	}()
 	socket := filepath.Join(t.TempDir(), "s")
-	d := startDaemon(t, socket, "--backend", be.Addr().String(), "--log-level", "error")
+	d := startServing(t, socket, "--backend", be.Addr().String(), "--log-level", "error")
 	c, err := net.Dial("tcp", d.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +264,7 @@ func TestSuspectBackendStopsReading(t *testing.T) {
 func TestSuspectConnecting(t *testing.T) {
 	be := fullBacklog(t)
 	socket := filepath.Join(t.TempDir(), "s")
-	d := startDaemon(t, socket, "--backend", be, "--backend-timeout", "60s", "--log-level", "error")
+	d := startServing(t, socket, "--backend", be, "--backend-timeout", "60s", "--log-level", "error")
 	c, err := net.Dial("tcp", d.addr)
 	if err != nil {
 		t.Fatal(err)

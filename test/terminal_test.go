@@ -90,6 +90,16 @@ func (m *term) wait(what string, within time.Duration, re *regexp.Regexp) string
 	}
 }
 
+// startServing is startDaemon that also waits for the daemon to answer
+// a call: its control socket accepts before its listeners are bound, and
+// answers only after.
+func startServing(t testing.TB, socket string, args ...string) *daemonProc {
+	t.Helper()
+	d := startDaemon(t, socket, args...)
+	waitStats(t, socket, func(rpc.Stats) bool { return true })
+	return d
+}
+
 // echoConns opens n connections to an echo listener, each used once so
 // that it is in state ok.
 func echoConns(t *testing.T, addr string, n int) []net.Conn {
@@ -130,7 +140,7 @@ func dialRPC(t testing.TB, socket string) *rpcclient.Client {
 func TestShellThroughTerminal(t *testing.T) {
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "s")
-	d := startDaemon(t, socket, "--log-level", "error")
+	d := startServing(t, socket, "--log-level", "error")
 	echoConns(t, d.addr, 12) // conids 1 to 12
 	rc := dialRPC(t, socket)
 	st, err := rc.Stats(t.Context())
@@ -207,7 +217,7 @@ func TestShellThroughTerminal(t *testing.T) {
 func TestTopThroughTerminal(t *testing.T) {
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "s")
-	d := startDaemon(t, socket, "--log-level", "error")
+	d := startServing(t, socket, "--log-level", "error")
 	echoConns(t, d.addr, 1)
 	rc := dialRPC(t, socket)
 	m := newTerm(t, 160, 30)
