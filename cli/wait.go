@@ -136,14 +136,11 @@ func (o *Options) poll(cmd *cobra.Command, check func(ctx context.Context, c *cl
 	deadline := time.Now().Add(o.Timeout)
 	ctx, cancel := context.WithDeadline(cmd.Context(), deadline)
 	defer cancel()
-	c := o.shared
-	if c == nil {
-		var err error
-		if c, err = client.Dial(ctx, o.socketPath()); err != nil {
-			return err
-		}
-		defer c.Close()
+	c, release, err := o.dial(ctx)
+	if err != nil {
+		return err
 	}
+	defer release()
 	for {
 		ok, err := check(ctx, c)
 		var de *client.DialError

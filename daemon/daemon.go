@@ -10,7 +10,9 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/tcpops/tcpops/daemon/control"
 	"github.com/tcpops/tcpops/metrics"
 	"github.com/tcpops/tcpops/relay"
+	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/sock"
 )
 
@@ -273,6 +276,7 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 	scfg := control.Config{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log,
 		WriteTimeout: cfg.RPCWriteTimeout, IdleTimeout: cfg.RPCIdleTimeout, MaxClients: cfg.MaxRPCClients,
 		Upgrade: d.Upgrade}
+	scfg.Listeners = d.listenerInfo
 	if cfg.Metrics != "" {
 		m := metrics.New(t, rs, control.MethodNames())
 		scfg.OnRequest = m.Request
@@ -388,6 +392,22 @@ func waitGroup(ctx context.Context, wg *sync.WaitGroup) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// listenerInfo lists the listeners serving, for tcpops.stats.
+func (d *Daemon) listenerInfo() []rpc.Listener {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]rpc.Listener, 0, len(d.Listeners))
+	for _, l := range d.Listeners {
+		ka := d.Relay.KeepaliveDefault()
+		if l.Keepalive != nil {
+			ka = l.Keepalive.String()
+		}
+		out = append(out, rpc.Listener{Name: l.Name, URL: l.URL, Addr: l.Bound, Keepalive: ka})
+	}
+	slices.SortFunc(out, func(a, b rpc.Listener) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // Log returns the daemon's logger.

@@ -33,6 +33,11 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv("TCPOPS_TEST_BINDIR"); dir != "" {
+		// A test re-run in a network namespace uses its parent's binaries.
+		binDir = dir
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "tcpops-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

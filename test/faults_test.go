@@ -208,7 +208,7 @@ func waitSocket(t *testing.T, sock string) {
 	waitStats(t, sock, func(rpc.Stats) bool { return true })
 }
 
-func waitStats(t *testing.T, sock string, ok func(rpc.Stats) bool) rpc.Stats {
+func waitStats(t testing.TB, sock string, ok func(rpc.Stats) bool) rpc.Stats {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {

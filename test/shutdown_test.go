@@ -25,7 +25,7 @@ type daemonProc struct {
 	addr   string
 }
 
-func startDaemon(t *testing.T, socket string, args ...string) *daemonProc {
+func startDaemon(t testing.TB, socket string, args ...string) *daemonProc {
 	t.Helper()
 	port, err := freePort()
 	if err != nil {
