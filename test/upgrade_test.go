@@ -505,7 +505,18 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 			t.Fatalf("after a failed upgrade: %v", err)
 		}
+		gone := c.LocalAddr().String()
 		c.Close()
+		// Gone from the table before the picture below is taken: else it
+		// would be listed there and missed after the upgrade.
+		waitFor(t, "the probe connection gone", func() bool {
+			for _, cn := range listConns(t, socket) {
+				if cn.Remote == gone {
+					return false
+				}
+			}
+			return true
+		})
 	}
 	before = listConns(t, socket)
 
