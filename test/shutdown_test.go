@@ -5,15 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
 )
@@ -267,6 +270,122 @@ func TestSdNotify(t *testing.T) {
 		t.Fatalf("notification at SIGTERM %q, want STOPPING=1", got)
 	}
 	d.cmd.Wait()
+}
+
+// TestSignalsOnceServing: a SIGUSR1 or SIGHUP sent as soon as the daemon
+// answers on its socket is acted on, not ignored (SIGUSR1) nor fatal
+// (SIGHUP). To send it in that moment every time, the daemon is held just
+// after it: its READY=1 waits for room at a service manager whose queue
+// the test has filled.
+func TestSignalsOnceServing(t *testing.T) {
+	tests := []struct {
+		name  string
+		sig   syscall.Signal
+		check func(t *testing.T, logPath string, next func() string)
+	}{
+		{"SIGUSR1 reopens the event log", syscall.SIGUSR1, func(t *testing.T, logPath string, next func() string) {
+			testutil.WaitFor(t, "a new event log", func() bool {
+				_, err := os.Stat(logPath)
+				return err == nil
+			})
+		}},
+		{"SIGHUP reloads", syscall.SIGHUP, func(t *testing.T, logPath string, next func() string) {
+			if got := next(); got != "RELOADING=1" {
+				t.Fatalf("notification after SIGHUP %q, want RELOADING=1", got)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, _ := os.MkdirTemp("", "tcpops")
+			defer os.RemoveAll(dir)
+			ns := filepath.Join(dir, "notify")
+			pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ns, Net: "unixgram"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			fill, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: ns, Net: "unixgram"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fill.Close()
+			queued := 0
+			fill.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			for {
+				if _, err := fill.Write([]byte("x")); err != nil {
+					break
+				}
+				queued++
+			}
+			// next returns the next notification from the daemon.
+			next := func() string {
+				buf := make([]byte, 512)
+				for {
+					pc.SetReadDeadline(time.Now().Add(testutil.Timeout))
+					n, err := pc.Read(buf)
+					if err != nil {
+						t.Fatalf("no notification: %v", err)
+					}
+					if got := string(buf[:n]); got != "x" {
+						return got
+					}
+				}
+			}
+			t.Setenv("NOTIFY_SOCKET", ns)
+			logPath := filepath.Join(dir, "events.ndjson")
+			d := startDaemon(t, filepath.Join(dir, "s"), "--event-log", logPath)
+			if err := os.Rename(logPath, logPath+".1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.cmd.Process.Signal(tt.sig); err != nil {
+				t.Fatal(err)
+			}
+			// Let the daemon go on only once a thread of it has taken the
+			// signal (it is no longer pending), so that it meets the
+			// daemon held there.
+			testutil.WaitFor(t, "the daemon to take the signal", func() bool { return !signalPending(t, d.cmd.Process.Pid, tt.sig) })
+			if got := next(); !strings.HasPrefix(got, "READY=1\n") {
+				t.Fatalf("first notification %q, want READY=1 (after %d queued)", got, queued)
+			}
+			tt.check(t, logPath, next)
+			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.cmd.Wait(); err != nil {
+				t.Fatalf("daemon exit after %v then SIGTERM: %v, want 0", tt.sig, err)
+			}
+		})
+	}
+}
+
+// signalPending reports whether sig is pending for process pid or any of
+// its threads, as /proc shows it.
+func signalPending(t *testing.T, pid int, sig syscall.Signal) bool {
+	t.Helper()
+	bit := uint64(1) << (sig - 1)
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	files = append(files, fmt.Sprintf("/proc/%d/status", pid))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // a thread that has just ended
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			if k != "SigPnd" && k != "ShdPnd" {
+				continue
+			}
+			set, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatalf("%s: %q: %v", f, l, err)
+			}
+			if set&bit != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // TestUnitFile checks dist/tcpops.service with systemd-analyze where it
