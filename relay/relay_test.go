@@ -19,6 +19,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/sock"
 	"golang.org/x/sys/unix"
 )
@@ -101,17 +102,14 @@ func (e *env) events(n int) map[uint64]conn.Event {
 // waitConns waits until the table holds n connections in state st.
 func (e *env) waitConns(n int, st conn.State) []conn.Info {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		infos, _ := e.table.List(conn.Filter{State: st})
-		if len(infos) == n {
-			return infos
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("table has %d connections in state %v, want %d", len(infos), st, n)
-		}
-		time.Sleep(5 * time.Millisecond)
+	var infos []conn.Info
+	if !testutil.Until(func() bool {
+		infos, _ = e.table.List(conn.Filter{State: st})
+		return len(infos) == n
+	}) {
+		e.t.Fatalf("table has %d connections in state %v, want %d", len(infos), st, n)
 	}
+	return infos
 }
 
 // backend is a TCP test server; handle runs per connection.
@@ -202,12 +200,11 @@ func TestEcho(t *testing.T) {
 	}
 	// The relay counts a write when the call returns, which may be just
 	// after the client has the bytes.
-	in := e.waitConns(1, conn.StateOK)[0]
-	for end := time.Now().Add(5 * time.Second); in.BytesOut != uint64(len(big)) && time.Now().Before(end); {
-		time.Sleep(time.Millisecond)
+	var in conn.Info
+	if !testutil.Until(func() bool {
 		in = e.waitConns(1, conn.StateOK)[0]
-	}
-	if in.BytesIn != uint64(len(big)) || in.BytesOut != uint64(len(big)) {
+		return in.BytesIn == uint64(len(big)) && in.BytesOut == uint64(len(big))
+	}) {
 		t.Fatalf("bytes in/out = %d/%d, want %d each", in.BytesIn, in.BytesOut, len(big))
 	}
 	c.Close()
@@ -480,18 +477,16 @@ func TestIdleCostsNoGoroutine(t *testing.T) {
 		readLine(t, c)
 	}
 	e.waitConns(n, conn.StateOK)
-	// Each direction's goroutine leaves once a read would block.
-	for end := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > 50 && time.Now().Before(end); {
-		time.Sleep(10 * time.Millisecond)
+	// Each direction's goroutine gives its pipe back and leaves once a
+	// read would block, which may be just after the client has its echo.
+	if !testutil.Until(func() bool { return runtime.NumGoroutine() <= 50 }) {
+		t.Fatalf("%d goroutines for %d idle connections: idle connections must not hold one", runtime.NumGoroutine(), n)
 	}
-	if g := runtime.NumGoroutine(); g > 50 {
-		t.Fatalf("%d goroutines for %d idle connections: idle connections must not hold one", g, n)
+	if !testutil.Until(func() bool { return pipesInUse.Load() == 0 }) {
+		t.Fatalf("%d kernel pipes held by idle connections, want 0", pipesInUse.Load())
 	}
 	if p := e.srv.Watched(); p != n {
 		t.Fatalf("poller watches %d sockets, want %d", p, n)
-	}
-	if p := pipesInUse.Load(); p != 0 {
-		t.Fatalf("%d kernel pipes held by idle connections, want 0", p)
 	}
 	// And they still work when idle.
 	cs[n/2].Write([]byte("again\n"))
@@ -653,9 +648,7 @@ func TestNoDelay(t *testing.T) {
 // slowly (the part a full socket did not take is kept and sent later).
 func TestWithoutKernelPipes(t *testing.T) {
 	// Connections of earlier tests may still be giving theirs back.
-	for end := time.Now().Add(5 * time.Second); pipesInUse.Load() != 0 && time.Now().Before(end); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "earlier tests' kernel pipes to be given back", func() bool { return pipesInUse.Load() == 0 })
 	var held []*kpipe
 	for {
 		p := getPipe()
