@@ -25,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tcpops/tcpops/internal/testcert"
+	"github.com/tcpops/tcpops/internal/testutil"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
 
 	"github.com/tcpops/tcpops/rpc"
@@ -119,7 +120,6 @@ func TestScripts(t *testing.T) {
 			"rst":        cmdRst,
 			"conid":      cmdConid,
 			"waitseq":    cmdWaitSeq,
-			"sleep":      cmdSleep,
 			"gencert":    cmdGenCert,
 		},
 	})
@@ -151,8 +151,10 @@ func (c *conns) get(ts *testscript.TestScript, name string) *client {
 	return tc
 }
 
+// rpcClient dials the daemon; the context bounds the dial and every call
+// a command makes while it waits.
 func rpcClient(ts *testscript.TestScript) (*rpcclient.Client, context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
 	c, err := rpcclient.Dial(ctx, ts.Getenv("TCPOPS_SOCKET"))
 	if err != nil {
 		cancel()
@@ -163,22 +165,19 @@ func rpcClient(ts *testscript.TestScript) (*rpcclient.Client, context.Context, c
 
 // waitdaemon waits until the daemon answers on $TCPOPS_SOCKET.
 func cmdWaitDaemon(ts *testscript.TestScript, neg bool, args []string) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var err error
+	if !testutil.Until(func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := rpcclient.Dial(ctx, ts.Getenv("TCPOPS_SOCKET"))
-		if err == nil {
-			_, err = c.Stats(ctx)
-			c.Close()
+		defer cancel()
+		var c *rpcclient.Client
+		if c, err = rpcclient.Dial(ctx, ts.Getenv("TCPOPS_SOCKET")); err != nil {
+			return false
 		}
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			ts.Fatalf("daemon not answering: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		defer c.Close()
+		_, err = c.Stats(ctx)
+		return err == nil
+	}) {
+		ts.Fatalf("daemon not answering: %v", err)
 	}
 }
 
@@ -306,21 +305,21 @@ func cmdConid(ts *testscript.TestScript, neg bool, args []string) {
 	local := getConns(ts).get(ts, args[0]).tcp.LocalAddr().String()
 	c, ctx, done := rpcClient(ts)
 	defer done()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var in rpc.Conn
+	if !testutil.Until(func() bool {
 		r, err := c.List(ctx, rpc.ListParams{Remote: local, Direction: "in"})
 		ts.Check(err)
-		if len(r.Connections) == 1 && (len(args) < 3 || r.Connections[0].Peer != 0) {
-			ts.Setenv(args[1], strconv.FormatUint(r.Connections[0].ConnID, 10))
-			if len(args) == 3 {
-				ts.Setenv(args[2], strconv.FormatUint(r.Connections[0].Peer, 10))
-			}
-			return
+		if len(r.Connections) != 1 || (len(args) == 3 && r.Connections[0].Peer == 0) {
+			return false
 		}
-		if time.Now().After(deadline) {
-			ts.Fatalf("no connection from %s in the daemon's table", local)
-		}
-		time.Sleep(10 * time.Millisecond)
+		in = r.Connections[0]
+		return true
+	}) {
+		ts.Fatalf("no connection from %s in the daemon's table", local)
+	}
+	ts.Setenv(args[1], strconv.FormatUint(in.ConnID, 10))
+	if len(args) == 3 {
+		ts.Setenv(args[2], strconv.FormatUint(in.Peer, 10))
 	}
 }
 
@@ -330,23 +329,13 @@ func cmdWaitSeq(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	c, ctx, done := rpcClient(ts)
 	defer done()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, err := c.Stats(ctx)
+	var st rpc.Stats
+	if !testutil.Until(func() bool {
+		var err error
+		st, err = c.Stats(ctx)
 		ts.Check(err)
-		if st.EventSeq >= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			ts.Fatalf("event seq %d, want %d", st.EventSeq, want)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return st.EventSeq >= want
+	}) {
+		ts.Fatalf("event seq %d, want %d", st.EventSeq, want)
 	}
-}
-
-// sleep DURATION.
-func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
-	d, err := time.ParseDuration(args[0])
-	ts.Check(err)
-	time.Sleep(d)
 }

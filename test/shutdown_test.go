@@ -48,20 +48,7 @@ func startDaemon(t *testing.T, socket string, args ...string) *daemonProc {
 			t.Logf("daemon log:\n%s", logs.String())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := rpcclient.Dial(ctx, socket)
-		cancel()
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon did not come up: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitSocket(t, socket)
 	return &daemonProc{cmd: cmd, socket: socket, addr: addr}
 }
 
@@ -77,14 +64,31 @@ func TestSIGTERMDeliversEveryShutdownEvent(t *testing.T) {
 	}
 	defer c.Close()
 	const n = 500
+	// One event before following: the follower gets it first, in the
+	// answer to its call, which shows that it is subscribed.
+	first, err := net.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	waitStats(t, d.socket, func(s rpc.Stats) bool { return s.EventSeq == 1 })
 	reasons := map[string]int{}
+	subscribed := make(chan struct{})
 	followed := make(chan error, 1)
 	go func() {
 		followed <- c.Follow(ctx, ctx, rpc.EventsParams{}, func(e rpc.Event) error {
+			if e.Seq == 1 {
+				close(subscribed)
+			}
 			reasons[e.Reason]++
 			return nil
 		}, func(l rpc.EventsLost) error { return errors.New("events lost") })
 	}()
+	select {
+	case <-subscribed:
+	case err := <-followed:
+		t.Fatalf("follow ended before its first event: %v", err)
+	}
 	var conns []net.Conn
 	for range n {
 		tc, err := net.Dial("tcp", d.addr)
@@ -94,11 +98,7 @@ func TestSIGTERMDeliversEveryShutdownEvent(t *testing.T) {
 		conns = append(conns, tc)
 		defer tc.Close()
 	}
-	st := mustStats(t, d.socket)
-	for st.Connections < n {
-		time.Sleep(10 * time.Millisecond)
-		st = mustStats(t, d.socket)
-	}
+	waitStats(t, d.socket, func(s rpc.Stats) bool { return s.Connections == n })
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +108,8 @@ func TestSIGTERMDeliversEveryShutdownEvent(t *testing.T) {
 	if err := <-followed; !errors.Is(err, rpcclient.ErrDisconnected) {
 		t.Fatalf("follower ended with %v, want the daemon gone", err)
 	}
-	if reasons["shutdown"] != n || len(reasons) != 1 {
-		t.Fatalf("follower got %v, want %d shutdown events", reasons, n)
+	if reasons["shutdown"] != n || reasons["eof"] != 1 || len(reasons) != 2 {
+		t.Fatalf("follower got %v, want the first eof and %d shutdown events", reasons, n)
 	}
 	if _, err := os.Stat(d.socket); !os.IsNotExist(err) {
 		t.Fatalf("socket left after SIGTERM: %v", err)
@@ -176,22 +176,22 @@ func TestEventLogRotation(t *testing.T) {
 		}
 		c.Close()
 	}
+	// lines waits for n events in the file p and returns what it holds
+	// then (fewer if they never come: the caller says what is missing).
 	lines := func(p string, n int) []rpc.Event {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		var evs []rpc.Event
+		testutil.Until(func() bool {
 			b, _ := os.ReadFile(p)
-			var evs []rpc.Event
+			evs = nil
 			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 				var e rpc.Event
 				if json.Unmarshal([]byte(l), &e) == nil && e.Seq > 0 {
 					evs = append(evs, e)
 				}
 			}
-			if len(evs) >= n || time.Now().After(deadline) {
-				return evs
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return len(evs) >= n
+		})
+		return evs
 	}
 	closeOne()
 	closeOne()
@@ -202,24 +202,17 @@ func TestEventLogRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.cmd.Process.Signal(syscall.SIGUSR1)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(logPath); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "SIGUSR1 to make a new event log", func() bool {
+		_, err := os.Stat(logPath)
+		return err == nil
+	})
 	closeOne()
 	keep, err := net.Dial("tcp", d.addr) // open at shutdown
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer keep.Close()
-	mustStats(t, d.socket)
-	deadline = time.Now().Add(10 * time.Second)
-	for mustStats(t, d.socket).Connections < 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitStats(t, d.socket, func(s rpc.Stats) bool { return s.EventSeq == 3 && s.Connections == 1 })
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	if err := d.cmd.Wait(); err != nil {
 		t.Fatalf("daemon exit: %v", err)
@@ -443,15 +436,11 @@ func TestReloadAndCheckConfig(t *testing.T) {
 
 	os.WriteFile(conf, []byte("listen:\n  - url: tcp://"+b+"\n    keepalive: 33,3,3\nlifetime: 2m\n"), 0o644)
 	cmd.Process.Signal(syscall.SIGHUP)
-	deadline := time.Now().Add(10 * time.Second)
 	var nb net.Conn
-	for {
-		if nb, err = net.Dial("tcp", b); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
+	if !testutil.Until(func() bool {
+		nb, err = net.Dial("tcp", b)
+		return err == nil
+	}) {
 		t.Fatalf("new listener not opened by SIGHUP: %v", err)
 	}
 	defer nb.Close()
