@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -120,6 +121,7 @@ func TestScripts(t *testing.T) {
 			"rst":        cmdRst,
 			"conid":      cmdConid,
 			"waitseq":    cmdWaitSeq,
+			"waitgrep":   cmdWaitGrep,
 			"gencert":    cmdGenCert,
 		},
 	})
@@ -242,6 +244,24 @@ func clientTLS(ts *testscript.TestScript) *tls.Config {
 type certKey struct{}
 
 type certHolder struct{ c *testcert.Cert }
+
+// waitgrep FILE REGEXP waits until FILE, the output of a command running
+// in the background, say, matches REGEXP (multi-line, as stdout does).
+func cmdWaitGrep(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: waitgrep FILE REGEXP")
+	}
+	re, err := regexp.Compile("(?m)" + args[1])
+	ts.Check(err)
+	path := ts.MkAbs(args[0])
+	var b []byte
+	if !testutil.Until(func() bool {
+		b, _ = os.ReadFile(path)
+		return re.Match(b)
+	}) {
+		ts.Fatalf("no match for %q in %s after %v:\n%s", args[1], args[0], testutil.Timeout, b)
+	}
+}
 
 // gencert writes a certificate for 127.0.0.1 into $WORK and sets $CERT
 // and $KEY.
