@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -252,12 +253,7 @@ func TestRelayBothWaysAndHalfClose(t *testing.T) {
 
 func TestCloseReasons(t *testing.T) {
 	be := backend(t, upper)
-	refused := func() string {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		a := ln.Addr().String()
-		ln.Close()
-		return a
-	}()
+	refused := refusedAddr(t)
 	resetter := backend(t, func(c *net.TCPConn) {
 		bufio.NewReader(c).ReadString('\n')
 		c.SetLinger(0)
@@ -365,6 +361,28 @@ func TestCloseReasons(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refusedAddr returns an address on 127.0.0.1 where nothing listens, so
+// a connect is refused. The port stays bound for the test, not listening
+// and without SO_REUSEADDR, so that no listener on port 0 is given it: a
+// port merely closed again could become the relay's own listener, which
+// then dialled itself in a loop until no source port was left.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*unix.SockaddrInet4).Port))
 }
 
 func TestKeepaliveApplied(t *testing.T) {
