@@ -31,6 +31,17 @@ import (
 // configuration as it is now and applies it; on SIGUSR1 it reopens the
 // event log.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger, reload func() (*Config, error)) error {
+	// Caught before the sockets serve: a signal sent as soon as they
+	// answer would otherwise be ignored (SIGUSR1, SIGUSR2), kill the
+	// daemon (SIGHUP) or end it without --fd-store's stash (SIGTERM).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	// SIGTERM and SIGINT end ctx; which one came decides whether
+	// --fd-store keeps the connections.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	defer signal.Stop(term)
 	inh, err := inherit(cfg, log)
 	if err != nil {
 		return err
@@ -49,14 +60,6 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, reload func() (*Con
 	if err := notify(ready); err != nil {
 		log.Warn("sd_notify failed", "err", err)
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGUSR2)
-	defer signal.Stop(sigs)
-	// SIGTERM and SIGINT end ctx; which one came decides whether
-	// --fd-store keeps the connections.
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM)
-	defer signal.Stop(term)
 	for {
 		select {
 		case <-d.up.handedOff:
