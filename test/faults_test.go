@@ -205,7 +205,7 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 	return d
 }
 
-func waitSocket(t *testing.T, sock string) {
+func waitSocket(t testing.TB, sock string) {
 	waitStats(t, sock, func(rpc.Stats) bool { return true })
 }
 

@@ -170,7 +170,7 @@ func TestRestartKeepsConnectionsInTheFDStore(t *testing.T) {
 		defer sd.mu.Unlock()
 		return len(sd.fds)
 	}
-	waitFor(t, "the fd store to receive every descriptor", func() bool { return stored() >= want })
+	testutil.WaitFor(t, "the fd store to receive every descriptor", func() bool { return stored() >= want })
 	sd.mu.Lock()
 	fds, names := slices.Clone(sd.fds), slices.Clone(sd.names)
 	sd.fds, sd.names = nil, nil

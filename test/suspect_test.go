@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/tcpops/tcpops/internal/testutil"
 )
 
 // inNetns re-runs the calling test inside a private network namespace
@@ -185,7 +187,7 @@ func TestSuspectCutLink(t *testing.T) {
 	idleIn, _ := conidOf(t, socket, idle)
 	ctl(t, socket, "keepalive", "enable", strconv.FormatUint(idleIn, 10), "1", "20", "1")
 	// Data flows to the busy client before the cut.
-	waitFor(t, "data to the busy client", func() bool {
+	testutil.WaitFor(t, "data to the busy client", func() bool {
 		var r struct {
 			BytesOut uint64 `json:"bytes_out"`
 		}
@@ -271,7 +273,7 @@ func TestSuspectConnecting(t *testing.T) {
 	}
 	defer c.Close()
 	var out uint64
-	waitFor(t, "an outbound leg", func() bool {
+	testutil.WaitFor(t, "an outbound leg", func() bool {
 		var r struct {
 			Connections []suspectConn `json:"connections"`
 		}

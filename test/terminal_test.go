@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
 )
@@ -75,19 +76,13 @@ func (m *term) screen() string {
 }
 
 // wait polls the screen until re matches it, and returns the screen.
-func (m *term) wait(what string, within time.Duration, re *regexp.Regexp) string {
+func (m *term) wait(what string, re *regexp.Regexp) string {
 	m.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		s := m.screen()
-		if re.MatchString(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			m.t.Fatalf("after %v the screen shows no %s (%s):\n%s", within, what, re, s)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var s string
+	if !testutil.Until(func() bool { s = m.screen(); return re.MatchString(s) }) {
+		m.t.Fatalf("after %v the screen shows no %s (%s):\n%s", testutil.Timeout, what, re, s)
 	}
+	return s
 }
 
 // startServing is startDaemon that also waits for the daemon to answer
@@ -154,21 +149,21 @@ func TestShellThroughTerminal(t *testing.T) {
 	m := newTerm(t, 160, 40, "XDG_STATE_HOME="+state)
 	m.text("tcpopsctl -s " + socket + "; echo SHELL-EXIT=$?")
 	m.keys("Enter")
-	m.wait("the shell's prompt", 10*time.Second, regexp.MustCompile(`tcpops \S+ \(admin\)>\n\z`))
+	m.wait("the shell's prompt", regexp.MustCompile(`tcpops \S+ \(admin\)>\n\z`))
 
 	m.text("list")
 	m.keys("Enter")
-	m.wait("the list", 5*time.Second, regexp.MustCompile(`(?m)^CONID +PEER +PROTO[^\n]*\n(?:.*\n){11}12 +- +tcp +in +ok`))
+	m.wait("the list", regexp.MustCompile(`(?m)^CONID +PEER +PROTO[^\n]*\n(?:.*\n){11}12 +- +tcp +in +ok`))
 
 	m.text("lifetime 1")
 	m.keys("Tab", "Tab") // ambiguous: the second Tab lists the conids
-	m.wait("the conids offered", 5*time.Second, regexp.MustCompile(`(?m)^1 +10 +11 +12\s*$`))
+	m.wait("the conids offered", regexp.MustCompile(`(?m)^1 +10 +11 +12\s*$`))
 	m.text("1")
 	m.keys("Tab") // unique now
-	m.wait("the completed conid", 5*time.Second, regexp.MustCompile(`\(admin\)> lifetime 11\n\z`))
+	m.wait("the completed conid", regexp.MustCompile(`\(admin\)> lifetime 11\n\z`))
 	m.text("300")
 	m.keys("Enter")
-	m.wait("the change", 5*time.Second, regexp.MustCompile(`conid 11: lifetime 5m00s`))
+	m.wait("the change", regexp.MustCompile(`conid 11: lifetime 5m00s`))
 	info, err := rc.Info(t.Context(), 11)
 	if err != nil || info.LifetimeS != 300 {
 		t.Fatalf("conid 11 after the shell's change: lifetime %v, %v; want 300", info.LifetimeS, err)
@@ -179,7 +174,7 @@ func TestShellThroughTerminal(t *testing.T) {
 	if _, err := rc.CloseConn(t.Context(), 12, false); err != nil {
 		t.Fatal(err)
 	}
-	m.wait("the followed event", 5*time.Second, regexp.MustCompile(`reason=local conid=12 `))
+	m.wait("the followed event", regexp.MustCompile(`reason=local conid=12 `))
 	clients := func(when string) {
 		t.Helper()
 		st, err := rc.Stats(t.Context())
@@ -192,13 +187,13 @@ func TestShellThroughTerminal(t *testing.T) {
 	}
 	clients("following events in the shell after list, Tab and lifetime")
 	m.keys("C-c")
-	m.wait("the prompt after Ctrl-C", 5*time.Second, regexp.MustCompile(`reason=local conid=12 [^\n]*\n(?:.*\n)*\^C\ntcpops \S+ \(admin\)>\n\z`))
+	m.wait("the prompt after Ctrl-C", regexp.MustCompile(`reason=local conid=12 [^\n]*\n(?:.*\n)*\^C\ntcpops \S+ \(admin\)>\n\z`))
 	m.text("state 1")
 	m.keys("Tab", "Tab", "Enter") // 1, 10, 11: the first Tab adds nothing, the second lists
-	m.wait("the state", 5*time.Second, regexp.MustCompile(`conid 1: 1 ok\n`))
+	m.wait("the state", regexp.MustCompile(`conid 1: 1 ok\n`))
 	clients("after events -f ended")
 	m.keys("C-d")
-	m.wait("the shell's exit", 5*time.Second, regexp.MustCompile(`SHELL-EXIT=0`))
+	m.wait("the shell's exit", regexp.MustCompile(`SHELL-EXIT=0`))
 	h, err := os.ReadFile(filepath.Join(state, "tcpops", "history"))
 	if err != nil {
 		t.Fatal(err)
@@ -225,13 +220,13 @@ func TestTopThroughTerminal(t *testing.T) {
 	m.text(fmt.Sprintf("clear; echo BEFORE-TOP; stty -g > %[1]s/before; tcpopsctl -s %[2]s top --interval %[3]s; echo TOP-EXIT=$?; stty -g > %[1]s/after; cmp -s %[1]s/before %[1]s/after && echo MODES-SAME",
 		dir, socket, interval))
 	m.keys("Enter")
-	m.wait("conid 1 selected", 10*time.Second, regexp.MustCompile(`(?m)^> 1 +- +tcp +in +ok`))
+	m.wait("conid 1 selected", regexp.MustCompile(`(?m)^> 1 +- +tcp +in +ok`))
 
 	// Refreshes follow each other every interval plus a round trip: a
 	// connection made now shows in the second at the latest.
 	dialled := time.Now()
 	echoConns(t, d.addr, 1)
-	m.wait("conid 2", 5*time.Second, regexp.MustCompile(`(?m)^  2 +- +tcp +in +ok`))
+	m.wait("conid 2", regexp.MustCompile(`(?m)^  2 +- +tcp +in +ok`))
 	took := time.Since(dialled)
 	t.Logf("a new connection showed after %v (refresh every %v)", took.Round(time.Millisecond), interval)
 	if limit := 2*interval + 300*time.Millisecond; took > limit {
@@ -239,27 +234,27 @@ func TestTopThroughTerminal(t *testing.T) {
 	}
 
 	m.keys("Down")
-	m.wait("conid 2 selected", 5*time.Second, regexp.MustCompile(`(?m)^> 2 +- +tcp`))
+	m.wait("conid 2 selected", regexp.MustCompile(`(?m)^> 2 +- +tcp`))
 	m.keys("l")
-	m.wait("the lifetime prompt", 5*time.Second, regexp.MustCompile(`lifetime of conid 2: seconds`))
+	m.wait("the lifetime prompt", regexp.MustCompile(`lifetime of conid 2: seconds`))
 	m.text("10m")
 	m.keys("Enter")
-	m.wait("the new lifetime", 5*time.Second, regexp.MustCompile(`conid 2: lifetime 10m00s, closes in`))
+	m.wait("the new lifetime", regexp.MustCompile(`conid 2: lifetime 10m00s, closes in`))
 	m.keys("k")
-	m.wait("the keepalive prompt", 5*time.Second, regexp.MustCompile(`keepalive of conid 2: IDLE COUNT INTERVAL`))
+	m.wait("the keepalive prompt", regexp.MustCompile(`keepalive of conid 2: IDLE COUNT INTERVAL`))
 	m.text("30 3 10")
 	m.keys("Enter")
-	m.wait("the new keepalive", 5*time.Second, regexp.MustCompile(`conid 2: keepalive on: idle 30s, 3 probes every 10s \(read back`))
+	m.wait("the new keepalive", regexp.MustCompile(`conid 2: keepalive on: idle 30s, 3 probes every 10s \(read back`))
 	if info, err := rc.Info(t.Context(), 2); err != nil || info.LifetimeS != 600 || info.Keepalive == nil || info.Keepalive.IdleS != 30 {
 		t.Fatalf("conid 2 after top's keys: %+v, %v; want lifetime 600 and keepalive idle 30", info, err)
 	}
 	m.keys("c")
-	m.wait("the confirmation", 5*time.Second, regexp.MustCompile(`close conid 2 \(tcp in 127\.0\.0\.1:\d+, [^)]+\)\? y: close`))
+	m.wait("the confirmation", regexp.MustCompile(`close conid 2 \(tcp in 127\.0\.0\.1:\d+, [^)]+\)\? y: close`))
 	if s, _ := rc.State(t.Context(), 2); s.State != 1 {
 		t.Fatalf("conid 2 is %s before the confirmation", s.StateName)
 	}
 	m.keys("y")
-	m.wait("the close", 5*time.Second, regexp.MustCompile(`conid 2 closed \(FIN\)`))
+	m.wait("the close", regexp.MustCompile(`conid 2 closed \(FIN\)`))
 	evs, err := rc.Events(t.Context(), rpc.EventsParams{ConnID: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -267,10 +262,10 @@ func TestTopThroughTerminal(t *testing.T) {
 	if len(evs.Events) != 1 || evs.Events[0].Reason != "local" {
 		t.Fatalf("events of conid 2: %+v, want one with reason local", evs.Events)
 	}
-	m.wait("conid 2 gone", 5*time.Second, regexp.MustCompile(`(?m)showing 1-1 of 1\n(?:.*\n)> 1 +- +tcp`))
+	m.wait("conid 2 gone", regexp.MustCompile(`(?m)showing 1-1 of 1\n(?:.*\n)> 1 +- +tcp`))
 
 	m.keys("q")
-	s := m.wait("top's exit", 5*time.Second, regexp.MustCompile(`TOP-EXIT=0\s+MODES-SAME`))
+	s := m.wait("top's exit", regexp.MustCompile(`TOP-EXIT=0\s+MODES-SAME`))
 	if !strings.Contains(s, "BEFORE-TOP") || strings.Contains(s, "tcpops top") {
 		t.Errorf("after q the screen is not what it was before top:\n%s", s)
 	}

@@ -510,7 +510,7 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 		c.Close()
 		// Gone from the table before the picture below is taken: else it
 		// would be listed there and missed after the upgrade.
-		waitFor(t, "the probe connection gone", func() bool {
+		testutil.WaitFor(t, "the probe connection gone", func() bool {
 			for _, cn := range listConns(t, socket) {
 				if cn.Remote == gone {
 					return false
