@@ -5,7 +5,8 @@
 #
 # The tests use ss and ip (iproute2) to check keepalive from outside and to
 # cut a link, unshare and prlimit (util-linux) for network namespaces and fd
-# limits, systemd-analyze (systemd) to verify the unit file, gcc for the
+# limits, tmux to drive the shell and top through a real terminal,
+# systemd-analyze (systemd) to verify the unit file, gcc for the
 # race detector, and the real peers tcpops is tested against: HAProxy,
 # Kamailio, Chromium, sslscan, openssl and nats-server (the fleet's NATS). A tool that cannot be installed
 # stops the run here, naming it; no test is skipped for want of one.
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 tools=(
-	ss:iproute2 ip:iproute2 unshare:util-linux prlimit:util-linux
+	ss:iproute2 ip:iproute2 unshare:util-linux prlimit:util-linux tmux:tmux
 	systemd-analyze:systemd gcc:gcc
 	haproxy:haproxy kamailio:kamailio chromium:chromium
 	sslscan:sslscan openssl:openssl

@@ -69,7 +69,7 @@ itself cannot run inside a batch.`,
 				in = cmd.InOrStdin()
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.Timeout)
-			c, err := o.dial(ctx)
+			c, release, err := o.dial(ctx)
 			cancel()
 			if errors.Is(err, errFanOut) && in == io.Reader(os.Stdin) {
 				return usageErr("batch on several hosts reads a FILE, not stdin (each host's run reads it)")
@@ -77,7 +77,7 @@ itself cannot run inside a batch.`,
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer release()
 			return o.batch(cmd.Context(), c, in, stopOnError)
 		},
 	}

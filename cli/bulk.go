@@ -300,7 +300,8 @@ func connTable(o *Options, cs []rpc.Conn) error {
 	return table(o.Stdout, []string{"CONID", "PEER", "PROTO", "DIR", "STATE", "REMOTE", "LOCAL", "IDLE", "EXPIRES", "KEEPALIVE", "IN", "OUT"}, rows)
 }
 
-// isTerminal reports whether w is a terminal (for the progress bar).
+// isTerminal reports whether w is a terminal (for the progress bar, and
+// whether tcpopsctl alone opens the shell).
 func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))

@@ -1,14 +1,17 @@
 package cli_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 
 	"github.com/tcpops/tcpops/cli"
 	"github.com/tcpops/tcpops/daemon/daemontest"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/rpc/client"
 )
@@ -198,19 +202,12 @@ func TestEventsFollowDaemonGoesAway(t *testing.T) {
 	var out, errb daemontest.Buffer
 	done := make(chan int, 1)
 	go func() { done <- cli.Run(context.Background(), []string{"-s", d.Socket, "events", "-f"}, &out, &errb) }()
-	// Wait until the follower is attached, then make an event.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, _ := d.Client(t).Stats(t.Context())
-		if st.RPC.Clients >= 2 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Once the follower has printed this close (kept events are sent
+	// first, so whenever it subscribes) it is subscribed.
 	tc.Close()
-	for !strings.Contains(out.String(), fmt.Sprintf("conid=%d", id)) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "the follower to print the close", func() bool {
+		return strings.Contains(out.String(), fmt.Sprintf("conid=%d", id))
+	})
 	_, id2 := d.Dial(t, 0)
 	d.Stop()
 	select {
@@ -218,7 +215,7 @@ func TestEventsFollowDaemonGoesAway(t *testing.T) {
 		if code != 3 {
 			t.Fatalf("exit %d, want 3", code)
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(testutil.Timeout):
 		t.Fatal("events -f did not notice the daemon going away")
 	}
 	if !strings.Contains(out.String(), "reason=eof") || !strings.Contains(out.String(), fmt.Sprintf("reason=shutdown conid=%d", id2)) {
@@ -262,6 +259,58 @@ func TestCompletion(t *testing.T) {
 	}
 }
 
+// tap is a control socket that passes everything on to the daemon's and
+// tells, by closing seen, when an answer containing a string went back.
+type tap struct {
+	path string
+	seen chan struct{}
+}
+
+// tapSocket serves one control connection on a new socket, relayed to
+// the daemon at target.
+func tapSocket(t *testing.T, target, answer string) *tap {
+	t.Helper()
+	tp := &tap{path: filepath.Join(t.TempDir(), "tap"), seen: make(chan struct{})}
+	ln, err := net.Listen("unix", tp.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		d, err := net.Dial("unix", target)
+		if err != nil {
+			return
+		}
+		defer d.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			io.Copy(d, c)
+			d.(*net.UnixConn).CloseWrite()
+		}()
+		r := bufio.NewReader(d)
+		once := sync.OnceFunc(func() { close(tp.seen) })
+		for {
+			line, err := r.ReadBytes('\n')
+			if bytes.Contains(line, []byte(answer)) {
+				once()
+			}
+			if _, werr := c.Write(line); werr != nil || err != nil {
+				return
+			}
+		}
+	}()
+	return tp
+}
+
 // TestHelpTeaches walks the tree: every runnable command has Short, Long
 // and Example.
 func TestHelpTeaches(t *testing.T) {
@@ -303,10 +352,35 @@ func TestWait(t *testing.T) {
 			t.Errorf("%v: exit %d, %q, %q; want %d, %q, %q", tt.args, code, out, errOut, tt.code, tt.out, tt.err)
 		}
 	}
-	// The condition comes true while waiting.
-	go func() { time.Sleep(200 * time.Millisecond); tc.Close() }()
-	if code, out, errOut := run(t, "-s", s, "--timeout", "10s", "wait", "closed", ids); code != 0 || !strings.Contains(out, "closed (eof)") {
-		t.Fatalf("wait closed: exit %d, %q, %q", code, out, errOut)
+	// The condition comes true while waiting: the connection is closed
+	// only once wait has been told it is open, through a tap on its
+	// control connection.
+	tap := tapSocket(t, s, `"accepting"`)
+	type result struct {
+		code     int
+		out, err string
+	}
+	waited := make(chan result, 1)
+	go func() {
+		var out, errb bytes.Buffer
+		code := cli.Run(context.Background(), []string{"-s", tap.path, "--timeout", "20s", "wait", "closed", ids}, &out, &errb)
+		waited <- result{code, out.String(), errb.String()}
+	}()
+	select {
+	case <-tap.seen:
+	case r := <-waited:
+		t.Fatalf("wait closed returned before it saw the connection open: exit %d, %q, %q", r.code, r.out, r.err)
+	case <-time.After(testutil.Timeout):
+		t.Fatal("wait closed never asked for the connection's state")
+	}
+	select {
+	case r := <-waited:
+		t.Fatalf("wait closed returned while the connection is open: exit %d, %q, %q", r.code, r.out, r.err)
+	default:
+	}
+	tc.Close()
+	if r := <-waited; r.code != 0 || !strings.Contains(r.out, "closed (eof)") {
+		t.Fatalf("wait closed: exit %d, %q, %q", r.code, r.out, r.err)
 	}
 	if code, _, _ := run(t, "-s", s, "wait", "count", "--eq", "0"); code != 0 {
 		t.Fatalf("wait count --eq 0 after the close: exit %d", code)

@@ -33,11 +33,11 @@ func fixed(vals ...string) cobra.CompletionFunc {
 func (o *Options) complete(list func(ctx context.Context, c *client.Client) ([]cobra.Completion, error)) ([]cobra.Completion, cobra.ShellCompDirective) {
 	ctx, cancel := context.WithTimeout(context.Background(), min(o.Timeout, completionTimeout))
 	defer cancel()
-	c, err := o.dial(ctx)
+	c, release, err := o.dial(ctx)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	defer c.Close()
+	defer release()
 	out, err := list(ctx, c)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp

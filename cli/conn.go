@@ -68,10 +68,21 @@ before the idle lifetime closes them, keepalive (IDLE/COUNT/INTERVAL in seconds,
 or off) and bytes in and out.
 
 Filters combine with AND. --remote takes an IP, IP:port or CIDR. With --limit,
-one page is printed and the cursor of the next one is given as --after.`,
+one page is printed and the cursor of the next one is given as --after.
+
+--suspect keeps the connections that look half-open or stuck, as the kernel's
+TCP_INFO of each shows, and names the rules that picked them (SUSPECT):
+  send_stalled      unacknowledged data sent again, no ACK for 5s
+  retransmitting    the same data sent 3 times or more without an ACK
+  keepalive_probes  keepalive probes sent and not answered
+  connecting        an outbound leg still dialling after 3s
+  recv_queue        bytes unread in the receive queue, the last arrived 5s ago
+  peer_not_reading  bytes wait to be sent, the peer's window shut for 5s
+It reads TCP_INFO of every connection the other filters leave.`,
 		Example: `  tcpopsctl list
   tcpopsctl ls --state ok --proto tcp --remote 10.1.0.0/16
   tcpopsctl list --idle-min 10m            # idle for 10 minutes or more
+  tcpopsctl list --suspect                 # half-open or stuck
   tcpopsctl -o json list | jq '.connections[].conid'`,
 		Args: args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -101,13 +112,21 @@ one page is printed and the cursor of the next one is given as --after.`,
 				}
 				rows := make([][]string, 0, len(r.Connections))
 				for _, cn := range r.Connections {
-					rows = append(rows, []string{
+					row := []string{
 						strconv.FormatUint(cn.ConnID, 10), orDash(cn.Peer), cn.Proto, cn.Direction, cn.StateName,
 						orDashS(cn.Remote), orDashS(cn.Local), secs(cn.IdleS), expiresH(cn.LifetimeS, cn.ExpiresInS),
 						keepaliveH(cn.Keepalive, false), bytesH(cn.BytesIn), bytesH(cn.BytesOut),
-					})
+					}
+					if p.Suspect {
+						row = append(row, strings.Join(cn.Suspect, ","))
+					}
+					rows = append(rows, row)
 				}
-				if err := table(o.Stdout, []string{"CONID", "PEER", "PROTO", "DIR", "STATE", "REMOTE", "LOCAL", "IDLE", "EXPIRES", "KEEPALIVE", "IN", "OUT"}, rows); err != nil {
+				header := []string{"CONID", "PEER", "PROTO", "DIR", "STATE", "REMOTE", "LOCAL", "IDLE", "EXPIRES", "KEEPALIVE", "IN", "OUT"}
+				if p.Suspect {
+					header = append(header, "SUSPECT")
+				}
+				if err := table(o.Stdout, header, rows); err != nil {
 					return err
 				}
 				if r.Next != 0 {
@@ -123,6 +142,7 @@ one page is printed and the cursor of the next one is given as --after.`,
 	f.DurationVar(&idleMin, "idle-min", 0, "only connections idle at least this long (e.g. 30s, 10m)")
 	f.IntVar(&p.Limit, "limit", 0, "at most this many (0 = all)")
 	f.Uint64Var(&p.After, "after", 0, "only conids after this one (the cursor of the next page)")
+	f.BoolVar(&p.Suspect, "suspect", false, "only connections that look half-open or stuck (from TCP_INFO), with the rules that picked them")
 	return cmd
 }
 
@@ -182,50 +202,57 @@ from the socket when you ask.`,
 				if o.Output == "json" {
 					return printJSON(o.Stdout, r)
 				}
-				kv := [][2]string{
-					{"conid", strconv.FormatUint(r.ConnID, 10)}, {"peer", orDash(r.Peer)},
-					{"proto", r.Proto}, {"direction", r.Direction}, {"listener", r.Listener},
-					{"local", orDashS(r.Local)}, {"remote", orDashS(r.Remote)},
-				}
-				if r.Via != "" {
-					kv = append(kv, [2]string{"via", r.Via + " (PROXY protocol)"})
-				}
-				if t := r.TLS; t != nil {
-					kv = append(kv, [2]string{"tls", strings.Join(nonEmpty(t.Version, t.Cipher, labelled("sni", t.SNI), labelled("alpn", t.ALPN)), ", ")})
-					if t.PeerSubject != "" {
-						kv = append(kv, [2]string{"tls peer", t.PeerSubject})
-					}
-				}
-				if w := r.WS; w != nil {
-					kv = append(kv, [2]string{"websocket", strings.Join(nonEmpty("path "+w.Path, labelled("subprotocol", w.Subprotocol), labelled("origin", w.Origin)), ", ")})
-				}
-				kv = append(kv, [][2]string{
-					{"state", fmt.Sprintf("%d (%s)", r.State, r.StateName)},
-					{"created", r.Created.Format(time.RFC3339)}, {"idle", secs(r.IdleS)},
-					{"lifetime", lifetimeH(r.LifetimeS)}, {"expires in", expiresH(r.LifetimeS, r.ExpiresInS)},
-					{"keepalive", keepaliveH(r.Keepalive, true)}, {"closed event", strconv.FormatBool(r.ClosedEvent)},
-					{"overrides", orDashS(overridesH(r.Overrides))},
-					{"bytes in", fmt.Sprintf("%d (%s)", r.BytesIn, bytesH(r.BytesIn))},
-					{"bytes out", fmt.Sprintf("%d (%s)", r.BytesOut, bytesH(r.BytesOut))},
-				}...)
-				if ti := r.TCPInfo; ti != nil {
-					kv = append(kv,
-						[2]string{"tcp state", ti.StateName},
-						[2]string{"rtt", fmt.Sprintf("%.3fms (var %.3fms)", float64(ti.RttUs)/1000, float64(ti.RttvarUs)/1000)},
-						[2]string{"rto", fmt.Sprintf("%.0fms", float64(ti.RtoUs)/1000)},
-						[2]string{"retransmits", fmt.Sprintf("%d now, %d total", ti.Retransmits, ti.TotalRetrans)},
-						[2]string{"keepalive probes", strconv.Itoa(int(ti.Probes))},
-						[2]string{"unacked", strconv.Itoa(int(ti.Unacked))},
-						[2]string{"last data recv", fmt.Sprintf("%dms ago", ti.LastDataRecvMs)},
-						[2]string{"last data sent", fmt.Sprintf("%dms ago", ti.LastDataSentMs)},
-						[2]string{"bytes acked", strconv.FormatUint(ti.BytesAcked, 10)},
-						[2]string{"bytes received", strconv.FormatUint(ti.BytesReceived, 10)},
-					)
-				}
-				return keyValues(o.Stdout, kv)
+				return keyValues(o.Stdout, infoKV(r))
 			})
 		},
 	}
+}
+
+// infoKV is what info shows of a connection, key by key.
+func infoKV(r rpc.InfoResult) [][2]string {
+	kv := [][2]string{
+		{"conid", strconv.FormatUint(r.ConnID, 10)}, {"peer", orDash(r.Peer)},
+		{"proto", r.Proto}, {"direction", r.Direction}, {"listener", r.Listener},
+		{"local", orDashS(r.Local)}, {"remote", orDashS(r.Remote)},
+	}
+	if r.Via != "" {
+		kv = append(kv, [2]string{"via", r.Via + " (PROXY protocol)"})
+	}
+	if t := r.TLS; t != nil {
+		kv = append(kv, [2]string{"tls", strings.Join(nonEmpty(t.Version, t.Cipher, labelled("sni", t.SNI), labelled("alpn", t.ALPN)), ", ")})
+		if t.PeerSubject != "" {
+			kv = append(kv, [2]string{"tls peer", t.PeerSubject})
+		}
+	}
+	if w := r.WS; w != nil {
+		kv = append(kv, [2]string{"websocket", strings.Join(nonEmpty("path "+w.Path, labelled("subprotocol", w.Subprotocol), labelled("origin", w.Origin)), ", ")})
+	}
+	kv = append(kv, [][2]string{
+		{"state", fmt.Sprintf("%d (%s)", r.State, r.StateName)},
+		{"created", r.Created.Format(time.RFC3339)}, {"idle", secs(r.IdleS)},
+		{"lifetime", lifetimeH(r.LifetimeS)}, {"expires in", expiresH(r.LifetimeS, r.ExpiresInS)},
+		{"keepalive", keepaliveH(r.Keepalive, true)}, {"closed event", strconv.FormatBool(r.ClosedEvent)},
+		{"overrides", orDashS(overridesH(r.Overrides))},
+		{"bytes in", fmt.Sprintf("%d (%s)", r.BytesIn, bytesH(r.BytesIn))},
+		{"bytes out", fmt.Sprintf("%d (%s)", r.BytesOut, bytesH(r.BytesOut))},
+	}...)
+	if ti := r.TCPInfo; ti != nil {
+		kv = append(kv,
+			[2]string{"tcp state", ti.StateName},
+			[2]string{"rtt", fmt.Sprintf("%.3fms (var %.3fms)", float64(ti.RttUs)/1000, float64(ti.RttvarUs)/1000)},
+			[2]string{"rto", fmt.Sprintf("%.0fms", float64(ti.RtoUs)/1000)},
+			[2]string{"retransmits", fmt.Sprintf("%d now, %d total", ti.Retransmits, ti.TotalRetrans)},
+			[2]string{"keepalive probes", strconv.Itoa(int(ti.Probes))},
+			[2]string{"unacked", strconv.Itoa(int(ti.Unacked))},
+			[2]string{"last data recv", fmt.Sprintf("%dms ago", ti.LastDataRecvMs)},
+			[2]string{"last data sent", fmt.Sprintf("%dms ago", ti.LastDataSentMs)},
+			[2]string{"bytes acked", strconv.FormatUint(ti.BytesAcked, 10)},
+			[2]string{"bytes received", strconv.FormatUint(ti.BytesReceived, 10)},
+			[2]string{"last ack recv", fmt.Sprintf("%dms ago", ti.LastAckRecvMs)},
+			[2]string{"queues", fmt.Sprintf("recv %d, send %d bytes (peer window %d)", ti.RecvQ, ti.SendQ, ti.SndWnd)},
+		)
+	}
+	return kv
 }
 
 func lifetimeH(l float64) string {

@@ -82,8 +82,12 @@ everything the stream keeps. Without -f it stops at the end of the stream.`,
 			if o.shared != nil {
 				return usageErr("events -f never ends: run it on its own, not in a batch")
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context()
+			if o.keep == nil { // in the shell, Ctrl-C cancels the command's context
+				var stop context.CancelFunc
+				ctx, stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+				defer stop()
+			}
 			last := p.Since
 			onEvent := func(e rpc.Event) error {
 				if e.Seq <= last {
@@ -146,7 +150,7 @@ const maxReconnects = 5
 func followOnce(ctx context.Context, o *Options, p rpc.EventsParams, since uint64, again bool, onEvent func(rpc.Event) error, onLost func(rpc.EventsLost) error) error {
 	callCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	c, err := client.Dial(callCtx, o.socketPath())
+	c, release, err := o.dial(callCtx)
 	if err != nil {
 		var de *client.DialError
 		if errors.As(err, &de) && again {
@@ -156,7 +160,12 @@ func followOnce(ctx context.Context, o *Options, p rpc.EventsParams, since uint6
 		}
 		return err
 	}
-	defer c.Close()
+	defer release()
+	if o.keep != nil {
+		// The daemon ends a subscription only with its connection: the
+		// shell's is dropped, and its next command dials anew.
+		defer o.keep.close()
+	}
 	p.Since = since
 	return c.Follow(ctx, callCtx, p, onEvent, onLost)
 }

@@ -54,17 +54,20 @@ func (o *Options) fleetConn(ctx context.Context) (*fleet.Conn, error) {
 }
 
 func (o *Options) closeFleet() {
-	if o.fleet != nil && o.fleet.conn != nil {
+	if o.fleet == nil {
+		return
+	}
+	o.fleet.mu.Lock()
+	defer o.fleet.mu.Unlock()
+	if o.fleet.conn != nil {
 		o.fleet.conn.Close()
+		o.fleet.conn = nil
 	}
 }
 
-// dial connects to the daemon: its control socket, or over NATS the
-// host this run is for.
-func (o *Options) dial(ctx context.Context) (*client.Client, error) {
-	if o.NATS == "" {
-		return client.Dial(ctx, o.socketPath())
-	}
+// natsClient is a client of the host this run is for, over NATS (dial
+// answers with it when --nats is given).
+func (o *Options) natsClient(ctx context.Context) (*client.Client, error) {
 	host := o.onHost
 	switch {
 	case host != "":

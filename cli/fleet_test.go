@@ -12,6 +12,7 @@ import (
 	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/fleet"
 	"github.com/tcpops/tcpops/internal/natstest"
+	"github.com/tcpops/tcpops/internal/testutil"
 )
 
 // fleetOf starts NATS and one in-process daemon per host, each with two
@@ -27,16 +28,13 @@ func fleetOf(t *testing.T, hosts ...string) (*natstest.Server, map[string]*daemo
 		ds[h] = d
 	}
 	code, out, errs := 0, "", ""
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	if !testutil.Until(func() bool {
 		code, out, errs = run(t, "--nats", ns.URL(), "--all-hosts", "-o", "json", "stats")
-		if code == 0 && strings.Count(out, "\n") == len(hosts) {
-			return ns, ds
-		}
-		time.Sleep(20 * time.Millisecond)
+		return code == 0 && strings.Count(out, "\n") == len(hosts)
+	}) {
+		t.Fatalf("the fleet did not come up: exit %d\n%s%s", code, out, errs)
 	}
-	t.Fatalf("the fleet did not come up: exit %d\n%s%s", code, out, errs)
-	return nil, nil
+	return ns, ds
 }
 
 func TestFleetCommands(t *testing.T) {
@@ -134,11 +132,10 @@ func TestFleetEvents(t *testing.T) {
 		c.Close()
 	}
 	var out string
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && strings.Count(out, "\n") < 2 {
+	testutil.Until(func() bool {
 		_, out, _ = run(t, "--nats", ns.URL(), "events")
-		time.Sleep(20 * time.Millisecond)
-	}
+		return strings.Count(out, "\n") >= 2
+	})
 	if !strings.Contains(out, "host=a seq=1 ") || !strings.Contains(out, "host=b seq=1 ") || !strings.Contains(out, "reason=eof") {
 		t.Fatalf("events of a and b:\n%s", out)
 	}
@@ -192,5 +189,30 @@ func TestFleetBatch(t *testing.T) {
 	}
 	if code, _, errs := run(t, "--nats", ns.URL(), "--all-hosts", "batch"); code != 2 || !strings.Contains(errs, "reads a FILE, not stdin") {
 		t.Errorf("stdin on several hosts: exit %d %s", code, errs)
+	}
+}
+
+// TestDoctorNATS: doctor shows the NATS link, and fails it when NATS is away.
+func TestDoctorNATS(t *testing.T) {
+	ns := natstest.Start(t, nil)
+	d := daemontest.Start(t, "--nats", ns.URL(), "--host-name", "web1")
+	var out string
+	testutil.Until(func() bool {
+		_, out, _ = run(t, "-s", d.Socket, "doctor")
+		return strings.Contains(out, "connected to nats://")
+	})
+	if !strings.Contains(out, "nats") || !strings.Contains(out, "host web1, connected to nats://127.0.0.1") {
+		t.Fatalf("doctor shows no healthy nats line:\n%s", out)
+	}
+	ns.Stop()
+	testutil.Until(func() bool {
+		_, out, _ = run(t, "-s", d.Socket, "doctor")
+		return strings.Contains(out, "not connected to NATS")
+	})
+	if !strings.Contains(out, "host web1 is not connected to NATS") {
+		t.Errorf("doctor does not fail the nats line with NATS away:\n%s", out)
+	}
+	if code, _, errs := run(t, "--nats", ns.URL(), "--host", "web1", "doctor"); code != 2 || !strings.Contains(errs, "without --nats") {
+		t.Errorf("doctor --nats: exit %d %s", code, errs)
 	}
 }

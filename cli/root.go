@@ -42,9 +42,11 @@ type Options struct {
 	Hosts     []string
 	AllHosts  bool
 	// onHost is the host of one run of a command over several hosts;
-	// fleet is the NATS connection all runs share.
+	// fleet is the NATS connection all runs share; args is the command
+	// line, run again on each host.
 	onHost string
 	fleet  *fleetState
+	args   []string
 
 	Stdout io.Writer
 	Stderr io.Writer
@@ -58,6 +60,8 @@ type Options struct {
 	// only, when set, is the one command a batch line runs: the tree is
 	// built with just that one (the others cost time for nothing).
 	only string
+	// keep, in a shell, is the connection every command shares.
+	keep *keeper
 }
 
 // builder makes a top-level command; names are its name and aliases.
@@ -220,6 +224,11 @@ TCPOPS_EVENTS stream in JetStream instead (every host, or --host).`,
 			root.AddCommand(c)
 		}
 	}
+	root.AddGroup(&cobra.Group{ID: "interactive", Title: "Interactive:"})
+	for _, c := range []*cobra.Command{newShellCmd(o), newTopCmd(o), newDoctorCmd(o)} {
+		c.GroupID = "interactive"
+		root.AddCommand(c)
+	}
 	root.SetOut(o.Stdout)
 	root.SetErr(o.Stderr)
 	return root
@@ -236,15 +245,12 @@ func (o *Options) socketPath() string {
 // client dials the daemon within the timeout; ctx bounds the calls.
 func (o *Options) client(cmd *cobra.Command) (*client.Client, context.Context, context.CancelFunc, error) {
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.Timeout)
-	if o.shared != nil {
-		return o.shared, ctx, cancel, nil
-	}
-	c, err := o.dial(ctx)
+	c, release, err := o.dial(ctx)
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err
 	}
-	return c, ctx, func() { c.Close(); cancel() }, nil
+	return c, ctx, func() { release(); cancel() }, nil
 }
 
 // call dials, makes one call and closes.
@@ -259,27 +265,39 @@ func (o *Options) call(cmd *cobra.Command, fn func(ctx context.Context, c *clien
 
 // Run runs tcpopsctl with args and returns its exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o := &Options{Stdout: stdout, Stderr: stderr}
-	err := execute(ctx, o, NewRootCmd(o), args)
-	if msg := errorText(err); msg != "" {
-		fmt.Fprintln(stderr, "tcpopsctl:", msg)
-	}
-	return ExitCode(err)
+	o := &Options{Stdout: stdout, Stderr: stderr, args: args}
+	root := NewRootCmd(o)
+	root.SetArgs(args)
+	return o.execute(ctx, root)
 }
 
 // execute runs one command line on root, built over o.
 func execute(ctx context.Context, o *Options, root *cobra.Command, args []string) error {
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
+	var ee *exitError
+	if err != nil && !o.ready && !errors.As(err, &ee) {
+		err = usageErr("%v (see 'tcpopsctl --help')", err)
+	}
+	return err
+}
+
+// execute runs the command tree built over o, prints its error and
+// returns the exit code.
+func (o *Options) execute(ctx context.Context, root *cobra.Command) int {
+	err := root.ExecuteContext(ctx)
 	if errors.Is(err, errFanOut) {
-		err = o.fanOut(ctx, args)
+		err = o.fanOut(ctx, o.args)
 	}
 	o.closeFleet()
 	var ee *exitError
 	if err != nil && !o.ready && !errors.As(err, &ee) {
 		err = usageErr("%v (see 'tcpopsctl --help')", err)
 	}
-	return err
+	if msg := errorText(err); msg != "" {
+		fmt.Fprintln(o.Stderr, "tcpopsctl:", msg)
+	}
+	return ExitCode(err)
 }
 
 // errorText is what tcpopsctl says about err ("" for nothing).
@@ -294,7 +312,26 @@ func errorText(err error) string {
 	return ""
 }
 
-// Main is tcpopsctl's main.
+// noCommand reports whether args name no command, only global flags
+// (tcpopsctl -s PATH).
+func noCommand(args []string) bool {
+	if slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "--help" || a == "--version" }) {
+		return false
+	}
+	root := NewRootCmd(&Options{Stdout: io.Discard, Stderr: io.Discard})
+	c, rest, err := root.Find(args)
+	if err != nil || c != root || c.ParseFlags(rest) != nil {
+		return false
+	}
+	return len(c.Flags().Args()) == 0
+}
+
+// Main is tcpopsctl's main. Alone on a terminal it opens the shell;
+// scripts and pipes get the help, as before.
 func Main() int {
-	return Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	if noCommand(args) && isTerminal(os.Stdin) && isTerminal(os.Stdout) {
+		args = append(args, "shell")
+	}
+	return Run(context.Background(), args, os.Stdout, os.Stderr)
 }

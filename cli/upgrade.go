@@ -46,11 +46,11 @@ daemon, and what systemctl reload runs with the shipped unit.`,
 			// least 30 s whatever --timeout says.
 			ctx, cancel := context.WithTimeout(cmd.Context(), max(o.Timeout, 30*time.Second))
 			defer cancel()
-			c, err := o.dial(ctx)
+			c, release, err := o.dial(ctx)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer release()
 			r, err := c.Upgrade(ctx, p)
 			if err != nil {
 				return err

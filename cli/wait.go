@@ -93,14 +93,14 @@ daemon cannot be reached; wait ready waits for that too.`,
 			deadline := time.Now().Add(o.Timeout)
 			for {
 				ctx, cancel := context.WithTimeout(cmd.Context(), min(time.Until(deadline), 2*time.Second))
-				c, err := o.dial(ctx)
+				c, release, err := o.dial(ctx)
 				if errors.Is(err, errFanOut) {
 					cancel()
 					return err
 				}
 				if err == nil {
 					_, err = c.Version(ctx)
-					c.Close()
+					release()
 				}
 				cancel()
 				if err == nil {
@@ -140,14 +140,11 @@ func (o *Options) poll(cmd *cobra.Command, check func(ctx context.Context, c *cl
 	deadline := time.Now().Add(o.Timeout)
 	ctx, cancel := context.WithDeadline(cmd.Context(), deadline)
 	defer cancel()
-	c := o.shared
-	if c == nil {
-		var err error
-		if c, err = o.dial(ctx); err != nil {
-			return err
-		}
-		defer c.Close()
+	c, release, err := o.dial(ctx)
+	if err != nil {
+		return err
 	}
+	defer release()
 	for {
 		ok, err := check(ctx, c)
 		var de *client.DialError

@@ -87,6 +87,8 @@ type Conn struct {
 	ws        *WSInfo
 	ov        *overrides // settings changed for a while (nil: none yet)
 	drain     *Draining  // served by the old process after an upgrade
+
+	rate rateSample // bytes per second, for views that ask
 }
 
 // State returns the current state.
@@ -465,6 +467,14 @@ type Info struct {
 	// Draining is set on a connection the old process still serves
 	// after an upgrade.
 	Draining *Draining
+	// Rate is bytes in + out per second (set when Rated: a View asked).
+	Rate  float64
+	Rated bool
+	// TCPInfo and Suspect are set when a View asked to inspect the
+	// connection: the kernel's TCP_INFO (nil without a socket) and the
+	// suspect rules it meets.
+	TCPInfo *sock.TCPInfo
+	Suspect []Suspect
 }
 
 // Info takes a snapshot of c (without kernel state: see Keepalive, TCPInfo).

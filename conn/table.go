@@ -80,6 +80,10 @@ type Table struct {
 	perIP       map[netip.Addr]int
 	perListener map[string]int
 
+	// rateMu guards rateAt, when rates were last sampled (table clock).
+	rateMu sync.Mutex
+	rateAt int64
+
 	// recentMu guards the fields below.
 	recentMu  sync.Mutex
 	recent    map[uint64]Reason
@@ -375,6 +379,7 @@ type Filter struct {
 	IdleMin   time.Duration
 	After     uint64 // conid cursor
 	Limit     int
+	View      View // order, page, free text, rates, suspects
 }
 
 // ParseRemote parses an IP, IP:port or CIDR into the Remote filter.
@@ -418,6 +423,10 @@ func (f *Filter) match(in *Info) bool {
 // List returns snapshots of the connections that match f, sorted by conid.
 // With a limit, next is the cursor for the following page (0: no more).
 func (t *Table) List(f Filter) (infos []Info, next uint64) {
+	if f.View.set() {
+		infos, next, _ = t.ListView(f)
+		return infos, next
+	}
 	cs := t.conns(f.After)
 	n := len(cs)
 	if f.Limit > 0 {

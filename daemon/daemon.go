@@ -10,7 +10,9 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,6 +32,17 @@ import (
 // configuration as it is now and applies it; on SIGUSR1 it reopens the
 // event log.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger, reload func() (*Config, error)) error {
+	// Caught before the sockets serve: a signal sent as soon as they
+	// answer would otherwise be ignored (SIGUSR1, SIGUSR2), kill the
+	// daemon (SIGHUP) or end it without --fd-store's stash (SIGTERM).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	// SIGTERM and SIGINT end ctx; which one came decides whether
+	// --fd-store keeps the connections.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	defer signal.Stop(term)
 	inh, err := inherit(cfg, log)
 	if err != nil {
 		return err
@@ -48,14 +61,6 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, reload func() (*Con
 	if err := notify(ready); err != nil {
 		log.Warn("sd_notify failed", "err", err)
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGUSR2)
-	defer signal.Stop(sigs)
-	// SIGTERM and SIGINT end ctx; which one came decides whether
-	// --fd-store keeps the connections.
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM)
-	defer signal.Stop(term)
 	for {
 		select {
 		case <-d.up.handedOff:
@@ -276,6 +281,7 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 	scfg := control.Config{Table: t, Relay: rs, AdminGroup: cfg.AdminGroup, Log: log,
 		WriteTimeout: cfg.RPCWriteTimeout, IdleTimeout: cfg.RPCIdleTimeout, MaxClients: cfg.MaxRPCClients,
 		Upgrade: d.Upgrade}
+	scfg.Listeners = d.listenerInfo
 	if cfg.NATS != nil {
 		// d.bus is set below, before anything can ask.
 		scfg.NATS = func() *rpc.NATSStats { return d.bus.Stats() }
@@ -419,6 +425,22 @@ func waitGroup(ctx context.Context, wg *sync.WaitGroup) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// listenerInfo lists the listeners serving, for tcpops.stats.
+func (d *Daemon) listenerInfo() []rpc.Listener {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]rpc.Listener, 0, len(d.Listeners))
+	for _, l := range d.Listeners {
+		ka := d.Relay.KeepaliveDefault()
+		if l.Keepalive != nil {
+			ka = l.Keepalive.String()
+		}
+		out = append(out, rpc.Listener{Name: l.Name, URL: l.URL, Addr: l.Bound, Keepalive: ka})
+	}
+	slices.SortFunc(out, func(a, b rpc.Listener) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // Log returns the daemon's logger.

@@ -4,12 +4,12 @@ import (
 	"net"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
 	"github.com/tcpops/tcpops/daemon/daemontest"
+	"github.com/tcpops/tcpops/internal/testutil"
 )
 
 func scrape(t *testing.T, addr string) map[string][]*dto {
@@ -83,10 +83,7 @@ func TestScrape(t *testing.T) {
 		x.Close()
 	}
 	b.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for d.Table.Stats().Closed < 1 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "the close of b", func() bool { return d.Table.Stats().Closed == 1 })
 	c.Stats(t.Context())
 	c.Call(t.Context(), "tcpops.nope", nil, nil)
 	c.Call(t.Context(), "tcpops.state", map[string]any{"conid": "x"}, nil)

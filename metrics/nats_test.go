@@ -2,10 +2,10 @@ package metrics_test
 
 import (
 	"testing"
-	"time"
 
 	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/internal/natstest"
+	"github.com/tcpops/tcpops/internal/testutil"
 )
 
 func TestNATSMetrics(t *testing.T) {
@@ -13,24 +13,16 @@ func TestNATSMetrics(t *testing.T) {
 	d := daemontest.Start(t, "--metrics", "127.0.0.1:0", "--nats", ns.URL(), "--host-name", "m1")
 	c, _ := d.Dial(t, 0)
 	c.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ms := scrape(t, d.MetricsAddr)
-		if value(t, ms, "tcpops_nats_events_stored_total", nil) == 1 {
-			if up := value(t, ms, "tcpops_nats_connected", nil); up != 1 {
-				t.Errorf("tcpops_nats_connected %v, want 1", up)
-			}
-			if p := value(t, ms, "tcpops_nats_events_pending", nil); p != 0 {
-				t.Errorf("tcpops_nats_events_pending %v, want 0", p)
-			}
-			if s := value(t, ms, "tcpops_nats_published_seq", nil); s != 1 {
-				t.Errorf("tcpops_nats_published_seq %v, want 1", s)
-			}
-			return
+	testutil.WaitFor(t, "tcpops_nats_events_stored_total 1", func() bool {
+		return value(t, scrape(t, d.MetricsAddr), "tcpops_nats_events_stored_total", nil) == 1
+	})
+	ms := scrape(t, d.MetricsAddr)
+	for _, m := range []struct {
+		name string
+		want float64
+	}{{"tcpops_nats_connected", 1}, {"tcpops_nats_events_pending", 0}, {"tcpops_nats_published_seq", 1}} {
+		if got := value(t, ms, m.name, nil); got != m.want {
+			t.Errorf("%s %v, want %v", m.name, got, m.want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("tcpops_nats_events_stored_total never reached 1")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -120,20 +120,7 @@ func fuzzRelays(t *testing.T) (echo, pair string) {
 // data back and then EOF.
 func relayRoundTrip(t *testing.T, addr string, data []byte) {
 	t.Helper()
-	// From a fresh source address each time: a new connection on a
-	// 4-tuple still in TIME_WAIT can wait a second for its SYN. Tens of
-	// thousands of connections a second can also run the kernel out of
-	// ports; that says nothing about the relay.
-	src := &net.TCPAddr{IP: net.IPv4(127, byte(1+rand.IntN(254)), byte(rand.IntN(256)), byte(1+rand.IntN(254)))}
-	d := net.Dialer{LocalAddr: src, Timeout: 2 * time.Second}
-	c, err := d.Dial("tcp", addr)
-	var ne net.Error
-	if errors.Is(err, syscall.EADDRNOTAVAIL) || (errors.As(err, &ne) && ne.Timeout()) {
-		t.Skipf("connect: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialFresh(t, addr)
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	go func() {
 		c.Write(data)
@@ -161,6 +148,31 @@ func relayRoundTrip(t *testing.T, addr string, data []byte) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("via %s (echo %v): %d bytes back (err %v), want the %d sent", addr, addr == relayEcho, len(got), err, len(data))
 	}
+}
+
+// dialFresh connects to addr from a fresh source address. A new
+// connection on a 4-tuple still in TIME_WAIT can wait a second for its SYN,
+// and tens of thousands of connections a second can run the kernel out of
+// ports on one address; neither says anything about the relay, so such a
+// connect is tried again from another address, a few times, before the
+// test fails.
+func dialFresh(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	var err error
+	for range 5 {
+		src := &net.TCPAddr{IP: net.IPv4(127, byte(1+rand.IntN(254)), byte(rand.IntN(256)), byte(1+rand.IntN(254)))}
+		d := net.Dialer{LocalAddr: src, Timeout: 2 * time.Second}
+		var c net.Conn
+		if c, err = d.Dial("tcp", addr); err == nil {
+			return c
+		}
+		var ne net.Error
+		if !errors.Is(err, syscall.EADDRNOTAVAIL) && !(errors.As(err, &ne) && ne.Timeout()) {
+			break
+		}
+	}
+	t.Fatalf("connect to %s: %v", addr, err)
+	return nil
 }
 
 func portOf(addr string) string {

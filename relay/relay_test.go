@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/sock"
 	"golang.org/x/sys/unix"
 )
@@ -101,17 +103,14 @@ func (e *env) events(n int) map[uint64]conn.Event {
 // waitConns waits until the table holds n connections in state st.
 func (e *env) waitConns(n int, st conn.State) []conn.Info {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		infos, _ := e.table.List(conn.Filter{State: st})
-		if len(infos) == n {
-			return infos
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("table has %d connections in state %v, want %d", len(infos), st, n)
-		}
-		time.Sleep(5 * time.Millisecond)
+	var infos []conn.Info
+	if !testutil.Until(func() bool {
+		infos, _ = e.table.List(conn.Filter{State: st})
+		return len(infos) == n
+	}) {
+		e.t.Fatalf("table has %d connections in state %v, want %d", len(infos), st, n)
 	}
+	return infos
 }
 
 // backend is a TCP test server; handle runs per connection.
@@ -202,12 +201,11 @@ func TestEcho(t *testing.T) {
 	}
 	// The relay counts a write when the call returns, which may be just
 	// after the client has the bytes.
-	in := e.waitConns(1, conn.StateOK)[0]
-	for end := time.Now().Add(5 * time.Second); in.BytesOut != uint64(len(big)) && time.Now().Before(end); {
-		time.Sleep(time.Millisecond)
+	var in conn.Info
+	if !testutil.Until(func() bool {
 		in = e.waitConns(1, conn.StateOK)[0]
-	}
-	if in.BytesIn != uint64(len(big)) || in.BytesOut != uint64(len(big)) {
+		return in.BytesIn == uint64(len(big)) && in.BytesOut == uint64(len(big))
+	}) {
 		t.Fatalf("bytes in/out = %d/%d, want %d each", in.BytesIn, in.BytesOut, len(big))
 	}
 	c.Close()
@@ -255,12 +253,7 @@ func TestRelayBothWaysAndHalfClose(t *testing.T) {
 
 func TestCloseReasons(t *testing.T) {
 	be := backend(t, upper)
-	refused := func() string {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		a := ln.Addr().String()
-		ln.Close()
-		return a
-	}()
+	refused := refusedAddr(t)
 	resetter := backend(t, func(c *net.TCPConn) {
 		bufio.NewReader(c).ReadString('\n')
 		c.SetLinger(0)
@@ -368,6 +361,28 @@ func TestCloseReasons(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refusedAddr returns an address on 127.0.0.1 where nothing listens, so
+// a connect is refused. The port stays bound for the test, not listening
+// and without SO_REUSEADDR, so that no listener on port 0 is given it: a
+// port merely closed again could become the relay's own listener, which
+// then dialled itself in a loop until no source port was left.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*unix.SockaddrInet4).Port))
 }
 
 func TestKeepaliveApplied(t *testing.T) {
@@ -480,18 +495,16 @@ func TestIdleCostsNoGoroutine(t *testing.T) {
 		readLine(t, c)
 	}
 	e.waitConns(n, conn.StateOK)
-	// Each direction's goroutine leaves once a read would block.
-	for end := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > 50 && time.Now().Before(end); {
-		time.Sleep(10 * time.Millisecond)
+	// Each direction's goroutine gives its pipe back and leaves once a
+	// read would block, which may be just after the client has its echo.
+	if !testutil.Until(func() bool { return runtime.NumGoroutine() <= 50 }) {
+		t.Fatalf("%d goroutines for %d idle connections: idle connections must not hold one", runtime.NumGoroutine(), n)
 	}
-	if g := runtime.NumGoroutine(); g > 50 {
-		t.Fatalf("%d goroutines for %d idle connections: idle connections must not hold one", g, n)
+	if !testutil.Until(func() bool { return pipesInUse.Load() == 0 }) {
+		t.Fatalf("%d kernel pipes held by idle connections, want 0", pipesInUse.Load())
 	}
 	if p := e.srv.Watched(); p != n {
 		t.Fatalf("poller watches %d sockets, want %d", p, n)
-	}
-	if p := pipesInUse.Load(); p != 0 {
-		t.Fatalf("%d kernel pipes held by idle connections, want 0", p)
 	}
 	// And they still work when idle.
 	cs[n/2].Write([]byte("again\n"))
@@ -653,9 +666,7 @@ func TestNoDelay(t *testing.T) {
 // slowly (the part a full socket did not take is kept and sent later).
 func TestWithoutKernelPipes(t *testing.T) {
 	// Connections of earlier tests may still be giving theirs back.
-	for end := time.Now().Add(5 * time.Second); pipesInUse.Load() != 0 && time.Now().Before(end); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "earlier tests' kernel pipes to be given back", func() bool { return pipesInUse.Load() == 0 })
 	var held []*kpipe
 	for {
 		p := getPipe()

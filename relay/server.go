@@ -91,6 +91,10 @@ func (s *Server) keepaliveFor(l *Listener) *sock.KeepaliveConfig {
 	return &s.conf.Load().Keepalive
 }
 
+// KeepaliveDefault is the keepalive of listeners that set none: off, on
+// (the kernel's defaults) or IDLE,COUNT,INTERVAL.
+func (s *Server) KeepaliveDefault() string { return s.conf.Load().Keepalive.String() }
+
 // Close stops the poller after waiting for dials in flight. Close the
 // connections (Table.CloseAll) first.
 func (s *Server) Close() error {

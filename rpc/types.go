@@ -112,6 +112,20 @@ type ListParams struct {
 	IdleMin   *float64    `json:"idle_min,omitempty"`
 	Limit     int         `json:"limit,omitempty"`
 	After     uint64      `json:"after,omitempty"`
+	// Suspect keeps only connections that look half-open or stuck, each
+	// with its TCP_INFO and the rules that picked it.
+	Suspect bool `json:"suspect,omitempty"`
+	// The view of a live display (tcpopsctl top): Sort (conid, idle,
+	// bytes, rate, age; all but conid largest first), Offset (matches to
+	// skip), Match (space-separated substrings of remote, local, via,
+	// listener, proto, direction or state), Rates (bytes_per_s of each),
+	// TCPInfo (tcp_info and suspect of each connection listed). With any
+	// of these (or Suspect) the result has Total.
+	Sort    string `json:"sort,omitempty"`
+	Offset  int    `json:"offset,omitempty"`
+	Match   string `json:"match,omitempty"`
+	Rates   bool   `json:"rates,omitempty"`
+	TCPInfo bool   `json:"tcp_info,omitempty"`
 }
 
 // StateFilter is a state by its name (ok) or number (1). On the wire it
@@ -227,6 +241,12 @@ type Conn struct {
 	// Overrides are settings changed for a while (ttl).
 	Overrides []Override `json:"overrides,omitempty"`
 	Draining  *Draining  `json:"draining,omitempty"`
+	// BytesPerS is bytes in + out per second lately (list with rates).
+	BytesPerS *float64 `json:"bytes_per_s,omitempty"`
+	// Suspect names the suspect rules the connection meets, and TCPInfo
+	// is what they read (list with suspect or tcp_info).
+	Suspect []string `json:"suspect,omitempty"`
+	TCPInfo *TCPInfo `json:"tcp_info,omitempty"`
 }
 
 // TLS is a connection's TLS session, once its handshake is done.
@@ -246,12 +266,16 @@ type WS struct {
 }
 
 // ListResult answers tcpops.list; Next is the after cursor of the next page.
+// Total is how many connections match (with a view param: sort, offset,
+// match, rates, tcp_info, suspect).
 type ListResult struct {
 	Connections []Conn `json:"connections"`
 	Next        uint64 `json:"next,omitempty"`
+	Total       *int   `json:"total,omitempty"`
 }
 
-// InfoResult answers tcpops.info.
+// InfoResult answers tcpops.info. Its TCPInfo is always read (Conn's is
+// for list).
 type InfoResult struct {
 	Conn
 	TCPInfo *TCPInfo `json:"tcp_info,omitempty"`
@@ -283,6 +307,12 @@ type TCPInfo struct {
 	LastDataSentMs uint32 `json:"last_data_sent_ms"`
 	BytesAcked     uint64 `json:"bytes_acked"`
 	BytesReceived  uint64 `json:"bytes_received"`
+	LastAckRecvMs  uint32 `json:"last_ack_recv_ms"`
+	SndWnd         uint32 `json:"snd_wnd"`
+	// RecvQ is what waits unread in the receive queue (SIOCINQ), SendQ
+	// what waits unsent or unacknowledged in the send queue (SIOCOUTQ).
+	RecvQ int `json:"recv_q"`
+	SendQ int `json:"send_q"`
 }
 
 // Event is one closed event.
@@ -331,6 +361,10 @@ type Stats struct {
 	UptimeS      float64           `json:"uptime_s"`
 	Limits       Limits            `json:"limits"`
 	RPC          RPCStats          `json:"rpc"`
+	// Listeners are the listeners serving now.
+	Listeners []Listener `json:"listeners,omitempty"`
+	// Caller is who asked, as the daemon sees it, and what it may do.
+	Caller *Caller `json:"caller,omitempty"`
 	// NATS is the daemon's link to a NATS fleet; absent without --nats.
 	NATS *NATSStats `json:"nats,omitempty"`
 }
@@ -358,6 +392,26 @@ type NATSStats struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
+// Listener is a listener as tcpops.stats shows it: its name, the URL it
+// was given, the address it is bound to, and the keepalive of its
+// connections (off, on for the kernel's defaults, or IDLE,COUNT,INTERVAL).
+type Listener struct {
+	Name      string `json:"name"`
+	URL       string `json:"url"`
+	Addr      string `json:"addr"`
+	Keepalive string `json:"keepalive"`
+}
+
+// Caller is the control client as SO_PEERCRED names it; Admin says whether
+// it may change connections, and Why says which rule decided.
+type Caller struct {
+	UID   uint32 `json:"uid"`
+	GID   uint32 `json:"gid"`
+	PID   int32  `json:"pid"`
+	Admin bool   `json:"admin"`
+	Why   string `json:"why"`
+}
+
 // RPCStats counts the control socket's clients.
 type RPCStats struct {
 	Clients       int64  `json:"clients"`
@@ -374,6 +428,11 @@ type Limits struct {
 	EventBuffer   int     `json:"event_buffer"`
 	LifetimeS     float64 `json:"lifetime_s"`
 	ClosedEvent   string  `json:"closed_event"`
+	// Keepalive is the default for sockets: off, on (the kernel's
+	// defaults) or IDLE,COUNT,INTERVAL.
+	Keepalive string `json:"keepalive,omitempty"`
+	// OpenFiles is the daemon's open-files limit (RLIMIT_NOFILE, soft).
+	OpenFiles uint64 `json:"open_files,omitempty"`
 }
 
 // Version answers core.version.

@@ -118,13 +118,18 @@ func TestPeerCred(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	read := make(chan struct{})
+	dialled := make(chan struct{})
 	go func() {
+		defer close(dialled)
 		c, err := Dial(p, time.Second)
 		if err == nil {
-			time.Sleep(100 * time.Millisecond)
+			<-read // the client stays until its credentials are read
 			c.Close()
 		}
 	}()
+	defer func() { <-dialled }()
+	defer close(read)
 	c, err := ln.AcceptUnix()
 	if err != nil {
 		t.Fatal(err)

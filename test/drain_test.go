@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
 )
@@ -82,7 +83,7 @@ func TestSIGTERMWhileClientsConnect(t *testing.T) {
 			})
 		}
 		// Signal once the clients are well under way.
-		waitFor(t, "clients echoed", func() bool {
+		testutil.WaitFor(t, "clients echoed", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return len(echoed) >= 50*(round+1)
@@ -155,16 +156,4 @@ func readEventLog(t *testing.T, path string) (byRemote map[string]int, byConid m
 		t.Fatal(err)
 	}
 	return byRemote, byConid
-}
-
-// waitFor polls cond until it holds, failing the test after 20 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

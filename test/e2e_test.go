@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tcpops/tcpops/internal/testcert"
+	"github.com/tcpops/tcpops/internal/testutil"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
 
 	"github.com/tcpops/tcpops/rpc"
@@ -33,6 +35,11 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv("TCPOPS_TEST_BINDIR"); dir != "" {
+		// A test re-run in a network namespace uses its parent's binaries.
+		binDir = dir
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "tcpops-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -119,7 +126,7 @@ func TestScripts(t *testing.T) {
 			"rst":        cmdRst,
 			"conid":      cmdConid,
 			"waitseq":    cmdWaitSeq,
-			"sleep":      cmdSleep,
+			"waitgrep":   cmdWaitGrep,
 			"gencert":    cmdGenCert,
 		},
 	})
@@ -151,8 +158,10 @@ func (c *conns) get(ts *testscript.TestScript, name string) *client {
 	return tc
 }
 
+// rpcClient dials the daemon; the context bounds the dial and every call
+// a command makes while it waits.
 func rpcClient(ts *testscript.TestScript) (*rpcclient.Client, context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
 	c, err := rpcclient.Dial(ctx, ts.Getenv("TCPOPS_SOCKET"))
 	if err != nil {
 		cancel()
@@ -163,22 +172,19 @@ func rpcClient(ts *testscript.TestScript) (*rpcclient.Client, context.Context, c
 
 // waitdaemon waits until the daemon answers on $TCPOPS_SOCKET.
 func cmdWaitDaemon(ts *testscript.TestScript, neg bool, args []string) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var err error
+	if !testutil.Until(func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := rpcclient.Dial(ctx, ts.Getenv("TCPOPS_SOCKET"))
-		if err == nil {
-			_, err = c.Stats(ctx)
-			c.Close()
+		defer cancel()
+		var c *rpcclient.Client
+		if c, err = rpcclient.Dial(ctx, ts.Getenv("TCPOPS_SOCKET")); err != nil {
+			return false
 		}
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			ts.Fatalf("daemon not answering: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		defer c.Close()
+		_, err = c.Stats(ctx)
+		return err == nil
+	}) {
+		ts.Fatalf("daemon not answering: %v", err)
 	}
 }
 
@@ -244,6 +250,24 @@ type certKey struct{}
 
 type certHolder struct{ c *testcert.Cert }
 
+// waitgrep FILE REGEXP waits until FILE, the output of a command running
+// in the background, say, matches REGEXP (multi-line, as stdout does).
+func cmdWaitGrep(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: waitgrep FILE REGEXP")
+	}
+	re, err := regexp.Compile("(?m)" + args[1])
+	ts.Check(err)
+	path := ts.MkAbs(args[0])
+	var b []byte
+	if !testutil.Until(func() bool {
+		b, _ = os.ReadFile(path)
+		return re.Match(b)
+	}) {
+		ts.Fatalf("no match for %q in %s after %v:\n%s", args[1], args[0], testutil.Timeout, b)
+	}
+}
+
 // gencert writes a certificate for 127.0.0.1 into $WORK and sets $CERT
 // and $KEY.
 func cmdGenCert(ts *testscript.TestScript, neg bool, args []string) {
@@ -306,21 +330,21 @@ func cmdConid(ts *testscript.TestScript, neg bool, args []string) {
 	local := getConns(ts).get(ts, args[0]).tcp.LocalAddr().String()
 	c, ctx, done := rpcClient(ts)
 	defer done()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var in rpc.Conn
+	if !testutil.Until(func() bool {
 		r, err := c.List(ctx, rpc.ListParams{Remote: local, Direction: "in"})
 		ts.Check(err)
-		if len(r.Connections) == 1 && (len(args) < 3 || r.Connections[0].Peer != 0) {
-			ts.Setenv(args[1], strconv.FormatUint(r.Connections[0].ConnID, 10))
-			if len(args) == 3 {
-				ts.Setenv(args[2], strconv.FormatUint(r.Connections[0].Peer, 10))
-			}
-			return
+		if len(r.Connections) != 1 || (len(args) == 3 && r.Connections[0].Peer == 0) {
+			return false
 		}
-		if time.Now().After(deadline) {
-			ts.Fatalf("no connection from %s in the daemon's table", local)
-		}
-		time.Sleep(10 * time.Millisecond)
+		in = r.Connections[0]
+		return true
+	}) {
+		ts.Fatalf("no connection from %s in the daemon's table", local)
+	}
+	ts.Setenv(args[1], strconv.FormatUint(in.ConnID, 10))
+	if len(args) == 3 {
+		ts.Setenv(args[2], strconv.FormatUint(in.Peer, 10))
 	}
 }
 
@@ -330,23 +354,13 @@ func cmdWaitSeq(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	c, ctx, done := rpcClient(ts)
 	defer done()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, err := c.Stats(ctx)
+	var st rpc.Stats
+	if !testutil.Until(func() bool {
+		var err error
+		st, err = c.Stats(ctx)
 		ts.Check(err)
-		if st.EventSeq >= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			ts.Fatalf("event seq %d, want %d", st.EventSeq, want)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return st.EventSeq >= want
+	}) {
+		ts.Fatalf("event seq %d, want %d", st.EventSeq, want)
 	}
-}
-
-// sleep DURATION.
-func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
-	d, err := time.ParseDuration(args[0])
-	ts.Check(err)
-	time.Sleep(d)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tcpops/tcpops/daemon"
 	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/internal/proc"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
 )
@@ -111,20 +112,20 @@ func TestClientStopsReading(t *testing.T) {
 	if !ok {
 		t.Fatal("no inbound leg")
 	}
-	// Wait until the flow stalls: the outbound leg stops growing.
+	// Wait until the flow stalls: what the outbound leg has read stays
+	// the same over 50 ms.
 	var last uint64
-	for i := 0; i < 100; i++ {
+	testutil.WaitFor(t, "the flow from the backend to stall", func() bool {
 		time.Sleep(50 * time.Millisecond)
 		out, ok := d.Table.Get(cn.Peer().ID)
 		if !ok {
 			t.Fatal("outbound leg gone")
 		}
 		n := out.Info().BytesIn
-		if n == last && n > 0 {
-			break
-		}
+		stalled := n == last && n > 0
 		last = n
-	}
+		return stalled
+	})
 	if last > 64<<20 {
 		t.Fatalf("daemon read %d bytes from the backend for a client reading nothing: no backpressure", last)
 	}
@@ -204,41 +205,43 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 	return d
 }
 
-func waitSocket(t *testing.T, sock string) {
+func waitSocket(t testing.TB, sock string) {
 	waitStats(t, sock, func(rpc.Stats) bool { return true })
 }
 
-func waitStats(t *testing.T, sock string, ok func(rpc.Stats) bool) rpc.Stats {
+func waitStats(t testing.TB, sock string, ok func(rpc.Stats) bool) rpc.Stats {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var st rpc.Stats
+	var err error
+	if !testutil.Until(func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := rpcclient.Dial(ctx, sock)
-		var st rpc.Stats
-		if err == nil {
-			st, err = c.Stats(ctx)
-			c.Close()
+		defer cancel()
+		var c *rpcclient.Client
+		if c, err = rpcclient.Dial(ctx, sock); err != nil {
+			return false
 		}
-		cancel()
-		if err == nil && ok(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stats %+v, %v: condition not reached", st, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		defer c.Close()
+		st, err = c.Stats(ctx)
+		return err == nil && ok(st)
+	}) {
+		t.Fatalf("stats %+v, %v: condition not reached", st, err)
 	}
+	return st
 }
 
 // TestControlClients: 500 at once are served; clients that send nothing
 // or half a line are closed after the idle timeout and counted; past
 // --max-rpc-clients a client is refused with a message.
 func TestControlClients(t *testing.T) {
-	d := daemontest.StartWith(t, func(c *daemon.Config) { c.RPCIdleTimeout = 300 * time.Millisecond; c.MaxRPCClients = 700 })
-	d.Clients(t, 500, func(ctx context.Context, c *rpcclient.Client) error {
+	// 500 at once are served by a daemon with the default idle timeout:
+	// with 300 ms, one of them starved of CPU for that long between
+	// connecting and asking would be closed as idle.
+	busy := daemontest.StartWith(t, func(c *daemon.Config) { c.MaxRPCClients = 700 })
+	busy.Clients(t, 500, func(ctx context.Context, c *rpcclient.Client) error {
 		_, err := c.Stats(ctx)
 		return err
 	})
+	d := daemontest.StartWith(t, func(c *daemon.Config) { c.RPCIdleTimeout = 300 * time.Millisecond })
 	var idle []net.Conn
 	for i := range 200 {
 		c, err := net.Dial("unix", d.Socket)
@@ -261,14 +264,30 @@ func TestControlClients(t *testing.T) {
 	if st.RPC.IdleTimeouts != 200 {
 		t.Fatalf("idle timeouts = %d, want 200", st.RPC.IdleTimeouts)
 	}
-	// A follower that sends nothing after its request is not idle.
+	// A follower that sends nothing after its request is not idle. One
+	// closed event, sent in the answer to its call, shows it subscribed;
+	// then it stays quiet for over three idle timeouts.
+	tc, _ := d.Dial(t, 0)
+	tc.Close()
+	testutil.WaitFor(t, "a closed event", func() bool { return d.Table.Events().LastSeq() == 1 })
 	c := d.Client(t)
 	fctx, cancel := context.WithCancel(t.Context())
+	subscribed := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Follow(fctx, t.Context(), rpc.EventsParams{}, func(rpc.Event) error { return nil }, func(rpc.EventsLost) error { return nil })
+		done <- c.Follow(fctx, t.Context(), rpc.EventsParams{}, func(e rpc.Event) error {
+			if e.Seq == 1 {
+				close(subscribed)
+			}
+			return nil
+		}, func(rpc.EventsLost) error { return nil })
 	}()
-	time.Sleep(time.Second)
+	select {
+	case <-subscribed:
+	case err := <-done:
+		t.Fatalf("follow ended before its first event: %v", err)
+	}
+	time.Sleep(time.Second) // what is tested: nothing happens in this time
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("follower closed as idle: %v", err)
@@ -280,10 +299,7 @@ func TestMaxControlClients(t *testing.T) {
 	for range 5 {
 		d.Client(t)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for d.RPC.Clients() < 5 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "5 control clients", func() bool { return d.RPC.Clients() == 5 })
 	c, err := net.Dial("unix", d.Socket)
 	if err != nil {
 		t.Fatal(err)
@@ -307,12 +323,12 @@ func TestCloseWhileConnecting(t *testing.T) {
 	tc, id := d.Dial(t, 0)
 	in, _ := d.Table.Get(id)
 	var out uint64
-	for end := time.Now().Add(5 * time.Second); out == 0 && time.Now().Before(end); {
+	testutil.WaitFor(t, "the outbound leg", func() bool {
 		if p := in.Peer(); p != nil {
 			out = p.ID
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return out != 0
+	})
 	if st, err := c.State(t.Context(), out); err != nil || st.State != 3 {
 		t.Fatalf("outbound leg %d: %+v %v, want state 3 (connecting)", out, st, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpops/tcpops/daemon/daemontest"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -122,7 +123,7 @@ func TestRestartKeepsConnectionsInTheFDStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	c0.Close()
-	waitFor(t, "the first event", func() bool { return mustStats(t, socket).EventSeq == 1 })
+	testutil.WaitFor(t, "the first event", func() bool { return mustStats(t, socket).EventSeq == 1 })
 
 	var streams []*counterStream
 	for i := range 3 {
@@ -142,7 +143,7 @@ func TestRestartKeepsConnectionsInTheFDStore(t *testing.T) {
 	for _, s := range streams {
 		s.progress(t, 1000)
 	}
-	waitFor(t, "the half-closed client receiving", func() bool { return half.got.Load() > 100 || half.err != nil })
+	testutil.WaitFor(t, "the half-closed client receiving", func() bool { return half.got.Load() > 100 || half.err != nil })
 	var lt rpc.LifetimeResult
 	before := listConns(t, socket)
 	var some uint64
@@ -169,7 +170,7 @@ func TestRestartKeepsConnectionsInTheFDStore(t *testing.T) {
 		defer sd.mu.Unlock()
 		return len(sd.fds)
 	}
-	waitFor(t, "the fd store to receive every descriptor", func() bool { return stored() >= want })
+	testutil.WaitFor(t, "the fd store to receive every descriptor", func() bool { return stored() >= want })
 	sd.mu.Lock()
 	fds, names := slices.Clone(sd.fds), slices.Clone(sd.names)
 	sd.fds, sd.names = nil, nil
@@ -207,7 +208,7 @@ func TestRestartKeepsConnectionsInTheFDStore(t *testing.T) {
 			t.Logf("restarted daemon log:\n%s", logs.String())
 		}
 	})
-	waitFor(t, "the restarted daemon", func() bool {
+	testutil.WaitFor(t, "the restarted daemon", func() bool {
 		sd.mu.Lock()
 		defer sd.mu.Unlock()
 		return len(sd.removed) == 3

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tcpops/tcpops/daemon/daemontest"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
 )
@@ -147,7 +148,7 @@ func startFleetDaemon(t *testing.T, dir, host, natsURL string) *fleetDaemon {
 		}
 	})
 	// The socket answers once the listeners are open.
-	waitFor(t, host+" to answer on its socket", func() bool {
+	testutil.WaitFor(t, host+" to answer on its socket", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		c, err := rpcclient.Dial(ctx, d.socket)
@@ -288,7 +289,7 @@ func TestFleetWithNATSServer(t *testing.T) {
 		ds[h] = d
 		// Two clients from 127.0.0.1, one from 127.0.0.2.
 		clients[h] = []net.Conn{dialFrom(t, d.addr, "127.0.0.1", 1)[0], dialFrom(t, d.addr, "127.0.0.1", 1)[0], dialFrom(t, d.addr, "127.0.0.2", 1)[0]}
-		waitFor(t, h+" to hold 3 connections and be on NATS", func() bool {
+		testutil.WaitFor(t, h+" to hold 3 connections and be on NATS", func() bool {
 			s := d.stats(t)
 			return s.Connections == 3 && s.NATS.Connected
 		})
@@ -384,7 +385,7 @@ func TestFleetWithNATSServer(t *testing.T) {
 		return m
 	}
 	var seqs map[string]uint64
-	waitFor(t, "every event stored", func() bool { seqs = want(); return seqs != nil })
+	testutil.WaitFor(t, "every event stored", func() bool { seqs = want(); return seqs != nil })
 
 	t.Run("events of every host in JetStream, in order", func(t *testing.T) {
 		checkGapFree(t, streamByHost(t, ops), seqs)
@@ -433,7 +434,7 @@ func TestFleetWithNATSServer(t *testing.T) {
 	t.Run("NATS away for 5s while connections close", func(t *testing.T) {
 		ns.stop()
 		for _, h := range hosts {
-			waitFor(t, h+" to see NATS gone", func() bool { return !ds[h].stats(t).NATS.Connected })
+			testutil.WaitFor(t, h+" to see NATS gone", func() bool { return !ds[h].stats(t).NATS.Connected })
 		}
 		// One client closes, one is closed through the socket, on every host.
 		for _, h := range hosts {
@@ -446,12 +447,12 @@ func TestFleetWithNATSServer(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("%s: close 2 over the socket: exit %d", h, code)
 			}
-			waitFor(t, h+" to have 2 events waiting", func() bool { return ds[h].stats(t).NATS.Pending == 2 })
+			testutil.WaitFor(t, h+" to have 2 events waiting", func() bool { return ds[h].stats(t).NATS.Pending == 2 })
 		}
 		// The outage lasts 5 s, as a restarted server's would.
 		time.Sleep(time.Until(ns.stopped.Add(5 * time.Second)))
 		ns.start()
-		waitFor(t, "every event stored after the restart", func() bool { seqs = want(); return seqs != nil })
+		testutil.WaitFor(t, "every event stored after the restart", func() bool { seqs = want(); return seqs != nil })
 		checkGapFree(t, streamByHost(t, ops), seqs)
 		for _, h := range hosts {
 			if s := ds[h].stats(t); s.NATS.Reconnects == 0 || s.EventSeq != 3 {
@@ -486,7 +487,7 @@ func TestFleetWithNATSServer(t *testing.T) {
 	t.Run("shutdown events reach JetStream; a clean stop leaves the fleet", func(t *testing.T) {
 		d := ds["h1"]
 		dialFrom(t, d.addr, "127.0.0.1", 1)
-		waitFor(t, "h1 to hold a connection", func() bool { return d.stats(t).Connections == 1 })
+		testutil.WaitFor(t, "h1 to hold a connection", func() bool { return d.stats(t).Connections == 1 })
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-d.done:

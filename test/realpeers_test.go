@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tcpops/tcpops/internal/testcert"
+	"github.com/tcpops/tcpops/internal/testutil"
 )
 
 // ctl runs tcpopsctl against a daemon and returns its standard output.
@@ -88,7 +89,7 @@ listen v1
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var c net.Conn
-			waitFor(t, "HAProxy listening on "+tt.front, func() bool {
+			testutil.WaitFor(t, "HAProxy listening on "+tt.front, func() bool {
 				var err error
 				c, err = net.Dial("tcp", "127.0.0.1:"+tt.front)
 				return err == nil

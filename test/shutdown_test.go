@@ -5,15 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
 )
@@ -25,7 +28,7 @@ type daemonProc struct {
 	addr   string
 }
 
-func startDaemon(t *testing.T, socket string, args ...string) *daemonProc {
+func startDaemon(t testing.TB, socket string, args ...string) *daemonProc {
 	t.Helper()
 	port, err := freePort()
 	if err != nil {
@@ -45,20 +48,7 @@ func startDaemon(t *testing.T, socket string, args ...string) *daemonProc {
 			t.Logf("daemon log:\n%s", logs.String())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := rpcclient.Dial(ctx, socket)
-		cancel()
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon did not come up: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitSocket(t, socket)
 	return &daemonProc{cmd: cmd, socket: socket, addr: addr}
 }
 
@@ -74,14 +64,31 @@ func TestSIGTERMDeliversEveryShutdownEvent(t *testing.T) {
 	}
 	defer c.Close()
 	const n = 500
+	// One event before following: the follower gets it first, in the
+	// answer to its call, which shows that it is subscribed.
+	first, err := net.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	waitStats(t, d.socket, func(s rpc.Stats) bool { return s.EventSeq == 1 })
 	reasons := map[string]int{}
+	subscribed := make(chan struct{})
 	followed := make(chan error, 1)
 	go func() {
 		followed <- c.Follow(ctx, ctx, rpc.EventsParams{}, func(e rpc.Event) error {
+			if e.Seq == 1 {
+				close(subscribed)
+			}
 			reasons[e.Reason]++
 			return nil
 		}, func(l rpc.EventsLost) error { return errors.New("events lost") })
 	}()
+	select {
+	case <-subscribed:
+	case err := <-followed:
+		t.Fatalf("follow ended before its first event: %v", err)
+	}
 	var conns []net.Conn
 	for range n {
 		tc, err := net.Dial("tcp", d.addr)
@@ -91,11 +98,7 @@ func TestSIGTERMDeliversEveryShutdownEvent(t *testing.T) {
 		conns = append(conns, tc)
 		defer tc.Close()
 	}
-	st := mustStats(t, d.socket)
-	for st.Connections < n {
-		time.Sleep(10 * time.Millisecond)
-		st = mustStats(t, d.socket)
-	}
+	waitStats(t, d.socket, func(s rpc.Stats) bool { return s.Connections == n })
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +108,8 @@ func TestSIGTERMDeliversEveryShutdownEvent(t *testing.T) {
 	if err := <-followed; !errors.Is(err, rpcclient.ErrDisconnected) {
 		t.Fatalf("follower ended with %v, want the daemon gone", err)
 	}
-	if reasons["shutdown"] != n || len(reasons) != 1 {
-		t.Fatalf("follower got %v, want %d shutdown events", reasons, n)
+	if reasons["shutdown"] != n || reasons["eof"] != 1 || len(reasons) != 2 {
+		t.Fatalf("follower got %v, want the first eof and %d shutdown events", reasons, n)
 	}
 	if _, err := os.Stat(d.socket); !os.IsNotExist(err) {
 		t.Fatalf("socket left after SIGTERM: %v", err)
@@ -173,22 +176,22 @@ func TestEventLogRotation(t *testing.T) {
 		}
 		c.Close()
 	}
+	// lines waits for n events in the file p and returns what it holds
+	// then (fewer if they never come: the caller says what is missing).
 	lines := func(p string, n int) []rpc.Event {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		var evs []rpc.Event
+		testutil.Until(func() bool {
 			b, _ := os.ReadFile(p)
-			var evs []rpc.Event
+			evs = nil
 			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 				var e rpc.Event
 				if json.Unmarshal([]byte(l), &e) == nil && e.Seq > 0 {
 					evs = append(evs, e)
 				}
 			}
-			if len(evs) >= n || time.Now().After(deadline) {
-				return evs
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return len(evs) >= n
+		})
+		return evs
 	}
 	closeOne()
 	closeOne()
@@ -199,24 +202,17 @@ func TestEventLogRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.cmd.Process.Signal(syscall.SIGUSR1)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(logPath); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "SIGUSR1 to make a new event log", func() bool {
+		_, err := os.Stat(logPath)
+		return err == nil
+	})
 	closeOne()
 	keep, err := net.Dial("tcp", d.addr) // open at shutdown
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer keep.Close()
-	mustStats(t, d.socket)
-	deadline = time.Now().Add(10 * time.Second)
-	for mustStats(t, d.socket).Connections < 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitStats(t, d.socket, func(s rpc.Stats) bool { return s.EventSeq == 3 && s.Connections == 1 })
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	if err := d.cmd.Wait(); err != nil {
 		t.Fatalf("daemon exit: %v", err)
@@ -267,6 +263,122 @@ func TestSdNotify(t *testing.T) {
 		t.Fatalf("notification at SIGTERM %q, want STOPPING=1", got)
 	}
 	d.cmd.Wait()
+}
+
+// TestSignalsOnceServing: a SIGUSR1 or SIGHUP sent as soon as the daemon
+// answers on its socket is acted on, not ignored (SIGUSR1) nor fatal
+// (SIGHUP). To send it in that moment every time, the daemon is held just
+// after it: its READY=1 waits for room at a service manager whose queue
+// the test has filled.
+func TestSignalsOnceServing(t *testing.T) {
+	tests := []struct {
+		name  string
+		sig   syscall.Signal
+		check func(t *testing.T, logPath string, next func() string)
+	}{
+		{"SIGUSR1 reopens the event log", syscall.SIGUSR1, func(t *testing.T, logPath string, next func() string) {
+			testutil.WaitFor(t, "a new event log", func() bool {
+				_, err := os.Stat(logPath)
+				return err == nil
+			})
+		}},
+		{"SIGHUP reloads", syscall.SIGHUP, func(t *testing.T, logPath string, next func() string) {
+			if got := next(); got != "RELOADING=1" {
+				t.Fatalf("notification after SIGHUP %q, want RELOADING=1", got)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, _ := os.MkdirTemp("", "tcpops")
+			defer os.RemoveAll(dir)
+			ns := filepath.Join(dir, "notify")
+			pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ns, Net: "unixgram"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			fill, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: ns, Net: "unixgram"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fill.Close()
+			queued := 0
+			fill.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			for {
+				if _, err := fill.Write([]byte("x")); err != nil {
+					break
+				}
+				queued++
+			}
+			// next returns the next notification from the daemon.
+			next := func() string {
+				buf := make([]byte, 512)
+				for {
+					pc.SetReadDeadline(time.Now().Add(testutil.Timeout))
+					n, err := pc.Read(buf)
+					if err != nil {
+						t.Fatalf("no notification: %v", err)
+					}
+					if got := string(buf[:n]); got != "x" {
+						return got
+					}
+				}
+			}
+			t.Setenv("NOTIFY_SOCKET", ns)
+			logPath := filepath.Join(dir, "events.ndjson")
+			d := startDaemon(t, filepath.Join(dir, "s"), "--event-log", logPath)
+			if err := os.Rename(logPath, logPath+".1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.cmd.Process.Signal(tt.sig); err != nil {
+				t.Fatal(err)
+			}
+			// Let the daemon go on only once a thread of it has taken the
+			// signal (it is no longer pending), so that it meets the
+			// daemon held there.
+			testutil.WaitFor(t, "the daemon to take the signal", func() bool { return !signalPending(t, d.cmd.Process.Pid, tt.sig) })
+			if got := next(); !strings.HasPrefix(got, "READY=1\n") {
+				t.Fatalf("first notification %q, want READY=1 (after %d queued)", got, queued)
+			}
+			tt.check(t, logPath, next)
+			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.cmd.Wait(); err != nil {
+				t.Fatalf("daemon exit after %v then SIGTERM: %v, want 0", tt.sig, err)
+			}
+		})
+	}
+}
+
+// signalPending reports whether sig is pending for process pid or any of
+// its threads, as /proc shows it.
+func signalPending(t *testing.T, pid int, sig syscall.Signal) bool {
+	t.Helper()
+	bit := uint64(1) << (sig - 1)
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	files = append(files, fmt.Sprintf("/proc/%d/status", pid))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // a thread that has just ended
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			if k != "SigPnd" && k != "ShdPnd" {
+				continue
+			}
+			set, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatalf("%s: %q: %v", f, l, err)
+			}
+			if set&bit != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // TestUnitFile checks dist/tcpops.service with systemd-analyze where it
@@ -324,15 +436,11 @@ func TestReloadAndCheckConfig(t *testing.T) {
 
 	os.WriteFile(conf, []byte("listen:\n  - url: tcp://"+b+"\n    keepalive: 33,3,3\nlifetime: 2m\n"), 0o644)
 	cmd.Process.Signal(syscall.SIGHUP)
-	deadline := time.Now().Add(10 * time.Second)
 	var nb net.Conn
-	for {
-		if nb, err = net.Dial("tcp", b); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
+	if !testutil.Until(func() bool {
+		nb, err = net.Dial("tcp", b)
+		return err == nil
+	}) {
 		t.Fatalf("new listener not opened by SIGHUP: %v", err)
 	}
 	defer nb.Close()

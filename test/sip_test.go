@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/tcpops/tcpops/daemon/daemontest"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/relay/frame"
 )
 
@@ -108,17 +109,16 @@ func startProc(t *testing.T, name string, args ...string) *exec.Cmd {
 // waitListening waits until addr accepts TCP connections.
 func waitListening(t *testing.T, what, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
+	var err error
+	if !testutil.Until(func() bool {
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", addr, time.Second); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not listening on %s: %v", what, addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		c.Close()
+		return true
+	}) {
+		t.Fatalf("%s not listening on %s: %v", what, addr, err)
 	}
 }
 

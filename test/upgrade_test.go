@@ -27,6 +27,7 @@ import (
 
 	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/internal/testcert"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
 )
@@ -154,7 +155,7 @@ func (s *counterStream) progress(t *testing.T, n uint32) {
 	s.mu.Lock()
 	from := s.got.Load()
 	s.mu.Unlock()
-	waitFor(t, s.name+" moving", func() bool {
+	testutil.WaitFor(t, s.name+" moving", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.got.Load() >= from+n || s.err != nil
@@ -447,9 +448,9 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 		s.progress(t, 1000)
 	}
 	for _, h := range halves {
-		waitFor(t, "half-closed clients receiving", func() bool { return h.got.Load() > 100 || h.err != nil })
+		testutil.WaitFor(t, "half-closed clients receiving", func() bool { return h.got.Load() > 100 || h.err != nil })
 	}
-	waitFor(t, "every connection in the table", func() bool { return len(listConns(t, socket)) >= 10*2+5+20*2+3*2+2*2 })
+	testutil.WaitFor(t, "every connection in the table", func() bool { return len(listConns(t, socket)) >= 10*2+5+20*2+3*2+2*2 })
 
 	// Settings to carry over: keepalive on an idle client's leg, a
 	// lifetime, a closed-event flag off.
@@ -505,7 +506,18 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 			t.Fatalf("after a failed upgrade: %v", err)
 		}
+		gone := c.LocalAddr().String()
 		c.Close()
+		// Gone from the table before the picture below is taken: else it
+		// would be listed there and missed after the upgrade.
+		testutil.WaitFor(t, "the probe connection gone", func() bool {
+			for _, cn := range listConns(t, socket) {
+				if cn.Remote == gone {
+					return false
+				}
+			}
+			return true
+		})
 	}
 	before = listConns(t, socket)
 
@@ -651,8 +663,8 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 	for _, c := range idle {
 		c.Close()
 	}
-	waitFor(t, "the old process to exit", func() bool { return d.cmd.ProcessState != nil || syscall.Kill(oldPID, 0) != nil || isZombie(oldPID) })
-	waitFor(t, "the table to empty", func() bool { return len(listConns(t, socket)) == 0 })
+	testutil.WaitFor(t, "the old process to exit", func() bool { return d.cmd.ProcessState != nil || syscall.Kill(oldPID, 0) != nil || isZombie(oldPID) })
+	testutil.WaitFor(t, "the table to empty", func() bool { return len(listConns(t, socket)) == 0 })
 
 	// Events: gap-free from 1, each conid once, the follower saw them all
 	// across the upgrade, and so did the event log.
@@ -677,7 +689,7 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 		t.Errorf("conid %d had its closed event turned off, but it was published", idleIn2.ConnID)
 	}
 	last := all.Events[len(all.Events)-1].Seq
-	waitFor(t, "the follower to see every event", func() bool { return strings.Contains(evOut.String(), fmt.Sprintf(`"seq":%d,`, last)) })
+	testutil.WaitFor(t, "the follower to see every event", func() bool { return strings.Contains(evOut.String(), fmt.Sprintf(`"seq":%d,`, last)) })
 	var fseq []uint64
 	for _, l := range strings.Split(strings.TrimSpace(evOut.String()), "\n") {
 		var e rpc.Event

@@ -72,3 +72,35 @@ func BenchmarkList10000(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTopRefresh10000 is what one refresh of tcpopsctl top asks of
+// a daemon holding 10,000 connections: tcpops.stats, then one page of 40
+// in an order, with rates and TCP_INFO (these have no sockets: the
+// kernel's part is in test.BenchmarkTopRefresh10000, against the real
+// binary).
+func BenchmarkTopRefresh10000(b *testing.B) {
+	d := daemontest.Start(b, "--listen", "tcp://127.0.0.1:0")
+	fill(b, d.Table, 10000)
+	c := d.Client(b)
+	ctx := context.Background()
+	for _, sort := range []string{"conid", "idle", "rate"} {
+		b.Run(sort, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := c.Stats(ctx); err != nil {
+					b.Fatal(err)
+				}
+				r, err := c.List(ctx, rpc.ListParams{Sort: sort, Limit: 40, Rates: true, TCPInfo: true})
+				if err != nil || len(r.Connections) != 40 {
+					b.Fatal(len(r.Connections), err)
+				}
+			}
+		})
+	}
+	b.Run("stats", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := c.Stats(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

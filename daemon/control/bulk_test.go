@@ -23,23 +23,11 @@ import (
 
 	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/daemon/daemontest"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/rpc/client"
 	"github.com/tcpops/tcpops/sock"
 )
-
-// waitFor polls cond every 10 ms until it holds, failing the test after
-// 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 10s: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // echoServer is a backend outside the daemon that echoes.
 func echoServer(t *testing.T) string {
@@ -119,7 +107,7 @@ func newFleet(t *testing.T, args ...string) *fleet {
 	f.c = add(1, "127.0.0.4")
 	f.relayIn = add(2, "127.0.0.5")
 	talk(f.relayIn)
-	waitFor(t, "the relayed connection's backend leg", func() bool {
+	testutil.WaitFor(t, "the relayed connection's backend leg", func() bool {
 		f.relayOut = 0
 		if c, ok := d.Table.Get(f.relayIn); ok {
 			if p := c.Peer(); p != nil {
@@ -135,7 +123,7 @@ func newFleet(t *testing.T, args ...string) *fleet {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ws.CloseNow() })
-	waitFor(t, "the WebSocket connection in state ok", func() bool {
+	testutil.WaitFor(t, "the WebSocket connection in state ok", func() bool {
 		infos, _ := d.Table.List(filterProto("ws"))
 		if len(infos) == 1 && infos[0].State == 1 {
 			f.ws = infos[0].ID
@@ -257,7 +245,7 @@ func TestBulkIdleSelector(t *testing.T) {
 		ids, conns = append(ids, id), append(conns, tc)
 	}
 	c := d.Client(t)
-	waitFor(t, "every connection idle 1.5s", func() bool {
+	testutil.WaitFor(t, "every connection idle 1.5s", func() bool {
 		infos, _ := d.Table.List(filterRemote("127.0.0.7"))
 		for _, in := range infos {
 			if in.Idle < 1500*time.Millisecond {
@@ -538,7 +526,7 @@ func TestBulkCallerDisconnects(t *testing.T) {
 	}
 	l.c.Close()
 	var m []string
-	waitFor(t, "the bulk call's log line", func() bool {
+	testutil.WaitFor(t, "the bulk call's log line", func() bool {
 		m = bulkLine.FindStringSubmatch(d.Logs())
 		if m == nil && strings.Contains(d.Logs(), "rpc bulk") {
 			t.Fatalf("log line not as expected:\n%s", d.Logs())
@@ -612,7 +600,7 @@ func TestOverrideRestores(t *testing.T) {
 			t.Fatalf("during the ttl: overrides %v, %+v", whats, info)
 		}
 	}
-	waitFor(t, "the previous settings back", func() bool {
+	testutil.WaitFor(t, "the previous settings back", func() bool {
 		cn, ok := d.Table.Get(id)
 		if !ok {
 			t.Fatal("connection closed")

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/json"
 	"math"
 	"net/netip"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tcpops/tcpops/conn"
+	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/sock"
 )
 
@@ -20,6 +22,11 @@ type rawJSON []byte
 // cost; TestAppendListMatchesEncodingJSON keeps the output identical to
 // encoding/json of ListResult.
 func appendList(b []byte, infos []conn.Info, next uint64) []byte {
+	return appendPage(b, infos, next, -1)
+}
+
+// appendPage is appendList with the number of matches (total < 0: none).
+func appendPage(b []byte, infos []conn.Info, next uint64, total int) []byte {
 	b = append(b, `{"connections":[`...)
 	for i := range infos {
 		if i > 0 {
@@ -31,6 +38,10 @@ func appendList(b []byte, infos []conn.Info, next uint64) []byte {
 	if next != 0 {
 		b = append(b, `,"next":`...)
 		b = strconv.AppendUint(b, next, 10)
+	}
+	if total >= 0 {
+		b = append(b, `,"total":`...)
+		b = strconv.AppendInt(b, int64(total), 10)
 	}
 	return append(b, '}')
 }
@@ -91,6 +102,31 @@ func appendConn(b []byte, in *conn.Info) []byte {
 	}
 	if dr := in.Draining; dr != nil {
 		b = appendDraining(b, dr)
+	}
+	return appendInspection(b, in)
+}
+
+// appendInspection writes what a view asked for: rate, suspect rules and
+// TCP_INFO. These are few (one page), so TCP_INFO goes through
+// encoding/json.
+func appendInspection(b []byte, in *conn.Info) []byte {
+	if in.Rated {
+		b = appendFloat(b, `,"bytes_per_s":`, math.Round(in.Rate))
+	}
+	if len(in.Suspect) > 0 {
+		b = append(b, `,"suspect":[`...)
+		for i, s := range in.Suspect {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendStr(b, "", string(s))
+		}
+		b = append(b, ']')
+	}
+	if in.TCPInfo != nil {
+		b = append(b, `,"tcp_info":`...)
+		j, _ := json.Marshal((*rpc.TCPInfo)(in.TCPInfo))
+		b = append(b, j...)
 	}
 	return append(b, '}')
 }

@@ -27,6 +27,9 @@ func TestAppendListMatchesEncodingJSON(t *testing.T) {
 		{ID: 5, Proto: "tls", TLS: &conn.TLSInfo{Version: "TLS 1.2", Cipher: "x", ALPN: "h2", PeerSubject: "CN=a,O=b"}, WS: &conn.WSInfo{Path: "/"}},
 		{ID: 6, Overrides: []conn.Override{{What: conn.WhatKeepalive, Until: time.Date(2026, 11, 26, 11, 0, 0, 5, time.Local)},
 			{What: conn.WhatClosedEvent, Until: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}}},
+		{ID: 16, Proto: "tcp", Rated: true, Rate: 1234.56, Suspect: []conn.Suspect{conn.SuspectSendStalled, conn.SuspectRetransmitting},
+			TCPInfo: &sock.TCPInfo{State: 1, StateName: "ESTABLISHED", Unacked: 3, Retransmits: 4, RecvQ: 10, SendQ: 20, SndWnd: 65535}},
+		{ID: 17, Rated: true, TCPInfo: &sock.TCPInfo{}},
 	}
 	for _, next := range []uint64{0, 3} {
 		got := appendList(nil, infos, next)
@@ -41,6 +44,11 @@ func TestAppendListMatchesEncodingJSON(t *testing.T) {
 		if string(got) != string(bytes.TrimSpace(want.Bytes())) {
 			t.Fatalf("hand encoding differs:\n got %s\nwant %s", got, want.Bytes())
 		}
+	}
+	total := 42
+	got, want := appendPage(nil, infos[:1], 1, total), rpc.ListResult{Connections: []rpc.Conn{wireConn(infos[0])}, Next: 1, Total: &total}
+	if w, _ := json.Marshal(want); string(got) != string(w) {
+		t.Fatalf("page with total:\n got %s\nwant %s", got, w)
 	}
 	if got := string(appendList(nil, nil, 0)); got != `{"connections":[]}` {
 		t.Fatalf("empty list = %s", got)

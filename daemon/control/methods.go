@@ -27,7 +27,7 @@ func (s *Server) table() []*method {
 			help: "publish (or not) a closed event when this connection ends; for --closed-event manual; with ttl the previous setting comes back after ttl seconds"},
 		{name: rpc.MethodClose, params: "conid or select, reset (default false: FIN; true: RST)" + bulkParams, fn: (*call).close,
 			help: "close the connection (reason local); its partner leg closes with reason peer"},
-		{name: rpc.MethodList, params: "state, proto, direction, listener, remote (IP, IP:port or CIDR), idle_min (seconds), limit, after (conid cursor); all optional", readOnly: true, fn: (*call).list,
+		{name: rpc.MethodList, params: "state, proto, direction, listener, remote (IP, IP:port or CIDR), idle_min (seconds), limit, after (conid cursor), suspect (bool), sort (conid, idle, bytes, rate, age), offset, match (text), rates (bool), tcp_info (bool); all optional", readOnly: true, fn: (*call).list,
 			help: "the connections, sorted by conid; next is the after cursor of the next page when a limit cut the list"},
 		{name: rpc.MethodInfo, params: "conid", readOnly: true, fn: (*call).info,
 			help: "one connection with its keepalive and the kernel's TCP_INFO"},
@@ -234,6 +234,13 @@ func (cl *call) list() (any, error) {
 		return nil, badParam("param limit %d: want >= 0 (0 = no limit)", p.Limit)
 	}
 	f.Limit = p.Limit
+	if err := listView(&p, &f.View); err != nil {
+		return nil, err
+	}
+	if f.View != (conn.View{}) {
+		infos, next, total := cl.s.t.ListView(f)
+		return rawJSON(appendPage(make([]byte, 0, 768*len(infos)+48), infos, next, total)), nil
+	}
 	infos, next := cl.s.t.List(f)
 	return rawJSON(appendList(make([]byte, 0, 512*len(infos)+32), infos, next)), nil
 }
@@ -352,6 +359,10 @@ func (cl *call) stats() (any, error) {
 	}
 	if cl.s.cfg.NATS != nil {
 		out.NATS = cl.s.cfg.NATS()
+	}
+	cl.s.addSetup(&out, cl.cred)
+	if cl.conn == nil {
+		out.Caller = nil // not a socket client: no SO_PEERCRED to name
 	}
 	return out, nil
 }

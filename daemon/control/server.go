@@ -50,6 +50,8 @@ type Config struct {
 	NATS func() *rpc.NATSStats
 	// Upgrade, if set, answers tcpops.upgrade.
 	Upgrade func(binary string, drain time.Duration) (rpc.UpgradeResult, error)
+	// Listeners, if set, lists the listeners serving now (tcpops.stats).
+	Listeners func() []rpc.Listener
 }
 
 // MethodNames lists every method the server answers.
@@ -279,21 +281,35 @@ func (s *Server) groupHint() string {
 
 // admin reports whether the caller may change connections.
 func (s *Server) admin(c sock.Cred) bool {
-	if c.UID == 0 || int(c.UID) == os.Geteuid() {
-		return true
+	ok, _ := s.adminWhy(c)
+	return ok
+}
+
+// adminWhy is admin with the rule that decided, for people.
+func (s *Server) adminWhy(c sock.Cred) (bool, string) {
+	switch {
+	case c.UID == 0:
+		return true, "uid 0 is root"
+	case int(c.UID) == os.Geteuid():
+		return true, fmt.Sprintf("uid %d is the daemon's own", c.UID)
 	}
+	no := fmt.Sprintf("uid %d is not root, not the daemon's uid %d", c.UID, os.Geteuid())
 	if s.adminGID < 0 {
-		return false
+		return false, no + ", and the daemon has no --admin-group"
 	}
+	no += ", not in --admin-group " + s.cfg.AdminGroup
 	if int(c.GID) == s.adminGID {
-		return true
+		return true, fmt.Sprintf("gid %d is --admin-group %s", c.GID, s.cfg.AdminGroup)
 	}
 	u, err := user.LookupId(strconv.Itoa(int(c.UID)))
 	if err != nil {
-		return false
+		return false, no
 	}
 	gids, err := u.GroupIds()
-	return err == nil && slices.Contains(gids, strconv.Itoa(s.adminGID))
+	if err == nil && slices.Contains(gids, strconv.Itoa(s.adminGID)) {
+		return true, fmt.Sprintf("uid %d is a member of --admin-group %s", c.UID, s.cfg.AdminGroup)
+	}
+	return false, no
 }
 
 // rpcError turns any error of a handler into its JSON-RPC error.
@@ -343,7 +359,7 @@ func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 10
 
 // wireConn converts a snapshot.
 func wireConn(in conn.Info) rpc.Conn {
-	return rpc.Conn{
+	c := rpc.Conn{
 		Identity: rpc.Identity{ConnID: in.ID, Peer: in.Peer, Proto: string(in.Proto), Direction: in.Direction.String(),
 			Listener: in.Listener, Local: addrString(in.Local), Remote: addrString(in.Remote), Via: addrString(in.Via)},
 		State: int(in.State), StateName: in.State.String(),
@@ -351,7 +367,15 @@ func wireConn(in conn.Info) rpc.Conn {
 		ExpiresInS: seconds(in.ExpiresIn), Keepalive: wireKeepalive(in.Keepalive), ClosedEvent: in.ClosedEvent,
 		BytesIn: in.BytesIn, BytesOut: in.BytesOut,
 		TLS: (*rpc.TLS)(in.TLS), WS: (*rpc.WS)(in.WS), Overrides: wireOverrides(in.Overrides), Draining: wireDraining(in.Draining),
+		TCPInfo: (*rpc.TCPInfo)(in.TCPInfo),
 	}
+	if in.Rated {
+		c.BytesPerS = new(math.Round(in.Rate))
+	}
+	for _, s := range in.Suspect {
+		c.Suspect = append(c.Suspect, string(s))
+	}
+	return c
 }
 
 // wireOverrides converts a connection's overrides (none stays nil).

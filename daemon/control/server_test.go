@@ -20,6 +20,7 @@ import (
 
 	"github.com/tcpops/tcpops/daemon"
 	"github.com/tcpops/tcpops/daemon/daemontest"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/rpc/client"
 	"github.com/tcpops/tcpops/sock"
@@ -120,11 +121,11 @@ func TestAliveAndState(t *testing.T) {
 	// Recently closed: not_found with the reason.
 	tc.SetLinger(0)
 	tc.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for st.Reason == "" && time.Now().Before(deadline) {
+	// Until the close shows; the check below says what it saw.
+	testutil.Until(func() bool {
 		st, _ = c.State(ctx, id)
-		time.Sleep(5 * time.Millisecond)
-	}
+		return st.Reason != ""
+	})
 	if st.State != -1 || st.Reason != "reset" {
 		t.Fatalf("state after RST = %+v, want -1 with reason reset", st)
 	}
@@ -243,10 +244,7 @@ func TestClosedEventManual(t *testing.T) {
 	}
 	a.Close()
 	b.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for d.Table.Stats().Closed < 2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "both connections to close", func() bool { return d.Table.Stats().Closed == 2 })
 	ev, _ := c.Events(ctx, rpc.EventsParams{})
 	if len(ev.Events) != 1 || ev.Events[0].ConnID != idb {
 		t.Fatalf("events = %+v, want only conid %d (not %d)", ev.Events, idb, ida)
@@ -323,10 +321,7 @@ func TestEventsFollow(t *testing.T) {
 		conns = append(conns, tc)
 	}
 	conns[0].Close() // seq 1, before following
-	deadline := time.Now().Add(5 * time.Second)
-	for d.Table.Events().LastSeq() < 1 && time.Now().Before(deadline) {
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "event seq 1", func() bool { return d.Table.Events().LastSeq() == 1 })
 	got := make(chan rpc.Event, 10)
 	fctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -335,13 +330,13 @@ func TestEventsFollow(t *testing.T) {
 			func(e rpc.Event) error { got <- e; return nil },
 			func(l rpc.EventsLost) error { return fmt.Errorf("lost %+v", l) })
 	}()
-	e := <-got
+	e := recvEvent(t, got)
 	if e.Seq != 1 || e.Reason != "eof" {
 		t.Fatalf("replayed = %+v", e)
 	}
 	conns[1].SetLinger(0)
 	conns[1].Close()
-	e = <-got
+	e = recvEvent(t, got)
 	if e.Seq != 2 || e.Reason != "reset" || e.Event != "tcp:reset" {
 		t.Fatalf("followed = %+v", e)
 	}
@@ -351,7 +346,7 @@ func TestEventsFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	conns[2].Close()
-	e = <-got
+	e = recvEvent(t, got)
 	if e.Reason != "eof" || e.Seq != 4 {
 		t.Fatalf("after a filtered event got %+v, want seq 4 eof", e)
 	}
@@ -372,12 +367,27 @@ func TestEventsFollow(t *testing.T) {
 	}
 }
 
+// recvEvent returns the next event a follower got.
+func recvEvent(t *testing.T, got <-chan rpc.Event) rpc.Event {
+	t.Helper()
+	select {
+	case e := <-got:
+		return e
+	case <-time.After(testutil.Timeout):
+		t.Fatalf("no event within %v", testutil.Timeout)
+		return rpc.Event{}
+	}
+}
+
 func TestFollowerThatNeverReads(t *testing.T) {
 	d := daemontest.StartWith(t, func(c *daemon.Config) { c.RPCWriteTimeout = 300 * time.Millisecond })
 	raw := rawConn(t, d.Socket)
-	raw.send(`{"id":1,"method":"tcpops.events","params":{"follow":true}}`)
-	// ... and never read. Close many connections: the stuck follower
-	// must be cut off while others are served.
+	// Its answer says the follower is subscribed ...
+	if rep := raw.call(`{"id":1,"method":"tcpops.events","params":{"follow":true}}`); rep.Error != nil {
+		t.Fatalf("follow: %+v", rep.Error)
+	}
+	// ... and it never reads again. Close many connections: the stuck
+	// follower must be cut off while others are served.
 	c := d.Client(t)
 	ctx := t.Context()
 	const n = 3000
@@ -394,30 +404,23 @@ func TestFollowerThatNeverReads(t *testing.T) {
 			tc.Close()
 		}
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for d.Table.Events().LastSeq() < n && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if seq := d.Table.Events().LastSeq(); seq != n {
-		t.Fatalf("event seq = %d, want %d: events were lost or the close path stalled", seq, n)
+	if !testutil.Until(func() bool { return d.Table.Events().LastSeq() == n }) {
+		t.Fatalf("event seq = %d, want %d: events were lost or the close path stalled", d.Table.Events().LastSeq(), n)
 	}
 	start := time.Now()
 	if _, err := c.Stats(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("stats answered in %v while a follower is stuck", time.Since(start))
-	for {
-		st, err := c.Stats(ctx)
-		if err != nil {
+	var st rpc.Stats
+	if !testutil.Until(func() bool {
+		var err error
+		if st, err = c.Stats(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if st.RPC.WriteTimeouts == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stuck follower not cut off: stats %+v", st.RPC)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return st.RPC.WriteTimeouts == 1
+	}) {
+		t.Fatalf("stuck follower not cut off: stats %+v", st.RPC)
 	}
 	// The stuck follower's connection is closed by the write deadline:
 	// draining it ends in EOF (or reset), not in a hang.
@@ -432,9 +435,21 @@ func TestLaggingFollowerGetsLost(t *testing.T) {
 	d := daemontest.Start(t, "--event-buffer", "8")
 	c := d.Client(t)
 	ctx := t.Context()
+	// One event before following: the follower gets it first, in the
+	// answer to its call, which shows that it is subscribed.
+	tc, err := net.Dial("tcp", d.Addr(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.Close()
+	testutil.WaitFor(t, "event seq 1", func() bool { return d.Table.Events().LastSeq() == 1 })
 	// Subscribe, then stall the client's own reading by blocking onEvent
-	// until 40 events exist: the ring (8) overflows for this follower only.
+	// on that first event until 2000 events exist: the ring (8) overflows
+	// for this follower only.
+	subscribed := make(chan struct{})
 	release := make(chan struct{})
+	unblock := sync.OnceFunc(func() { close(release) })
+	defer unblock()
 	var got []uint64
 	var lost []rpc.EventsLost
 	var mu sync.Mutex
@@ -443,7 +458,7 @@ func TestLaggingFollowerGetsLost(t *testing.T) {
 	var first sync.Once
 	go func() {
 		done <- c.Follow(fctx, ctx, rpc.EventsParams{}, func(e rpc.Event) error {
-			first.Do(func() { <-release })
+			first.Do(func() { close(subscribed); <-release })
 			mu.Lock()
 			got = append(got, e.Seq)
 			mu.Unlock()
@@ -455,32 +470,31 @@ func TestLaggingFollowerGetsLost(t *testing.T) {
 			return nil
 		})
 	}()
-	time.Sleep(50 * time.Millisecond)
-	for range 2000 {
+	select {
+	case <-subscribed:
+	case err := <-done:
+		t.Fatalf("follow ended before its first event: %v", err)
+	case <-time.After(testutil.Timeout):
+		t.Fatalf("follower not subscribed within %v", testutil.Timeout)
+	}
+	for range 1999 {
 		tc, err := net.Dial("tcp", d.Addr(0))
 		if err != nil {
 			t.Fatal(err)
 		}
 		tc.Close()
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for d.Table.Events().LastSeq() < 2000 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	reached := testutil.Until(func() bool { return d.Table.Events().LastSeq() == 2000 })
+	unblock()
+	if !reached {
+		t.Fatalf("event seq = %d, want 2000", d.Table.Events().LastSeq())
 	}
-	close(release)
-	deadline = time.Now().Add(20 * time.Second)
-	for {
+	// The accounting below says what is missing if the last never comes.
+	testutil.Until(func() bool {
 		mu.Lock()
-		last := uint64(0)
-		if len(got) > 0 {
-			last = got[len(got)-1]
-		}
-		mu.Unlock()
-		if last == 2000 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(got) > 0 && got[len(got)-1] == 2000
+	})
 	cancel()
 	<-done
 	mu.Lock()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tcpops/tcpops/daemon"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	"github.com/tcpops/tcpops/rpc/client"
 )
@@ -114,18 +115,19 @@ func (d *D) Dial(t testing.TB, i int) (*net.TCPConn, uint64) {
 	}
 	t.Cleanup(func() { c.Close() })
 	local := c.LocalAddr().String()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if d.Table.Stats().Accepted > before {
-			infos, _ := d.Table.List(filterRemote(local))
-			if len(infos) == 1 {
-				return c.(*net.TCPConn), infos[0].ID
-			}
+	var id uint64
+	testutil.WaitFor(t, "the daemon to table the connection from "+local, func() bool {
+		if d.Table.Stats().Accepted <= before {
+			return false
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	t.Fatalf("daemon did not table the connection from %s", local)
-	return nil, 0
+		infos, _ := d.Table.List(filterRemote(local))
+		if len(infos) != 1 {
+			return false
+		}
+		id = infos[0].ID
+		return true
+	})
+	return c.(*net.TCPConn), id
 }
 
 // Clients runs fn on n control clients at once, each with its own
@@ -159,21 +161,19 @@ func (d *D) Clients(t testing.TB, n int, fn func(ctx context.Context, c *client.
 }
 
 // WaitEvents polls tcpops.events until it returns at least n events
-// (10 s at most) and returns them.
+// (testutil.Timeout at most) and returns them.
 func WaitEvents(t testing.TB, c *client.Client, p rpc.EventsParams, n int) []rpc.Event {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r, err := c.Events(context.Background(), p)
+	var evs []rpc.Event
+	if !testutil.Until(func() bool {
+		r, err := c.Events(t.Context(), p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(r.Events) >= n {
-			return r.Events
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events for %+v, want %d", len(r.Events), p, n)
-		}
-		time.Sleep(5 * time.Millisecond)
+		evs = r.Events
+		return len(evs) >= n
+	}) {
+		t.Fatalf("%d events for %+v, want %d", len(evs), p, n)
 	}
+	return evs
 }

@@ -16,20 +16,9 @@ import (
 	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/fleet"
 	"github.com/tcpops/tcpops/internal/natstest"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 )
-
-// waitFor polls cond until it holds, failing the test after 20 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func connect(t *testing.T, url string) *fleet.Conn {
 	t.Helper()
@@ -104,7 +93,7 @@ func TestEventsStoredInOrder(t *testing.T) {
 	d := daemontest.Start(t, "--nats", ns.URL(), "--host-name", "web1")
 	c := connect(t, ns.URL())
 	closeN(t, d, 50)
-	waitFor(t, "50 events stored", func() bool { return natsStats(t, d).PublishedSeq == 50 })
+	testutil.WaitFor(t, "50 events stored", func() bool { return natsStats(t, d).PublishedSeq == 50 })
 	recs := stored(t, c, "web1")
 	checkOnceInOrder(t, recs, 50)
 	r := recs[0]
@@ -143,13 +132,13 @@ func TestServerRestart(t *testing.T) {
 	ns := natstest.Start(t, nil)
 	d := daemontest.Start(t, "--nats", ns.URL(), "--host-name", "web1")
 	closeN(t, d, 20)
-	waitFor(t, "20 events stored", func() bool { return natsStats(t, d).PublishedSeq == 20 })
+	testutil.WaitFor(t, "20 events stored", func() bool { return natsStats(t, d).PublishedSeq == 20 })
 	ns.Stop()
-	waitFor(t, "the daemon to see NATS gone", func() bool { return !natsStats(t, d).Connected })
+	testutil.WaitFor(t, "the daemon to see NATS gone", func() bool { return !natsStats(t, d).Connected })
 	closeN(t, d, 30)
-	waitFor(t, "30 events pending while NATS is away", func() bool { return natsStats(t, d).Pending == 30 })
+	testutil.WaitFor(t, "30 events pending while NATS is away", func() bool { return natsStats(t, d).Pending == 30 })
 	ns.Restart()
-	waitFor(t, "50 events stored", func() bool { return natsStats(t, d).PublishedSeq == 50 })
+	testutil.WaitFor(t, "50 events stored", func() bool { return natsStats(t, d).PublishedSeq == 50 })
 	checkOnceInOrder(t, stored(t, connect(t, ns.URL()), "web1"), 50)
 	if st := natsStats(t, d); st.Reconnects == 0 || st.LastError != "" {
 		t.Errorf("stats %+v: want a reconnect and no error left", st)
@@ -162,14 +151,14 @@ func TestStreamDeleted(t *testing.T) {
 	ns := natstest.Start(t, nil)
 	d := daemontest.Start(t, "--nats", ns.URL(), "--host-name", "web1")
 	closeN(t, d, 3)
-	waitFor(t, "3 events stored", func() bool { return natsStats(t, d).PublishedSeq == 3 })
+	testutil.WaitFor(t, "3 events stored", func() bool { return natsStats(t, d).PublishedSeq == 3 })
 	c := connect(t, ns.URL())
 	js, _ := jetstream.New(c.NATS())
 	if err := js.DeleteStream(t.Context(), fleet.EventsStream); err != nil {
 		t.Fatal(err)
 	}
 	closeN(t, d, 2)
-	waitFor(t, "5 events stored", func() bool { return natsStats(t, d).PublishedSeq == 5 })
+	testutil.WaitFor(t, "5 events stored", func() bool { return natsStats(t, d).PublishedSeq == 5 })
 	var seqs []uint64
 	for _, r := range stored(t, c, "web1") {
 		seqs = append(seqs, r.Seq)
@@ -187,12 +176,12 @@ func TestNATSAwayAtStart(t *testing.T) {
 	ns.Stop()
 	d := daemontest.Start(t, "--nats", url, "--host-name", "web1")
 	closeN(t, d, 2)
-	waitFor(t, "2 events waiting", func() bool { return natsStats(t, d).Pending == 2 })
+	testutil.WaitFor(t, "2 events waiting", func() bool { return natsStats(t, d).Pending == 2 })
 	if !strings.Contains(d.Logs(), "nats not reachable yet") {
 		t.Errorf("no word of NATS being away at start:\n%s", d.Logs())
 	}
 	ns.Restart()
-	waitFor(t, "2 events stored", func() bool { return natsStats(t, d).PublishedSeq == 2 })
+	testutil.WaitFor(t, "2 events stored", func() bool { return natsStats(t, d).PublishedSeq == 2 })
 	checkOnceInOrder(t, stored(t, connect(t, url), "web1"), 2)
 }
 
@@ -202,12 +191,12 @@ func TestRingOverwrites(t *testing.T) {
 	ns := natstest.Start(t, nil)
 	d := daemontest.Start(t, "--nats", ns.URL(), "--host-name", "web1", "--event-buffer", "4")
 	closeN(t, d, 2)
-	waitFor(t, "2 events stored", func() bool { return natsStats(t, d).PublishedSeq == 2 })
+	testutil.WaitFor(t, "2 events stored", func() bool { return natsStats(t, d).PublishedSeq == 2 })
 	ns.Stop()
-	waitFor(t, "the daemon to see NATS gone", func() bool { return !natsStats(t, d).Connected })
+	testutil.WaitFor(t, "the daemon to see NATS gone", func() bool { return !natsStats(t, d).Connected })
 	closeN(t, d, 10) // seqs 3..12; the ring keeps 9..12
 	ns.Restart()
-	waitFor(t, "12 events stored", func() bool { return natsStats(t, d).PublishedSeq == 12 })
+	testutil.WaitFor(t, "12 events stored", func() bool { return natsStats(t, d).PublishedSeq == 12 })
 	recs := stored(t, connect(t, ns.URL()), "web1")
 	var got []string
 	for _, r := range recs {
@@ -392,7 +381,7 @@ func TestReadOnlyUser(t *testing.T) {
 	})
 	d := daemontest.Start(t, "--nats", ns.UserURL("tcpops", "d"), "--host-name", "web1")
 	_, id := d.Dial(t, 0)
-	waitFor(t, "the daemon to connect", func() bool { return natsStats(t, d).Connected })
+	testutil.WaitFor(t, "the daemon to connect", func() bool { return natsStats(t, d).Connected })
 	ops := connect(t, ns.UserURL("ops", "r"))
 	if _, err := call(t, ops, "web1", rpc.MethodStats, nil); err != nil {
 		t.Fatalf("read-only user, stats: %v", err)
@@ -427,7 +416,7 @@ func TestHosts(t *testing.T) {
 	daemontest.Start(t, "--nats", ns.URL(), "--host-name", "a")
 	b := daemontest.Start(t, "--nats", ns.URL(), "--host-name", "b")
 	c := connect(t, ns.URL())
-	waitFor(t, "a and b registered", func() bool {
+	testutil.WaitFor(t, "a and b registered", func() bool {
 		names, _ := c.Registered(t.Context())
 		return len(names) == 2
 	})
@@ -436,7 +425,7 @@ func TestHosts(t *testing.T) {
 	if err := c.NATS().Publish(fleet.HostSubject("gone"), reg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "gone registered", func() bool {
+	testutil.WaitFor(t, "gone registered", func() bool {
 		names, _ := c.Registered(t.Context())
 		return len(names) == 3
 	})
@@ -503,7 +492,7 @@ func TestTwoRunsOneHost(t *testing.T) {
 		return names
 	}
 	old := daemontest.Start(t, "--nats", ns.URL(), "--host-name", "web1")
-	waitFor(t, "the first run registered", func() bool { return len(registered()) == 1 })
+	testutil.WaitFor(t, "the first run registered", func() bool { return len(registered()) == 1 })
 	js, _ := jetstream.New(c.NATS())
 	s, _ := js.Stream(t.Context(), fleet.HostsStream)
 	first, err := s.GetLastMsgForSubject(t.Context(), fleet.HostSubject("web1"))
@@ -511,7 +500,7 @@ func TestTwoRunsOneHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	daemontest.Start(t, "--nats", ns.URL(), "--host-name", "web1")
-	waitFor(t, "the second run registered", func() bool {
+	testutil.WaitFor(t, "the second run registered", func() bool {
 		m, err := s.GetLastMsgForSubject(t.Context(), fleet.HostSubject("web1"))
 		return err == nil && m.Sequence > first.Sequence
 	})

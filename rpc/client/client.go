@@ -158,6 +158,13 @@ func (c *Client) write(parts ...[]byte) error {
 	return err
 }
 
+// Done is closed when the connection has ended: closed by Close, or by
+// the daemon. A client kept for many commands dials again after it.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Path is the socket the client dialled.
+func (c *Client) Path() string { return c.path }
+
 // Close closes the connection.
 func (c *Client) Close() error {
 	if c.t != nil {
