@@ -255,6 +255,7 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 			}
 			if o.CheckConfig {
 				fmt.Fprintf(cmd.OutOrStdout(), "configuration ok: %d listener(s), socket %s\n", len(cfg.Listeners), cfg.Socket)
+				printListeners(cmd.OutOrStdout(), cfg.Listeners)
 				return nil
 			}
 			log, err := NewLogger(cmd.ErrOrStderr(), o.LogFormat, o.LogLevel)

@@ -197,6 +197,7 @@ func (d *Daemon) Reload(next *Config) error {
 	d.mu.Unlock()
 	d.log.Info("configuration reloaded", "listeners", len(next.Listeners), "lifetime", next.Table.Lifetime,
 		"keepalive", next.Relay.Keepalive.String(), "max_conns", next.Table.MaxConns)
+	d.logListeners()
 	return errors.Join(errs...)
 }
 
@@ -343,6 +344,7 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 	d.tookOver()
 	log.Info("tcpops started", "socket", cfg.Socket, "listeners", len(cfg.Listeners),
 		"lifetime", cfg.Table.Lifetime, "keepalive", cfg.Relay.Keepalive.String(), "closed_event", cfg.Table.ClosedEvent.String())
+	d.logListeners()
 	return d, nil
 }
 
