@@ -122,8 +122,10 @@ Exit codes, for shells, cron and Ansible:
   4  the daemon refused or failed: permission, socket operation, internal;
      a bulk change refused by --max, or failed on some connections
 
-The socket is --socket, else $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock for
-root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
+The socket is --socket, else $TCPOPS_SOCKET, else the system daemon's
+/run/tcpops/tcpops.sock (for root; for other users when it exists), else the
+user's own $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock. When the
+daemon cannot be reached, the message names every socket tried and why.`,
 		Example: `  tcpopsctl list --state ok --remote 10.0.0.0/8
   tcpopsctl keepalive enable 42 60 5 5
   tcpopsctl lifetime 42 3600
@@ -136,7 +138,7 @@ root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: false},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVarP(&o.Socket, "socket", "s", "", "control socket of the daemon (default $TCPOPS_SOCKET or the daemon's default path)")
+	pf.StringVarP(&o.Socket, "socket", "s", "", "control socket of the daemon (default $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock if it exists, else the user's own)")
 	pf.StringVarP(&o.Output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.Timeout, "timeout", 5*time.Second, "time allowed to reach the daemon and get an answer")
 	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
@@ -192,12 +194,25 @@ root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 	return root
 }
 
-// socketPath is the socket to use.
-func (o *Options) socketPath() string {
+// socketPaths are the sockets to try, in order: --socket, else those of
+// sock.ClientSocketPaths.
+func (o *Options) socketPaths() []string {
 	if o.Socket != "" {
-		return o.Socket
+		return []string{o.Socket}
 	}
-	return sock.DefaultSocketPath()
+	return sock.ClientSocketPaths()
+}
+
+// socketPath is the socket a message names: the first of socketPaths that
+// exists, else the last (the user's own default).
+func (o *Options) socketPath() string {
+	paths := o.socketPaths()
+	for _, p := range paths {
+		if _, err := os.Lstat(p); err == nil {
+			return p
+		}
+	}
+	return paths[len(paths)-1]
 }
 
 // client dials the daemon within the timeout; ctx bounds the calls.

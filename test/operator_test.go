@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -108,5 +110,140 @@ func TestDaemonSaysWhereItListens(t *testing.T) {
 	echoes(t, after[2])
 	if strings.Count(log.String(), "msg=listening") != 4 {
 		t.Errorf("want 4 listening lines (2 at start, 2 after reload):\n%s", log.String())
+	}
+}
+
+// needRoot fails the test unless it runs as root: it makes namespaces or
+// runs programs under another uid. ./test.sh runs as root in CI.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root (mount namespaces, another uid): run ./test.sh as root, as .ci/run does")
+	}
+}
+
+// sharedBinaries lets other users run the built binaries.
+func sharedBinaries(t *testing.T) {
+	t.Helper()
+	if err := os.Chmod(binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// privateRun starts the tcpops binary with args in a mount namespace of
+// its own with an empty /run, as on a fresh boot: no --socket, no
+// TCPOPS_SOCKET, so it is a system daemon on /run/tcpops/tcpops.sock.
+// It returns a function that runs a command in that namespace as uid
+// (0 or another), with the environment a login of that user would have.
+func privateRun(t *testing.T, args ...string) (run func(uid int, name string, args ...string) (string, int)) {
+	t.Helper()
+	needRoot(t)
+	unshare := tool(t, "unshare", "util-linux")
+	nsenter := tool(t, "nsenter", "util-linux")
+	cmdArgs := append([]string{"--mount", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs -o mode=0755 tmpfs /run && exec "$0" "$@"`, filepath.Join(binDir, "tcpops")}, args...)
+	daemon := exec.Command(unshare, cmdArgs...)
+	daemon.Env = envWithout("TCPOPS_SOCKET")
+	log := &syncBuffer{}
+	daemon.Stdout, daemon.Stderr = log, log
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { daemon.Wait(); close(done) }()
+	t.Cleanup(func() {
+		daemon.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			daemon.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("tcpops log:\n%s", log.String())
+		}
+	})
+	// Until the daemon says it started, the process may not be in its
+	// namespace yet.
+	waitLog(t, log, `msg="tcpops started"`)
+	pid := strconv.Itoa(daemon.Process.Pid)
+	return func(uid int, name string, args ...string) (string, int) {
+		t.Helper()
+		ns := []string{"-t", pid, "-m"}
+		env := envWithout("TCPOPS_SOCKET", "XDG_RUNTIME_DIR", "HOME")
+		if uid != 0 {
+			u := strconv.Itoa(uid)
+			ns = append(ns, "-S", u, "-G", u)
+			env = append(env, "XDG_RUNTIME_DIR=/run/user/"+u, "HOME=/")
+		} else {
+			env = append(env, "HOME=/root")
+		}
+		c := exec.Command(nsenter, append(append(ns, "--", name), args...)...)
+		c.Env = env
+		out, err := c.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("%s %v: %v", name, args, err)
+		}
+		return string(out), code
+	}
+}
+
+// envWithout is this process's environment less the named variables.
+func envWithout(names ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(names, k) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// TestSystemSocketFoundByOtherUsers: a root daemon with no --socket makes
+// /run/tcpops (mode 0755) and listens there; tcpopsctl run by another
+// user tries that socket before its own per-user one, and when it cannot
+// get in, names every path it tried and why.
+func TestSystemSocketFoundByOtherUsers(t *testing.T) {
+	sharedBinaries(t)
+	port, _ := freePort()
+	run := privateRun(t, "--listen", "tcp://127.0.0.1:"+port)
+	ctl := filepath.Join(binDir, "tcpopsctl")
+	if out, code := run(0, ctl, "wait", "ready", "--timeout", "15s"); code != 0 {
+		t.Fatalf("wait ready as root: exit %d: %s", code, out)
+	}
+	if out, _ := run(0, "stat", "-c", "%a %U %F", "/run/tcpops", "/run/tcpops/tcpops.sock"); out != "755 root directory\n660 root socket\n" {
+		t.Fatalf("/run/tcpops and its socket: %q; want a 0755 directory and a 0660 socket", out)
+	}
+	out, code := run(65534, ctl, "list")
+	want := "tcpopsctl: cannot reach tcpops at /run/tcpops/tcpops.sock: permission denied, nor at /run/user/65534/tcpops.sock: no such file (is the daemon running? set --socket or TCPOPS_SOCKET)\n"
+	if code != 3 || out != want {
+		t.Fatalf("list as uid 65534 with the socket mode 0660: exit %d, %q; want 3, %q", code, out, want)
+	}
+	run(0, "chmod", "0666", "/run/tcpops/tcpops.sock")
+	out, code = run(65534, ctl, "list")
+	if code != 0 || !strings.HasPrefix(out, "CONID  PEER  PROTO") {
+		t.Fatalf("list as uid 65534 with the socket open to all: exit %d, %q", code, out)
+	}
+	out, code = run(65534, ctl, "-o", "json", "stats")
+	if code != 0 || !strings.Contains(out, `"connections"`) {
+		t.Fatalf("stats as uid 65534: exit %d, %q", code, out)
+	}
+}
+
+// TestSocketDirectoryNotCreated: a --socket in a directory that does not
+// exist is an error naming it, and nothing is created.
+func TestSocketDirectoryNotCreated(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nonexistent", "dir")
+	out, err := exec.Command(filepath.Join(binDir, "tcpops"), "--socket", filepath.Join(missing, "t.sock"), "--listen", "tcp://127.0.0.1:0").CombinedOutput()
+	want := "tcpops: control socket " + missing + "/t.sock: directory " + missing + " does not exist (create it, or choose another --socket)\n"
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || string(out) != want {
+		t.Fatalf("tcpops --socket in a missing directory: %v, %q; want exit 1, %q", err, out, want)
+	}
+	if _, err := os.Stat(filepath.Dir(missing)); !os.IsNotExist(err) {
+		t.Fatalf("%s was created", filepath.Dir(missing))
 	}
 }
