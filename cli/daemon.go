@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -186,27 +185,38 @@ func newMethodsCmd(o *Options) *cobra.Command {
 
 func newVersionCmd(o *Options) *cobra.Command {
 	return &cobra.Command{
-		Use:     "version",
-		Short:   "Print the versions of tcpopsctl and the daemon",
-		Long:    "Print tcpopsctl's own version, then the daemon's (core.version); exit 3 if the daemon cannot be reached.",
-		Example: "  tcpopsctl version",
+		Use:   "version",
+		Short: "Print the versions of tcpopsctl and the daemon",
+		Long: `Print tcpopsctl's own version, then the daemon's (core.version): each with the
+commit it was built from, whether that tree had uncommitted changes, and the
+Go release. When the daemon cannot be reached, tcpopsctl's own version is
+printed and the exit code is 3. With -o json: {"tcpopsctl": {version, commit,
+modified, go}, "tcpops": {...}}, without "tcpops" when it cannot be reached.`,
+		Example: "  tcpopsctl version\n  tcpopsctl -o json version | jq -r .tcpops.commit",
 		Args:    args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			mine := rpc.Version{Version: rpc.BuildVersion, Commit: rpc.BuildCommit, Go: runtime.Version()}
+			mine := rpc.Build()
+			var daemon *rpc.Version
 			err := o.call(cmd, func(ctx context.Context, c *client.Client) error {
 				v, err := c.Version(ctx)
-				if err != nil {
-					return err
+				if err == nil {
+					daemon = &v
 				}
-				if o.Output == "json" {
-					return printJSON(o.Stdout, map[string]rpc.Version{"tcpopsctl": mine, "tcpops": v})
-				}
-				fmt.Fprintf(o.Stdout, "tcpopsctl %s (%s)\n", mine.Version, mine.Go)
-				_, err = fmt.Fprintf(o.Stdout, "tcpops    %s (commit %s, %s)\n", v.Version, orDashS(v.Commit), v.Go)
 				return err
 			})
-			if err != nil && o.Output != "json" {
-				fmt.Fprintf(o.Stdout, "tcpopsctl %s (%s)\n", mine.Version, mine.Go)
+			if o.Output == "json" {
+				out := map[string]*rpc.Version{"tcpopsctl": &mine}
+				if daemon != nil {
+					out["tcpops"] = daemon
+				}
+				if perr := printJSON(o.Stdout, out); perr != nil {
+					return perr
+				}
+				return err
+			}
+			fmt.Fprintf(o.Stdout, "tcpopsctl %s\n", mine)
+			if daemon != nil {
+				fmt.Fprintf(o.Stdout, "tcpops    %s\n", *daemon)
 			}
 			return err
 		},

@@ -189,6 +189,8 @@ daemon cannot be reached, the message names every socket tried and why.`,
 		c.GroupID = "interactive"
 		root.AddCommand(c)
 	}
+	root.Version = rpc.Build().String()
+	root.SetVersionTemplate("tcpopsctl {{.Version}}\n")
 	root.SetOut(o.Stdout)
 	root.SetErr(o.Stderr)
 	return root

@@ -270,6 +270,8 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 	}
 	addFlags(cmd, o)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	cmd.Version = rpc.Build().String()
+	cmd.SetVersionTemplate("tcpops {{.Version}}\n")
 	return cmd
 }
 

@@ -342,7 +342,7 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 	}
 	d.serveControl(ctl)
 	d.tookOver()
-	log.Info("tcpops started", "socket", cfg.Socket, "listeners", len(cfg.Listeners),
+	log.Info("tcpops started", "version", rpc.Build().Version, "socket", cfg.Socket, "listeners", len(cfg.Listeners),
 		"lifetime", cfg.Table.Lifetime, "keepalive", cfg.Relay.Keepalive.String(), "closed_event", cfg.Table.ClosedEvent.String())
 	d.logListeners()
 	return d, nil

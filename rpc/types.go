@@ -410,9 +410,12 @@ type Limits struct {
 	OpenFiles uint64 `json:"open_files,omitempty"`
 }
 
-// Version answers core.version.
+// Version answers core.version: the version (a tag, a pseudo-version or
+// "devel"), the commit it was built from ("" when unknown), whether the
+// tree had uncommitted changes, and the Go release.
 type Version struct {
-	Version string `json:"version"`
-	Commit  string `json:"commit"`
-	Go      string `json:"go"`
+	Version  string `json:"version"`
+	Commit   string `json:"commit"`
+	Modified bool   `json:"modified"`
+	Go       string `json:"go"`
 }

@@ -1,17 +1,21 @@
 package test
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tcpops/tcpops/rpc"
 )
 
 // What an operator sees in the first minutes: logs, messages, versions.
@@ -21,7 +25,13 @@ import (
 // stopped by SIGTERM at the end of the test.
 func startLogged(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "tcpops"), args...)
+	return startLoggedBin(t, filepath.Join(binDir, "tcpops"), args...)
+}
+
+// startLoggedBin is startLogged with another tcpops binary.
+func startLoggedBin(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -245,5 +255,125 @@ func TestSocketDirectoryNotCreated(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Dir(missing)); !os.IsNotExist(err) {
 		t.Fatalf("%s was created", filepath.Dir(missing))
+	}
+}
+
+// repoRoot is the root of the repository under test.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// freshClone clones the repository into a new directory and lays the
+// working tree's tracked files over it, so the clone holds what is under
+// test, committed or not, and nothing else (no build output, no untracked
+// files). It returns the clone's directory.
+func freshClone(t *testing.T) string {
+	t.Helper()
+	git := tool(t, "git", "git")
+	root := repoRoot(t)
+	dir := filepath.Join(t.TempDir(), "tcpops")
+	if out, err := exec.Command(git, "clone", "--quiet", root, dir).CombinedOutput(); err != nil {
+		t.Fatalf("git clone: %v\n%s", err, out)
+	}
+	out, err := exec.Command(git, "-C", root, "ls-files", "-z").Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	for _, name := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
+		b, err := os.ReadFile(filepath.Join(root, name))
+		dst := filepath.Join(dir, name)
+		if os.IsNotExist(err) {
+			os.Remove(dst) // deleted in the working tree
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if old, err := os.ReadFile(dst); err == nil && string(old) == string(b) {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Dir(dst), 0o755)
+		if err := os.WriteFile(dst, b, fi.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// goBuild builds the two binaries from the module in dir into out with
+// the extra go build flags.
+func goBuild(t *testing.T, dir, out string, flags ...string) {
+	t.Helper()
+	args := append([]string{"build", "-o", out + "/"}, flags...)
+	cmd := exec.Command("go", append(args, "./cmd/tcpops", "./cmd/tcpopsctl")...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %v: %v\n%s", flags, err, b)
+	}
+}
+
+// TestVersion: tcpops --version and tcpopsctl version say the version,
+// commit and Go release: from -ldflags when given, else from what Go
+// stamped into a build from a clone (the commit, a pseudo-version of it,
+// and whether the tree was modified).
+func TestVersion(t *testing.T) {
+	root := repoRoot(t)
+	bin := t.TempDir()
+	goBuild(t, root, bin, "-ldflags", "-X github.com/tcpops/tcpops/rpc.BuildVersion=v9.8.7 -X github.com/tcpops/tcpops/rpc.BuildCommit=0123456789abcdef0123456789abcdef01234567")
+	out, err := exec.Command(filepath.Join(bin, "tcpops"), "--version").CombinedOutput()
+	goVer := runtime.Version()
+	if want := "tcpops v9.8.7 (commit 0123456789ab, " + goVer + ")\n"; err != nil || string(out) != want {
+		t.Fatalf("tcpops --version: %v, %q; want %q", err, out, want)
+	}
+	sock := filepath.Join(t.TempDir(), "s")
+	_, log := startLoggedBin(t, filepath.Join(bin, "tcpops"), "--socket", sock, "--listen", "tcp://127.0.0.1:0")
+	waitLog(t, log, "msg=listening")
+	mine, err := exec.Command(filepath.Join(binDir, "tcpopsctl"), "--version").Output()
+	if err != nil || !strings.HasPrefix(string(mine), "tcpopsctl ") {
+		t.Fatalf("tcpopsctl --version: %v, %q", err, mine)
+	}
+	out, err = exec.Command(filepath.Join(binDir, "tcpopsctl"), "-s", sock, "version").CombinedOutput()
+	if want := string(mine) + "tcpops    v9.8.7 (commit 0123456789ab, " + goVer + ")\n"; err != nil || string(out) != want {
+		t.Fatalf("tcpopsctl version: %v, %q; want %q", err, out, want)
+	}
+	out, err = exec.Command(filepath.Join(binDir, "tcpopsctl"), "-s", sock, "-o", "json", "version").Output()
+	var both map[string]rpc.Version
+	if err := json.Unmarshal(out, &both); err != nil {
+		t.Fatalf("tcpopsctl -o json version: %v, %q", err, out)
+	}
+	if want := (rpc.Version{Version: "v9.8.7", Commit: "0123456789abcdef0123456789abcdef01234567", Go: goVer}); err != nil || both["tcpops"] != want || both["tcpopsctl"].Go != goVer {
+		t.Fatalf("tcpopsctl -o json version: %v, %q; want tcpops %+v", err, out, want)
+	}
+
+	// Built from a clone as a user would: the VCS stamp. -trimpath keeps
+	// the build cache of the tests' own build useful in another directory.
+	clone := freshClone(t)
+	goBuild(t, clone, bin, "-buildvcs=true", "-trimpath")
+	head, err := exec.Command("git", "-C", clone, "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := exec.Command("git", "-C", clone, "status", "--porcelain", "--untracked-files=no").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit := strings.TrimSpace(string(head))
+	want := `^tcpops v\S+ \(commit ` + commit[:12] + `, ` + regexp.QuoteMeta(goVer) + `\)\n$`
+	if len(status) > 0 {
+		want = `^tcpops v\S+\+dirty \(commit ` + commit[:12] + `, modified, ` + regexp.QuoteMeta(goVer) + `\)\n$`
+	}
+	out, err = exec.Command(filepath.Join(bin, "tcpops"), "--version").CombinedOutput()
+	if err != nil || !regexp.MustCompile(want).Match(out) {
+		t.Fatalf("tcpops --version built from a clone: %v, %q; want %s", err, out, want)
 	}
 }

@@ -14,8 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -411,16 +409,4 @@ func WireEvent(e *conn.Event) rpc.Event {
 	}
 }
 
-func versionInfo() rpc.Version {
-	v := rpc.Version{Version: rpc.BuildVersion, Commit: rpc.BuildCommit, Go: runtime.Version()}
-	if v.Commit == "" {
-		if bi, ok := debug.ReadBuildInfo(); ok {
-			for _, kv := range bi.Settings {
-				if kv.Key == "vcs.revision" {
-					v.Commit = kv.Value
-				}
-			}
-		}
-	}
-	return v
-}
+func versionInfo() rpc.Version { return rpc.Build() }
