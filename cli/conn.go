@@ -16,6 +16,9 @@ import (
 
 // parseConid reads a CONID argument.
 func parseConid(s string) (uint64, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n <= 0 {
+		return 0, usageErr("CONID %s: %s", s, argRules["CONID"])
+	}
 	id, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || id == 0 {
 		return 0, usageErr("CONID %q: want a connection id, a positive integer (see 'tcpopsctl list')", s)
@@ -484,6 +487,9 @@ long, then the lifetime from before comes back (counted from then).
 			}
 			d, err := rpc.ParseSeconds(a[len(a)-1])
 			if err != nil {
+				if f, perr := strconv.ParseFloat(a[1], 64); perr == nil && f < 0 {
+					return usageErr("SECONDS %s: %s", a[1], argRules["SECONDS"])
+				}
 				return usageErr("SECONDS %v", err)
 			}
 			p := rpc.LifetimeParams{Lifetime: new(d.Seconds())}

@@ -48,6 +48,8 @@ type Options struct {
 	only string
 	// keep, in a shell, is the connection every command shares.
 	keep *keeper
+	// args are the command line's arguments, for messages about them.
+	args []string
 }
 
 // builder makes a top-level command; names are its name and aliases.
@@ -153,6 +155,16 @@ daemon cannot be reached, the message names every socket tried and why.`,
 		return nil
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		args := o.args
+		if args == nil {
+			args = os.Args[1:]
+		}
+		if nerr := negativeArg(cmd, args, err); nerr != nil {
+			return nerr
+		}
+		if verr := flagValueErr(cmd, err); verr != nil {
+			return verr
+		}
 		return usageErr("%v (see '%s --help')", err, cmd.CommandPath())
 	})
 	root.AddGroup(&cobra.Group{ID: "conn", Title: "Connections:"}, &cobra.Group{ID: "daemon", Title: "Daemon:"})
@@ -240,7 +252,7 @@ func (o *Options) call(cmd *cobra.Command, fn func(ctx context.Context, c *clien
 
 // Run runs tcpopsctl with args and returns its exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o := &Options{Stdout: stdout, Stderr: stderr}
+	o := &Options{Stdout: stdout, Stderr: stderr, args: args}
 	root := NewRootCmd(o)
 	root.SetArgs(args)
 	return o.execute(ctx, root)
@@ -248,6 +260,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // execute runs one command line on root, built over o.
 func execute(ctx context.Context, o *Options, root *cobra.Command, args []string) error {
+	o.args = args
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	var ee *exitError

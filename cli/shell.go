@@ -154,6 +154,7 @@ func (s *shell) run(ctx context.Context, sigs chan os.Signal, words []string) in
 	}()
 	lo, root := s.lineOptions(s.o.Stdout, s.o.Stderr)
 	root.SetArgs(words)
+	lo.args = words
 	code := lo.execute(ctx, root)
 	close(done)
 	if interrupted.Load() {

@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// A negative number among the arguments looks like a flag to the flag
+// parser (-5 is "unknown shorthand flag: '5'"). negativeArg turns that
+// error into what is wrong with the argument, named as in the command's
+// usage line: "SECONDS -5: the lifetime must be >= 0 seconds".
+
+// argRules say what each argument name of a usage line accepts.
+var argRules = map[string]string{
+	"CONID":    "a conid is a positive integer (see 'tcpopsctl list')",
+	"SECONDS":  "the lifetime must be >= 0 seconds (0 = no idle limit)",
+	"IDLE":     "must be 1..32767 seconds",
+	"COUNT":    "must be 1..127 probes",
+	"INTERVAL": "must be 1..32767 seconds",
+}
+
+var shorthandErr = regexp.MustCompile(`^unknown shorthand flag: '.' in (-\S+)$`)
+
+// negativeArg explains err when it is the flag parser refusing a negative
+// number given as an argument of cmd; args are the command line's
+// arguments. It returns nil for any other error.
+func negativeArg(cmd *cobra.Command, args []string, err error) error {
+	m := shorthandErr.FindStringSubmatch(err.Error())
+	if m == nil {
+		return nil
+	}
+	bad := m[1]
+	if _, perr := strconv.ParseFloat(bad, 64); perr != nil {
+		return nil
+	}
+	names := argNames(cmd)
+	i := argIndex(cmd, args, bad)
+	if i < 0 || i >= len(names) {
+		return usageErr("%s: a negative number is not an argument of %s (usage: %s)", bad, cmd.CommandPath(), cmd.UseLine())
+	}
+	rule, ok := argRules[names[i]]
+	if !ok {
+		rule = "must not be negative"
+	}
+	return usageErr("%s %s: %s", names[i], bad, rule)
+}
+
+// argNames are the argument names of cmd's usage line: CONID, SECONDS.
+func argNames(cmd *cobra.Command) []string {
+	var names []string
+	for _, f := range strings.Fields(cmd.Use)[1:] {
+		f = strings.Trim(f, "[].")
+		if f != "" && f == strings.ToUpper(f) && !strings.HasPrefix(f, "-") {
+			names = append(names, f)
+		}
+	}
+	return names
+}
+
+// argIndex is the position of bad among cmd's arguments in args (command
+// names and flags with their values skipped), or -1.
+func argIndex(cmd *cobra.Command, args []string, bad string) int {
+	var path []string
+	for c := cmd; c.HasParent(); c = c.Parent() {
+		path = append([]string{c.Name()}, path...)
+	}
+	n := 0
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == bad:
+			return n
+		case len(path) > 0 && (a == path[0] || slices.Contains(aliases(cmd, path[0]), a)):
+			path = path[1:]
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			if takesValue(cmd, a) {
+				i++
+			}
+		default:
+			n++
+		}
+	}
+	return -1
+}
+
+// aliases are the aliases of the command called name on cmd's path.
+func aliases(cmd *cobra.Command, name string) []string {
+	for c := cmd; c != nil; c = c.Parent() {
+		if c.Name() == name {
+			return c.Aliases
+		}
+	}
+	return nil
+}
+
+// takesValue reports whether the flag a (as typed, without =VALUE) takes
+// the next argument as its value.
+func takesValue(cmd *cobra.Command, a string) bool {
+	if strings.Contains(a, "=") {
+		return false
+	}
+	fs := cmd.Flags()
+	if name, ok := strings.CutPrefix(a, "--"); ok {
+		f := fs.Lookup(name)
+		return f != nil && f.NoOptDefVal == ""
+	}
+	// -abc: only the last shorthand may take a value.
+	f := fs.ShorthandLookup(a[len(a)-1:])
+	return f != nil && f.NoOptDefVal == "" && len(a) == 2
+}
+
+var badValue = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-., )?(--\S+)" flag: (.*)$`)
+
+// flagValueErr rewrites pflag's "invalid argument" error to say what the
+// flag takes, or returns nil for any other error.
+func flagValueErr(cmd *cobra.Command, err error) error {
+	m := badValue.FindStringSubmatch(err.Error())
+	if m == nil {
+		return nil
+	}
+	val, name, why := m[1], m[2], m[3]
+	f := cmd.Flags().Lookup(strings.TrimPrefix(name, "--"))
+	if f == nil {
+		return nil
+	}
+	want := ""
+	switch f.Value.Type() {
+	case "uint64", "uint", "uint32":
+		want = "a whole number >= 0"
+	case "int", "int64", "int32":
+		want = "a whole number"
+	case "float64":
+		want = "a number"
+	case "duration":
+		want = "a duration such as 500ms, 30s or 10m"
+	case "bool":
+		want = "true or false"
+	default:
+		return usageErr("%s %s: %s (see '%s --help')", name, val, why, cmd.CommandPath())
+	}
+	return usageErr("%s %s: want %s (see '%s --help')", name, val, want, cmd.CommandPath())
+}
