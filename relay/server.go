@@ -25,6 +25,7 @@ type Server struct {
 
 	acceptErrors atomic.Uint64
 	wg           sync.WaitGroup // dials queued or in flight
+	backends     backendLog     // warnings about failing backends
 
 	// dialMu guards the fields below.
 	dialMu  sync.Mutex
@@ -443,6 +444,9 @@ func (s *Server) dial(j dialJob) {
 		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 			err = fmt.Errorf("dial %s: no answer within %s", l.Backend, dialTimeout)
 		}
+		if !out.Closing() { // not a client gone or a shutdown
+			s.backends.failed(s.log, &l, err)
+		}
 		out.Close(conn.ReasonError, err)
 		return
 	}
@@ -453,6 +457,7 @@ func (s *Server) dial(j dialJob) {
 		tcp.SetWriteDeadline(time.Time{})
 		if err != nil {
 			tcp.Close()
+			s.backends.failed(s.log, &l, err)
 			closeFor(out, err)
 			return
 		}

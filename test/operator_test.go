@@ -377,3 +377,31 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("tcpops --version built from a clone: %v, %q; want %s", err, out, want)
 	}
 }
+
+// TestBackendFailureLogged: a backend that refuses shows in the daemon's
+// log at warn with the listener and the error, once for a burst of
+// clients, not once per connection; each connection still has its event.
+func TestBackendFailureLogged(t *testing.T) {
+	dead, _ := freePort() // nothing listens there
+	port, _ := freePort()
+	sock := filepath.Join(t.TempDir(), "s")
+	_, log := startLogged(t, "--socket", sock, "--listen", "tcp://127.0.0.1:"+port+"?backend=127.0.0.1:"+dead+"&name=sip")
+	waitLog(t, log, "msg=listening")
+	for range 5 {
+		c, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		c.Read(make([]byte, 1)) // until tcpops closes it
+		c.Close()
+	}
+	waitStats(t, sock, func(s rpc.Stats) bool { return s.ClosedBy["error"] == 5 })
+	line := waitLog(t, log, `level=WARN msg="backend failed" backend=127.0.0.1:`+dead+` listener=sip err="([^"]*)"\n`)
+	if want := "dial 127.0.0.1:" + dead + ": connect: connection refused"; line[1] != want {
+		t.Errorf("logged error %q, want %q", line[1], want)
+	}
+	if n := strings.Count(log.String(), "backend failed"); n != 1 {
+		t.Errorf("%d backend lines for a burst of 5, want 1:\n%s", n, log.String())
+	}
+}
