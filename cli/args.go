@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -143,4 +144,21 @@ func flagValueErr(cmd *cobra.Command, err error) error {
 		return usageErr("%s %s: %s (see '%s --help')", name, val, why, cmd.CommandPath())
 	}
 	return usageErr("%s %s: want %s (see '%s --help')", name, val, want, cmd.CommandPath())
+}
+
+// subcommand is the Args of a command that only groups others (keepalive,
+// wait): an argument is a mistyped subcommand, answered with the ones
+// that come close.
+func subcommand(cmd *cobra.Command, a []string) error {
+	if len(a) == 0 {
+		return nil
+	}
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // as cobra has it for the root
+	}
+	msg := fmt.Sprintf("unknown command %q for %q (see '%s --help')", a[0], cmd.CommandPath(), cmd.CommandPath())
+	if s := cmd.SuggestionsFor(a[0]); len(s) > 0 {
+		msg += "\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+	}
+	return usageErr("%s", msg)
 }

@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -33,6 +34,40 @@ func TestBadArguments(t *testing.T) {
 		code, out, errOut := run(t, tt.args...)
 		if code != 2 || out != "" || errOut != tt.stderr {
 			t.Errorf("tcpopsctl %q: exit %d, stdout %q, stderr %q; want 2, nothing, %q", tt.args, code, out, errOut, tt.stderr)
+		}
+	}
+}
+
+// TestMistypedCommands: a mistyped command gets the hint on its first line
+// and the commands that come close after it, at every level.
+func TestMistypedCommands(t *testing.T) {
+	tests := []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"lsit"}, "tcpopsctl: unknown command \"lsit\" for \"tcpopsctl\" (see 'tcpopsctl --help')\nDid you mean this?\n\tlist\n\twait\n"},
+		{[]string{"keepalive", "enabel", "1"}, "tcpopsctl: unknown command \"enabel\" for \"tcpopsctl keepalive\" (see 'tcpopsctl keepalive --help')\nDid you mean this?\n\tenable\n"},
+		{[]string{"wait", "redy"}, "tcpopsctl: unknown command \"redy\" for \"tcpopsctl wait\" (see 'tcpopsctl wait --help')\nDid you mean this?\n\tready\n"},
+		{[]string{"wait", "zzz"}, "tcpopsctl: unknown command \"zzz\" for \"tcpopsctl wait\" (see 'tcpopsctl wait --help')\n"},
+	}
+	for _, tt := range tests {
+		code, out, errOut := run(t, tt.args...)
+		if code != 2 || out != "" || errOut != tt.stderr {
+			t.Errorf("tcpopsctl %q: exit %d, stdout %q, stderr %q; want 2, nothing, %q", tt.args, code, out, errOut, tt.stderr)
+		}
+	}
+}
+
+// TestCompletionHelp: completion and each shell's command have examples.
+func TestCompletionHelp(t *testing.T) {
+	for _, sh := range []string{"", "bash", "zsh", "fish", "powershell"} {
+		args := []string{"completion", "--help"}
+		if sh != "" {
+			args = []string{"completion", sh, "--help"}
+		}
+		code, out, _ := run(t, args...)
+		if code != 0 || !strings.Contains(out, "Examples:\n  ") || !strings.Contains(out, "tcpopsctl completion "+sh) {
+			t.Errorf("tcpopsctl %q: exit %d, %q; want examples", args, code, out)
 		}
 	}
 }

@@ -340,7 +340,7 @@ tcp_keepalive_enable) or off (tcp_keepalive_disable). What is printed is
 read back from the socket, not echoed from the request. --for DUR makes the
 change last that long: then the keepalive from before comes back.`,
 		Example: "  tcpopsctl keepalive enable 42 60 5 5\n  tcpopsctl keepalive disable 42\n  tcpopsctl keepalive enable 30 3 10 --proto ws --for 1h",
-		Args:    args(0, 0),
+		Args:    subcommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return usageErr("keepalive needs a subcommand: enable or disable (see 'tcpopsctl keepalive --help')")
 		},

@@ -205,6 +205,7 @@ daemon cannot be reached, the message names every socket tried and why.`,
 	root.SetVersionTemplate("tcpopsctl {{.Version}}\n")
 	root.SetOut(o.Stdout)
 	root.SetErr(o.Stderr)
+	addCompletionCmd(root)
 	return root
 }
 
@@ -265,7 +266,13 @@ func execute(ctx context.Context, o *Options, root *cobra.Command, args []string
 	err := root.ExecuteContext(ctx)
 	var ee *exitError
 	if err != nil && !o.ready && !errors.As(err, &ee) {
-		err = usageErr("%v (see 'tcpopsctl --help')", err)
+		// cobra's "unknown command" goes on with "Did you mean this?"
+		// lines: the hint belongs on the first line.
+		first, rest, _ := strings.Cut(strings.TrimRight(err.Error(), "\n"), "\n")
+		if rest != "" {
+			rest = "\n" + strings.TrimLeft(rest, "\n")
+		}
+		err = usageErr("%s (see 'tcpopsctl --help')%s", first, rest)
 	}
 	return err
 }

@@ -25,7 +25,7 @@ daemon cannot be reached; wait ready waits for that too.`,
 		Example: `  tcpopsctl wait ready --timeout 30s && tcpopsctl stats
   tcpopsctl close 42 && tcpopsctl wait closed 42
   tcpopsctl wait count --listener sip --eq 0 --timeout 10m   # drained`,
-		Args: args(0, 0),
+		Args: subcommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return usageErr("wait needs a condition: closed, count or ready (see 'tcpopsctl wait --help')")
 		},
