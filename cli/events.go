@@ -192,6 +192,9 @@ func printEvent(o *Options, e rpc.Event) error {
 		kv("ws_code", strconv.Itoa(e.WSCloseCode))
 	}
 	kv("ws_reason", e.WSCloseReason)
+	if e.Reset {
+		kv("reset", "true")
+	}
 	b.WriteByte('\n')
 	_, err := io.WriteString(o.Stdout, b.String())
 	return err

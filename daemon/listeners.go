@@ -19,7 +19,7 @@ func (d *Daemon) logListeners() {
 	slices.SortFunc(ls, func(a, b ListenerAddr) int { return strings.Compare(a.URL, b.URL) })
 	for _, l := range ls {
 		args := []any{"url", l.URL, "address", l.Bound, "backend", l.Backend}
-		if l.Name != l.URL {
+		if named(l.Listener) {
 			args = append(args, "name", l.Name)
 		}
 		d.log.Info("listening", args...)
@@ -31,9 +31,15 @@ func (d *Daemon) logListeners() {
 func printListeners(w io.Writer, ls []relay.Listener) {
 	for _, l := range ls {
 		name := ""
-		if l.Name != l.URL {
+		if named(l) {
 			name = " (name " + l.Name + ")"
 		}
 		fmt.Fprintf(w, "  listener %s on %s, backend %s%s\n", l.URL, l.Addr, l.Backend, name)
 	}
+}
+
+// named reports whether the listener was given a name= of its own, rather
+// than the one made of its scheme, address and path.
+func named(l relay.Listener) bool {
+	return l.Name != string(l.Scheme)+"://"+l.Addr+l.Path
 }

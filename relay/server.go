@@ -131,7 +131,7 @@ func (s *Server) Listen(ctx context.Context, l Listener) (*Bound, error) {
 	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(ctx, "tcp", l.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", l.Name, err)
+		return nil, fmt.Errorf("listen %s: %w%s", l.Name, err, privilegedPortHint(l.Addr, err))
 	}
 	return &Bound{s: s, l: l, ln: ln}, nil
 }

@@ -328,6 +328,9 @@ type Event struct {
 	Error         string  `json:"error,omitempty"`
 	WSCloseCode   int     `json:"ws_close_code,omitempty"`
 	WSCloseReason string  `json:"ws_close_reason,omitempty"`
+	// Reset is true when tcpops closed the connection with an RST
+	// (tcpops.close with reset), not a FIN.
+	Reset bool `json:"reset,omitempty"`
 }
 
 // EventsResult answers tcpops.events. NextSeq is the seq the next event

@@ -2,6 +2,7 @@ package test
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -403,5 +404,131 @@ func TestBackendFailureLogged(t *testing.T) {
 	}
 	if n := strings.Count(log.String(), "backend failed"); n != 1 {
 		t.Errorf("%d backend lines for a burst of 5, want 1:\n%s", n, log.String())
+	}
+}
+
+// backendEcho is a TCP echo server on 127.0.0.1 for the test's duration.
+func backendEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, 4096)
+				for {
+					n, err := c.Read(b)
+					if err != nil {
+						return
+					}
+					c.Write(b[:n])
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestResetEvents: close --reset is marked in its event (reset=true, and
+// "reset":true in JSON); a client's RST says "connection reset by peer",
+// not which system call saw it.
+func TestResetEvents(t *testing.T) {
+	backend := backendEcho(t)
+	port, _ := freePort()
+	sock := filepath.Join(t.TempDir(), "s")
+	_, log := startLogged(t, "--socket", sock, "--listen", "tcp://127.0.0.1:"+port+"?backend="+backend)
+	waitLog(t, log, "msg=listening")
+	ctl := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(filepath.Join(binDir, "tcpopsctl"), append([]string{"-s", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tcpopsctl %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	dial := func() (*net.TCPConn, string) {
+		c, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("x\n"))
+		c.Read(make([]byte, 2))
+		var l listed
+		if err := json.Unmarshal([]byte(ctl("-o", "json", "list", "--direction", "in", "--remote", c.LocalAddr().String())), &l); err != nil || len(l.Connections) != 1 {
+			t.Fatalf("list: %v, %+v", err, l)
+		}
+		return c.(*net.TCPConn), strconv.FormatUint(l.Connections[0].ConnID, 10)
+	}
+	a, ida := dial()
+	defer a.Close()
+	ctl("close", "--reset", ida)
+	if _, err := a.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read after close --reset: %v, want a reset", err)
+	}
+	ctl("--timeout", "10s", "wait", "closed", ida)
+	b, idb := dial()
+	b.SetLinger(0)
+	b.Close() // RST
+	ctl("--timeout", "10s", "wait", "closed", idb)
+
+	events := ctl("events", "--conid", ida) + ctl("events", "--conid", idb)
+	for _, want := range []string{
+		" event=tcp:closed reason=local conid=" + ida + " ",
+		" reset=true\n",
+		" event=tcp:reset reason=reset conid=" + idb + " ",
+		` error="connection reset by peer"` + "\n",
+	} {
+		if !strings.Contains(events, want) {
+			t.Errorf("events lack %q:\n%s", want, events)
+		}
+	}
+	if strings.Count(events, "reset=true") != 1 {
+		t.Errorf("only the connection closed by close --reset is marked reset=true:\n%s", events)
+	}
+	js := ctl("-o", "json", "events", "--conid", ida)
+	if !strings.Contains(js, `"reason":"local"`) || !strings.Contains(js, `"reset":true`) {
+		t.Errorf("JSON event of close --reset: %s", js)
+	}
+}
+
+// TestConfigListenOneString: a configuration file whose listen is one URL,
+// not a list, is taken as a list of one.
+func TestConfigListenOneString(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "tcpops.yaml")
+	os.WriteFile(conf, []byte("listen: tcp://127.0.0.1:5099?backend=echo\nlifetime: 10m\n"), 0o644)
+	out, err := exec.Command(filepath.Join(binDir, "tcpops"), "--config", conf, "--socket", "/run/x.sock", "--check-config").CombinedOutput()
+	want := "configuration ok: 1 listener(s), socket /run/x.sock\n  listener tcp://127.0.0.1:5099?backend=echo on 127.0.0.1:5099, backend echo\n"
+	if err != nil || string(out) != want {
+		t.Fatalf("--check-config: %v, %q; want %q", err, out, want)
+	}
+}
+
+// TestPrivilegedPortHint: refused a port below 1024, tcpops says what
+// would let it bind there.
+func TestPrivilegedPortHint(t *testing.T) {
+	needRoot(t)
+	sharedBinaries(t)
+	dir, err := os.MkdirTemp("", "tcpops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o777)
+	cmd := exec.Command(filepath.Join(binDir, "tcpops"), "--socket", filepath.Join(dir, "s"), "--listen", "tcp://127.0.0.1:81")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	want := "tcpops: listen tcp://127.0.0.1:81: listen tcp 127.0.0.1:81: bind: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE: " +
+		"AmbientCapabilities=CAP_NET_BIND_SERVICE in the systemd unit, or setcap cap_net_bind_service=+ep on the tcpops binary)\n"
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || string(out) != want {
+		t.Fatalf("tcpops on port 81 as uid 65534: %v, %q; want exit 1, %q", err, out, want)
 	}
 }

@@ -405,7 +405,7 @@ func WireEvent(e *conn.Event) rpc.Event {
 		Identity: rpc.Identity{ConnID: e.ConnID, Peer: e.Peer, Proto: string(e.Proto), Direction: e.Direction.String(),
 			Listener: e.Listener, Local: e.Local, Remote: e.Remote, Via: e.Via},
 		DurationS: seconds(e.Duration), BytesIn: e.BytesIn, BytesOut: e.BytesOut,
-		Error: e.Error, WSCloseCode: e.WSCloseCode, WSCloseReason: e.WSCloseReason,
+		Error: e.Error, WSCloseCode: e.WSCloseCode, WSCloseReason: e.WSCloseReason, Reset: e.Reset,
 	}
 }
 
