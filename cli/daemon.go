@@ -84,7 +84,8 @@ func newCallCmd(o *Options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "call METHOD [JSON-PARAMS | KEY=VALUE ...]",
 		Short: "Call any RPC method with raw params and print the result as JSON",
-		Long: `Call any method of the daemon's JSON-RPC interface and print its result as JSON.
+		Long: `Call any method of the daemon's JSON-RPC interface and print its result as JSON,
+on one line as the daemon sent it (--pretty indents it).
 Params are one JSON object, or KEY=VALUE pairs typed as kamcmd does: a whole
 number is an integer, a decimal number a float, true and false are booleans,
 a value starting with [ or { is JSON, anything else a string. 'tcpopsctl
@@ -105,11 +106,7 @@ methods' lists the methods; system.methodHelp explains one.`,
 				if err := c.Call(ctx, a[0], params, &r); err != nil {
 					return err
 				}
-				var v any
-				if err := json.Unmarshal(r, &v); err != nil {
-					return err
-				}
-				return printJSON(o.Stdout, v)
+				return printRaw(o.Stdout, r) // in the daemon's order
 			})
 		},
 	}

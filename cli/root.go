@@ -32,6 +32,7 @@ const (
 type Options struct {
 	Socket  string
 	Output  string
+	Pretty  bool
 	Timeout time.Duration
 
 	Stdout io.Writer
@@ -116,6 +117,11 @@ does from a routing script: check a connection (alive, state), turn kernel
 keepalive on or off, set its idle lifetime, ask for its closed event, close it,
 and follow the closed events live.
 
+Output is a table or lines for people; with -o json each result, event or
+other object is one line of compact JSON, the same for every command (the
+field names are those of the daemon's JSON-RPC results, see rpc.discover);
+--pretty indents it. Errors always go to stderr as text.
+
 Exit codes, for shells, cron and Ansible:
   0  done; for alive and state: the connection is usable (state >= 1)
   1  negative answer: not alive, state < 0, conid not found
@@ -141,12 +147,20 @@ daemon cannot be reached, the message names every socket tried and why.`,
 	}
 	pf := root.PersistentFlags()
 	pf.StringVarP(&o.Socket, "socket", "s", "", "control socket of the daemon (default $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock if it exists, else the user's own)")
-	pf.StringVarP(&o.Output, "output", "o", "table", "output format: table or json")
+	pf.StringVarP(&o.Output, "output", "o", "table", "output format: table or json (one compact JSON object a line)")
+	pf.BoolVar(&o.Pretty, "pretty", false, "JSON indented for people (implies -o json)")
 	pf.DurationVar(&o.Timeout, "timeout", 5*time.Second, "time allowed to reach the daemon and get an answer")
 	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if o.Output != "table" && o.Output != "json" {
 			return usageErr("--output %q: want table or json", o.Output)
+		}
+		if o.Pretty {
+			if cmd.Flags().Changed("output") && o.Output != "json" {
+				return usageErr("--pretty indents JSON: it goes with -o json, not -o %s", o.Output)
+			}
+			o.Output = "json"
+			o.Stdout = &prettyWriter{w: o.Stdout}
 		}
 		if o.Timeout <= 0 {
 			return usageErr("--timeout %s: must be > 0", o.Timeout)

@@ -48,11 +48,9 @@ daemon cannot be reached; wait ready waits for that too.`,
 					return false, err
 				}
 				if st.Reason != "" {
-					fmt.Fprintf(o.Stdout, "conid %d: closed (%s)\n", id, st.Reason)
-				} else {
-					fmt.Fprintf(o.Stdout, "conid %d: closed\n", id)
+					return true, o.report(st, "conid %d: closed (%s)", id, st.Reason)
 				}
-				return true, nil
+				return true, o.report(st, "conid %d: closed", id)
 			}, func() string { return fmt.Sprintf("conid %d still open", id) })
 		},
 	}
@@ -74,9 +72,9 @@ daemon cannot be reached; wait ready waits for that too.`,
 				n, err := countConns(ctx, c, p)
 				last = n
 				if err == nil && n == eq {
-					fmt.Fprintf(o.Stdout, "%d connections\n", n)
+					return true, o.report(map[string]int{"count": n}, "%d connections", n)
 				}
-				return err == nil && n == eq, err
+				return false, err
 			}, func() string { return fmt.Sprintf("%d connections match, not %d,", last, eq) })
 		},
 	}
@@ -93,18 +91,18 @@ daemon cannot be reached; wait ready waits for that too.`,
 			deadline := time.Now().Add(o.Timeout)
 			for {
 				ctx, cancel := context.WithTimeout(cmd.Context(), min(time.Until(deadline), 2*time.Second))
-				c, err := client.Dial(ctx, o.socketPath())
+				c, err := client.DialFirst(ctx, o.socketPaths())
+				var v rpc.Version
 				if err == nil {
-					_, err = c.Version(ctx)
+					v, err = c.Version(ctx)
 					c.Close()
 				}
 				cancel()
 				if err == nil {
-					fmt.Fprintln(o.Stdout, "ready")
-					return nil
+					return o.report(v, "ready")
 				}
 				if time.Now().Add(pollEvery).After(deadline) {
-					return &exitError{code: ExitNegative, err: fmt.Errorf("tcpops at %s not ready within %s: %v", o.socketPath(), o.Timeout, err)}
+					return &exitError{code: ExitNegative, err: fmt.Errorf("tcpops not ready within %s: %v", o.Timeout, err)}
 				}
 				time.Sleep(pollEvery)
 			}
