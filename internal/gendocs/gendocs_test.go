@@ -8,8 +8,9 @@ import (
 	"testing"
 )
 
-// TestGeneratedFilesFresh fails when man/ or completions/ differ from what
-// the command trees generate now: run go generate ./... and commit.
+// TestGeneratedFilesFresh fails when man/, completions/ or
+// docs/openrpc.json differ from what the command trees and the method
+// table generate now: run go generate ./... and commit.
 func TestGeneratedFilesFresh(t *testing.T) {
 	want, err := generate()
 	if err != nil {

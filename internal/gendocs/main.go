@@ -1,5 +1,7 @@
 // Command gendocs writes the man pages (man/) and shell completion scripts
-// (completions/) from the real command trees of tcpopsctl and tcpops.
+// (completions/) from the real command trees of tcpopsctl and tcpops, and
+// the OpenRPC document of the control socket (docs/openrpc.json) from the
+// daemon's method table.
 //
 //go:generate go run . -root ../..
 package main
@@ -18,6 +20,7 @@ import (
 
 	"github.com/tcpops/tcpops/cli"
 	"github.com/tcpops/tcpops/daemon"
+	"github.com/tcpops/tcpops/daemon/control"
 )
 
 // date is fixed so that regenerating changes nothing unless the commands do.
@@ -87,6 +90,7 @@ func generate() (map[string][]byte, error) {
 		return nil, err
 	}
 	files["man/tcpops.8"] = b.Bytes()
+	files["docs/openrpc.json"] = control.OpenRPC()
 	for name, gen := range map[string]func(io.Writer) error{
 		"completions/tcpopsctl.bash": func(w io.Writer) error { return ctl.GenBashCompletionV2(w, true) },
 		"completions/tcpopsctl.zsh":  ctl.GenZshCompletion,
