@@ -84,8 +84,8 @@ TCP_INFO of each shows, and names the rules that picked them (SUSPECT):
 It reads TCP_INFO of every connection the other filters leave.`,
 		Example: `  tcpopsctl list
   tcpopsctl ls --state ok --proto tcp --remote 10.1.0.0/16
-  tcpopsctl list --idle-min 10m            # idle for 10 minutes or more
-  tcpopsctl list --suspect                 # half-open or stuck
+  tcpopsctl list --idle-min 10m     # idle for 10 minutes or more
+  tcpopsctl list --suspect          # half-open or stuck
   tcpopsctl -o json list | jq '.connections[].conid'`,
 		Args: args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -303,7 +303,7 @@ func newStateCmd(o *Options) *cobra.Command {
   1 ok          established and usable
   2 accepting   accepted, nothing read yet (or handshake not finished)
   3 connecting  outbound leg, dial in progress
- -1 not_found   no such conid, or closed (with the reason if it closed recently)
+ -1 not_found   no such conid, or closed (with its reason if recent)
  -2 eof         the peer sent FIN, the connection is being torn down
  -3 error       a socket error was seen, the connection will close
  -4 bad         any other bad state, the connection will close

@@ -91,7 +91,7 @@ number is an integer, a decimal number a float, true and false are booleans,
 a value starting with [ or { is JSON, anything else a string. 'tcpopsctl
 methods' lists the methods; system.methodHelp explains one.`,
 		Example: `  tcpopsctl call tcpops.state conid=42
-  tcpopsctl call tcpops.keepalive '{"conid":42,"idle":60,"count":5,"interval":5}'
+  tcpopsctl call tcpops.keepalive '{"conid":42,"enable":false}'
   tcpopsctl call tcpops.list remote=10.0.0.0/8 limit=100
   tcpopsctl call system.methodHelp method=tcpops.lifetime`,
 		Args:              args(1, 1<<20),

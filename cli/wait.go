@@ -61,7 +61,7 @@ daemon cannot be reached; wait ready waits for that too.`,
 		Short: "Wait until the number of connections matching the filters is N",
 		Long: `Wait until exactly N connections match the filters (those of list: --state,
 --proto, --direction, --listener, --remote). Exit 0 then, 1 on timeout.`,
-		Example: "  tcpopsctl wait count --listener sip --direction in --eq 0 --timeout 10m",
+		Example: "  tcpopsctl wait count --listener sip --direction in --eq 0 --timeout 1h",
 		Args:    args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("eq") || eq < 0 {

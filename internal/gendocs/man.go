@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// The manual pages are hand-written roff (pages/*.in) into which the parts
+// that the command trees already say are generated: synopses, options,
+// each command of tcpopsctl with its help and examples. A line
+// "@NAME@" in a page is replaced by the part NAME.
+
+//go:embed pages/tcpops.8.in
+var tcpopsPage string
+
+//go:embed pages/tcpopsctl.1.in
+var tcpopsctlPage string
+
+// fill replaces the @PART@ lines of page.
+func fill(page string, parts map[string]string) (string, error) {
+	var b strings.Builder
+	for line := range strings.Lines(page) {
+		name, ok := strings.CutPrefix(strings.TrimSpace(line), "@")
+		if ok && strings.HasSuffix(name, "@") {
+			part, found := parts[strings.TrimSuffix(name, "@")]
+			if !found {
+				return "", fmt.Errorf("no part %s", line)
+			}
+			b.WriteString(part)
+			continue
+		}
+		b.WriteString(line)
+	}
+	return b.String(), nil
+}
+
+// esc makes text safe in roff: backslashes and minus signs escaped (a
+// plain - may come out as a hyphen, which a shell would not take), and a
+// line that would start with a control character guarded.
+func esc(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\e`)
+	s = strings.ReplaceAll(s, "-", `\-`)
+	var b strings.Builder
+	for line := range strings.Lines(s) {
+		if strings.HasPrefix(line, ".") || strings.HasPrefix(line, "'") {
+			b.WriteString(`\&`)
+		}
+		b.WriteString(line)
+	}
+	return b.String()
+}
+
+// help renders a help text as roff: paragraphs at blank lines, filled;
+// lines that start with a space (aligned lists, tables, commands) are kept
+// as they are.
+func help(text string) string {
+	var b strings.Builder
+	for i, para := range strings.Split(strings.TrimSpace(text), "\n\n") {
+		if i > 0 {
+			b.WriteString(".PP\n")
+		}
+		nofill := false
+		for _, line := range strings.Split(para, "\n") {
+			line = strings.ReplaceAll(line, "\t", "    ")
+			pre := strings.HasPrefix(line, " ")
+			switch {
+			case pre && !nofill:
+				b.WriteString(".nf\n")
+				nofill = true
+			case !pre && nofill:
+				b.WriteString(".fi\n")
+				nofill = false
+			}
+			b.WriteString(esc(line) + "\n")
+		}
+		if nofill {
+			b.WriteString(".fi\n")
+		}
+	}
+	return b.String()
+}
+
+// example renders a command's Example: its lines as they are, indented.
+func example(text string) string {
+	var b strings.Builder
+	b.WriteString(".PP\n.RS 2\n.nf\n")
+	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		b.WriteString(esc(strings.TrimPrefix(line, "  ")) + "\n")
+	}
+	b.WriteString(".fi\n.RE\n")
+	return b.String()
+}
+
+// argName is what a flag's value is called in a synopsis.
+func argName(f *pflag.Flag) string {
+	switch f.Value.Type() {
+	case "bool":
+		return ""
+	case "duration":
+		return "DUR"
+	case "int", "uint64", "int64", "uint":
+		return "N"
+	}
+	switch f.Name {
+	case "socket", "config", "event-log", "tls-cert", "tls-key":
+		return "PATH"
+	case "output", "log-format":
+		return "FORMAT"
+	}
+	return strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+}
+
+// flagTag is a flag as an option list shows it: -s, --socket PATH.
+func flagTag(f *pflag.Flag) string {
+	tag := `\fB\-\-` + esc(f.Name) + `\fR`
+	if f.Shorthand != "" {
+		tag = `\fB\-` + f.Shorthand + `\fR, ` + tag
+	}
+	if a := argName(f); a != "" {
+		tag += ` \fI` + esc(a) + `\fR`
+	}
+	return tag
+}
+
+// flagDefault is what a flag's default says, or "".
+func flagDefault(f *pflag.Flag) string {
+	switch f.DefValue {
+	case "", "false", "0", "[]", "0s":
+		return ""
+	}
+	return strings.Trim(f.DefValue, "[]")
+}
+
+// options lists flags as .TP entries.
+func options(fs *pflag.FlagSet) string {
+	var b strings.Builder
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden || f.Name == "help" {
+			return
+		}
+		usage := f.Usage
+		if d := flagDefault(f); d != "" {
+			usage += " (default " + d + ")"
+		}
+		fmt.Fprintf(&b, ".TP\n%s\n%s\n", flagTag(f), esc(usage))
+	})
+	return b.String()
+}
+
+// synopsis is a command's usage with its own flags spelled out, for the
+// SYNOPSIS section: a hanging paragraph that may wrap.
+func synopsis(c *cobra.Command) string {
+	use := strings.Fields(c.Use)
+	var b strings.Builder
+	b.WriteString(`\fB` + esc(c.CommandPath()) + `\fR`)
+	var flags []string
+	c.NonInheritedFlags().VisitAll(func(f *pflag.Flag) {
+		if f.Hidden || f.Name == "help" {
+			return
+		}
+		s := `\fB\-\-` + esc(f.Name) + `\fR`
+		if a := argName(f); a != "" {
+			s += ` \fI` + esc(a) + `\fR`
+		}
+		if f.Value.Type() == "stringArray" {
+			s += "..."
+		}
+		flags = append(flags, "["+s+"]")
+	})
+	for i := 1; i < len(use); i++ {
+		w := use[i]
+		switch {
+		case w == "[flags]" || w == "[filters]":
+			continue
+		case strings.HasPrefix(w, "-"): // a flag, listed below
+			if i+1 < len(use) && use[i+1] == strings.ToUpper(use[i+1]) {
+				i++
+			}
+			continue
+		}
+		b.WriteString(" " + italicArgs(w))
+	}
+	for _, f := range flags {
+		b.WriteString(" " + f)
+	}
+	return b.String()
+}
+
+// italicArgs sets the argument names of a usage word in italics: CONID,
+// [JSON-PARAMS | KEY=VALUE ...].
+func italicArgs(w string) string {
+	var b strings.Builder
+	word := func(s string) {
+		if s != "" && s == strings.ToUpper(s) && strings.ContainsAny(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+			b.WriteString(`\fI` + esc(s) + `\fR`)
+		} else {
+			b.WriteString(esc(s))
+		}
+	}
+	start := 0
+	for i, r := range w {
+		if strings.ContainsRune("[]|.", r) {
+			word(w[start:i])
+			b.WriteRune(r)
+			start = i + 1
+		}
+	}
+	word(w[start:])
+	return b.String()
+}
+
+// commands are the commands of a tree below its root that a reader runs,
+// depth first, in name order.
+func commands(root *cobra.Command) []*cobra.Command {
+	var out []*cobra.Command
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		subs := slices.Clone(c.Commands())
+		slices.SortFunc(subs, func(a, b *cobra.Command) int { return strings.Compare(a.Name(), b.Name()) })
+		for _, s := range subs {
+			if s.Hidden || s.Name() == "help" || !s.IsAvailableCommand() {
+				continue
+			}
+			out = append(out, s)
+			walk(s)
+		}
+	}
+	walk(root)
+	return out
+}
+
+// ctlPage is tcpopsctl(1).
+func ctlPage(root *cobra.Command, date string) ([]byte, error) {
+	var syn, cmds strings.Builder
+	syn.WriteString(".in +4n\n")
+	for _, c := range commands(root) {
+		if !c.HasSubCommands() {
+			fmt.Fprintf(&syn, ".ti -4n\n%s\n.br\n", synopsis(c))
+		}
+		name := strings.TrimSuffix(c.UseLine(), " [flags]")
+		if len(c.Aliases) > 0 {
+			name += " (alias: " + strings.Join(c.Aliases, ", ") + ")"
+		}
+		fmt.Fprintf(&cmds, ".SS \"%s\"\n", esc(name))
+		cmds.WriteString(help(c.Long))
+		if opts := options(c.NonInheritedFlags()); opts != "" {
+			cmds.WriteString(".PP\nOptions:\n.RS 4\n" + opts + ".RE\n")
+		}
+		if c.Example != "" {
+			cmds.WriteString(".PP\nExamples:\n" + example(c.Example))
+		}
+	}
+	syn.WriteString(".in\n")
+	page, err := fill(tcpopsctlPage, map[string]string{
+		"DATE":           fmt.Sprintf(".TH TCPOPSCTL 1 %q \"tcpops\" \"tcpops manual\"\n", date),
+		"SYNOPSIS":       syn.String(),
+		"GLOBAL-OPTIONS": options(root.PersistentFlags()),
+		"COMMANDS":       cmds.String(),
+	})
+	return []byte(page), err
+}
+
+// daemonPage is tcpops(8).
+func daemonPage(d *cobra.Command, date string) ([]byte, error) {
+	var syn bytes.Buffer
+	syn.WriteString(".in +4n\n.ti -4n\n" + synopsis(d) + "\n.in\n")
+	page, err := fill(tcpopsPage, map[string]string{
+		"DATE":     fmt.Sprintf(".TH TCPOPS 8 %q \"tcpops\" \"tcpops manual\"\n", date),
+		"SYNOPSIS": syn.String(),
+		"OPTIONS":  options(d.Flags()),
+		"EXAMPLES": example(d.Example),
+	})
+	return []byte(page), err
+}
