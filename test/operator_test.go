@@ -1,8 +1,10 @@
 package test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -24,16 +29,16 @@ import (
 // startLogged starts the tcpops binary with args and returns it with its
 // log (stderr and stdout), which the test can watch while it runs; it is
 // stopped by SIGTERM at the end of the test.
-func startLogged(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
+func startLogged(t *testing.T, args ...string) (*exec.Cmd, *daemontest.Buffer) {
 	t.Helper()
 	return startLoggedBin(t, filepath.Join(binDir, "tcpops"), args...)
 }
 
 // startLoggedBin is startLogged with another tcpops binary.
-func startLoggedBin(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncBuffer) {
+func startLoggedBin(t *testing.T, bin string, args ...string) (*exec.Cmd, *daemontest.Buffer) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	out := &syncBuffer{}
+	out := &daemontest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -57,7 +62,7 @@ func startLoggedBin(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncB
 
 // waitLog waits until the log matches re and returns the submatches of
 // its last match.
-func waitLog(t *testing.T, log *syncBuffer, re string) []string {
+func waitLog(t *testing.T, log *daemontest.Buffer, re string) []string {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	var m []string
@@ -155,7 +160,7 @@ func privateRun(t *testing.T, args ...string) (run func(uid int, name string, ar
 		`mount -t tmpfs -o mode=0755 tmpfs /run && exec "$0" "$@"`, filepath.Join(binDir, "tcpops")}, args...)
 	daemon := exec.Command(unshare, cmdArgs...)
 	daemon.Env = envWithout("TCPOPS_SOCKET")
-	log := &syncBuffer{}
+	log := &daemontest.Buffer{}
 	daemon.Stdout, daemon.Stderr = log, log
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
@@ -530,5 +535,77 @@ func TestPrivilegedPortHint(t *testing.T) {
 		"AmbientCapabilities=CAP_NET_BIND_SERVICE in the systemd unit, or setcap cap_net_bind_service=+ep on the tcpops binary)\n"
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || string(out) != want {
 		t.Fatalf("tcpops on port 81 as uid 65534: %v, %q; want exit 1, %q", err, out, want)
+	}
+}
+
+// TestUpgradeResultMatchesSchema: a real upgrade's result, as tcpopsctl
+// -o json prints it, matches the schema the new daemon's rpc.discover
+// gives for tcpops.upgrade (the other methods are checked in
+// daemon/control, on a daemon in the test process, which cannot exec a
+// successor).
+func TestUpgradeResultMatchesSchema(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s")
+	_, log := startLogged(t, "--socket", sock, "--listen", "tcp://127.0.0.1:0")
+	addr := waitLog(t, log, `msg=listening url=tcp://127.0.0.1:0 address=(\S+)`)[1]
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitStats(t, sock, func(s rpc.Stats) bool { return s.Connections == 1 })
+	ctl := filepath.Join(binDir, "tcpopsctl")
+	out, err := exec.Command(ctl, "-s", sock, "-o", "json", "upgrade").Output()
+	if err != nil {
+		t.Fatalf("tcpopsctl upgrade: %v %s", err, out)
+	}
+	var res rpc.UpgradeResult
+	if err := json.Unmarshal(out, &res); err != nil || res.NewPID == 0 {
+		t.Fatalf("upgrade result %q: %v", out, err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(res.NewPID, syscall.SIGTERM)
+		waitFor(t, "the new daemon to stop", func() bool {
+			_, err := os.Stat(sock)
+			return os.IsNotExist(err)
+		})
+	})
+	doc, err := exec.Command(ctl, "-s", sock, "call", rpc.MethodDiscover).Output()
+	if err != nil {
+		t.Fatalf("rpc.discover after the upgrade: %v", err)
+	}
+	var methods struct {
+		Methods []struct {
+			Name string `json:"name"`
+		} `json:"methods"`
+	}
+	json.Unmarshal(doc, &methods)
+	i := -1
+	for j, m := range methods.Methods {
+		if m.Name == rpc.MethodUpgrade {
+			i = j
+		}
+	}
+	if i < 0 {
+		t.Fatalf("rpc.discover has no %s", rpc.MethodUpgrade)
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp := jsonschema.NewCompiler()
+	comp.DefaultDraft(jsonschema.Draft7)
+	if err := comp.AddResource("urn:tcpops:openrpc", inst); err != nil {
+		t.Fatal(err)
+	}
+	schema, err := comp.Compile(fmt.Sprintf("urn:tcpops:openrpc#/methods/%d/result/schema", i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Validate(v); err != nil {
+		t.Errorf("upgrade result %s does not match its schema: %v", out, err)
 	}
 }

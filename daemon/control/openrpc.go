@@ -40,6 +40,7 @@ var wire = map[string]struct{ params, result any }{
 	rpc.MethodListMethods: {nil, []string{}},
 	rpc.MethodHelp:        {rpc.HelpParams{}, ""},
 	rpc.MethodDiscover:    {nil, discoverResult{}},
+	rpc.MethodUpgrade:     {rpc.UpgradeParams{}, rpc.UpgradeResult{}},
 }
 
 // notifications are what the server sends unasked, by the method whose
@@ -167,14 +168,26 @@ func (g *schemaGen) method(m *method) *obj {
 		result = g.schema(reflect.TypeOf(w.result), false)
 	}
 	o.set("result", newObj("name", m.name+".result", "schema", result))
+	// The errors: a bad param wherever there are params; a conid not
+	// found where one is changed or inspected (tcpops.alive and
+	// tcpops.state answer it as a result); a socket error where one is
+	// changed; a refusal wherever anything is.
 	var errs []any
+	takesConid := false
 	if typed && w.params != nil {
 		errs = append(errs, errorRef("InvalidParams"))
+		for _, f := range jsonFields(reflect.TypeOf(w.params)) {
+			takesConid = takesConid || f.name == "conid"
+		}
+	}
+	if takesConid && (!m.readOnly || m.name == rpc.MethodInfo) {
+		errs = append(errs, errorRef("NotFound"))
+	}
+	if takesConid && !m.readOnly {
+		errs = append(errs, errorRef("Socket"))
 	}
 	if !m.readOnly {
-		errs = append(errs, errorRef("NotFound"), errorRef("Socket"), errorRef("Denied"))
-	} else if m.name == rpc.MethodInfo {
-		errs = append(errs, errorRef("NotFound"))
+		errs = append(errs, errorRef("Denied"))
 	}
 	if len(errs) > 0 {
 		o.set("errors", errs)

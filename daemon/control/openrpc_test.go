@@ -238,6 +238,9 @@ func TestResultsMatchSchema(t *testing.T) {
 			t.Errorf("the tcpops.alive schema takes %s", bad)
 		}
 	}
+	// A real upgrade needs a daemon of its own, as a process: its result
+	// is checked in test.TestUpgradeResultMatchesSchema.
+	called[rpc.MethodUpgrade] = true
 	for _, m := range o.doc.Methods {
 		if !called[m.Name] {
 			t.Errorf("%s is not called here: add a call whose result shows its schema holds", m.Name)
