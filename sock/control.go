@@ -43,8 +43,9 @@ func userSocketPath() string {
 
 // ClientSocketPaths are the sockets a client tries, in order, when no
 // --socket is given: $TCPOPS_SOCKET alone when set; SystemSocket for root;
-// for anyone else SystemSocket when it exists (a system daemon is the one
-// an operator means), then the user's own default.
+// for anyone else SystemSocket when it exists or may (its directory is
+// closed to the user), since a system daemon is the one an operator means,
+// then the user's own default.
 func ClientSocketPaths() []string {
 	if p := os.Getenv("TCPOPS_SOCKET"); p != "" {
 		return []string{p}
@@ -53,7 +54,9 @@ func ClientSocketPaths() []string {
 		return []string{SystemSocket}
 	}
 	var paths []string
-	if _, err := os.Lstat(SystemSocket); err == nil {
+	// A directory the user may not enter (RuntimeDirectoryMode=0750) hides
+	// the socket: tried all the same, so that the message says why.
+	if _, err := os.Lstat(SystemSocket); err == nil || errors.Is(err, fs.ErrPermission) {
 		paths = append(paths, SystemSocket)
 	}
 	return append(paths, userSocketPath())
