@@ -239,6 +239,14 @@ func TestSystemSocketFoundByOtherUsers(t *testing.T) {
 	if code != 3 || out != want {
 		t.Fatalf("list as uid 65534 with the socket mode 0660: exit %d, %q; want 3, %q", code, out, want)
 	}
+	// A directory closed to others (the unit's RuntimeDirectoryMode=0750)
+	// hides the socket: it is tried all the same, and the message says so.
+	run(0, "chmod", "0750", "/run/tcpops")
+	out, code = run(65534, ctl, "list")
+	if code != 3 || out != want {
+		t.Fatalf("list as uid 65534 with /run/tcpops 0750: exit %d, %q; want 3, %q", code, out, want)
+	}
+	run(0, "chmod", "0755", "/run/tcpops")
 	run(0, "chmod", "0666", "/run/tcpops/tcpops.sock")
 	out, code = run(65534, ctl, "list")
 	if code != 0 || !strings.HasPrefix(out, "CONID  PEER  PROTO") {
@@ -277,12 +285,12 @@ func repoRoot(t *testing.T) string {
 // freshClone clones the repository into a new directory and lays the
 // working tree's tracked files over it, so the clone holds what is under
 // test, committed or not, and nothing else (no build output, no untracked
-// files). It returns the clone's directory.
-func freshClone(t *testing.T) string {
+// files). It returns the clone's directory, parent/tcpops.
+func freshClone(t *testing.T, parent string) string {
 	t.Helper()
 	git := tool(t, "git", "git")
 	root := repoRoot(t)
-	dir := filepath.Join(t.TempDir(), "tcpops")
+	dir := filepath.Join(parent, "tcpops")
 	if out, err := exec.Command(git, "clone", "--quiet", root, dir).CombinedOutput(); err != nil {
 		t.Fatalf("git clone: %v\n%s", err, out)
 	}
@@ -363,7 +371,7 @@ func TestVersion(t *testing.T) {
 
 	// Built from a clone as a user would: the VCS stamp. -trimpath keeps
 	// the build cache of the tests' own build useful in another directory.
-	clone := freshClone(t)
+	clone := freshClone(t, t.TempDir())
 	goBuild(t, clone, bin, "-buildvcs=true", "-trimpath")
 	head, err := exec.Command("git", "-C", clone, "rev-parse", "HEAD").Output()
 	if err != nil {
