@@ -39,6 +39,14 @@ func negativeArg(cmd *cobra.Command, args []string, err error) error {
 		return nil
 	}
 	names := argNames(cmd)
+	if len(names) > 0 && names[0] == optionalConid {
+		// "(CONID | SELECTOR)": a CONID unless selector flags pick the
+		// connections.
+		names[0] = "CONID"
+		if selectingIn(cmd, args) {
+			names = names[1:]
+		}
+	}
 	i := argIndex(cmd, args, bad)
 	if i < 0 || i >= len(names) {
 		return usageErr("%s: a negative number is not an argument of %s (usage: %s)", bad, cmd.CommandPath(), cmd.UseLine())
@@ -50,16 +58,35 @@ func negativeArg(cmd *cobra.Command, args []string, err error) error {
 	return usageErr("%s %s: %s", names[i], bad, rule)
 }
 
+// optionalConid stands for "(CONID | SELECTOR)" in argNames.
+const optionalConid = "CONID|SELECTOR"
+
 // argNames are the argument names of cmd's usage line: CONID, SECONDS.
 func argNames(cmd *cobra.Command) []string {
 	var names []string
-	for _, f := range strings.Fields(cmd.Use)[1:] {
+	use := strings.Replace(cmd.Use, "(CONID | SELECTOR)", optionalConid, 1)
+	for _, f := range strings.Fields(use)[1:] {
 		f = strings.Trim(f, "[].")
 		if f != "" && f == strings.ToUpper(f) && !strings.HasPrefix(f, "-") {
 			names = append(names, f)
 		}
 	}
 	return names
+}
+
+// selectingIn reports whether the command line picks connections by
+// selector flags rather than a CONID.
+func selectingIn(cmd *cobra.Command, args []string) bool {
+	if selecting(cmd) {
+		return true
+	}
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if strings.HasPrefix(a, "--") && slices.Contains(selectorFlags, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // argIndex is the position of bad among cmd's arguments in args (command

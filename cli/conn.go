@@ -487,8 +487,8 @@ long, then the lifetime from before comes back (counted from then).
 			}
 			d, err := rpc.ParseSeconds(a[len(a)-1])
 			if err != nil {
-				if f, perr := strconv.ParseFloat(a[1], 64); perr == nil && f < 0 {
-					return usageErr("SECONDS %s: %s", a[1], argRules["SECONDS"])
+				if f, perr := strconv.ParseFloat(a[len(a)-1], 64); perr == nil && f < 0 {
+					return usageErr("SECONDS %s: %s", a[len(a)-1], argRules["SECONDS"])
 				}
 				return usageErr("SECONDS %v", err)
 			}

@@ -47,7 +47,7 @@ daemon, and what systemctl reload runs with the shipped unit.`,
 			// least 30 s whatever --timeout says.
 			ctx, cancel := context.WithTimeout(cmd.Context(), max(o.Timeout, 30*time.Second))
 			defer cancel()
-			c, err := client.Dial(ctx, o.socketPath())
+			c, err := client.DialFirst(ctx, o.socketPaths())
 			if err != nil {
 				return err
 			}

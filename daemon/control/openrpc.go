@@ -43,13 +43,20 @@ var wire = map[string]struct{ params, result any }{
 	rpc.MethodUpgrade:     {rpc.UpgradeParams{}, rpc.UpgradeResult{}},
 }
 
-// notifications are what the server sends unasked, by the method whose
-// call starts them (x-notifications in the document).
-var notifications = map[string][]struct {
+// notification is one the server sends unasked.
+type notification struct {
 	name   string
 	params any
 	help   string
-}{
+}
+
+// progressNotification goes to the caller of a method with a selector.
+var progressNotification = notification{rpc.NotifyProgress, rpc.Progress{},
+	"with select and rate: how far the change is, at least once a second while it runs"}
+
+// notifications are what the server sends unasked, by the method whose
+// call starts them (x-notifications in the document).
+var notifications = map[string][]notification{
 	rpc.MethodEvents: {
 		{rpc.NotifyEvent, rpc.Event{}, "with follow: each later closed event, in seq order"},
 		{rpc.NotifyEventsLost, rpc.EventsLost{}, "with follow: the follower fell more than the ring behind and missed these seqs"},
@@ -83,6 +90,7 @@ var errorNames = []struct {
 	{"NotFound", rpc.CodeNotFound, "conid not found"},
 	{"Socket", rpc.CodeSocket, "the socket operation failed (the errno text in the message)"},
 	{"Denied", rpc.CodeDenied, "permission denied for the caller"},
+	{"Refused", rpc.CodeRefused, "more connections matched the selector than max: nothing was changed (data: {matched, max})"},
 }
 
 var (
@@ -163,9 +171,21 @@ func (g *schemaGen) method(m *method) *obj {
 		}
 	}
 	o.set("params", params)
+	// A method that takes a selector answers a bulk result when called
+	// with one.
+	takesSelect := false
+	if typed && w.params != nil {
+		for _, f := range jsonFields(reflect.TypeOf(w.params)) {
+			takesSelect = takesSelect || f.name == "select"
+		}
+	}
 	result := newObj()
 	if typed {
 		result = g.schema(reflect.TypeOf(w.result), false)
+	}
+	if takesSelect {
+		result = newObj("description", "with conid, the first; with select, a bulk result",
+			"oneOf", []any{result, g.schema(reflect.TypeFor[rpc.BulkResult](), false)})
 	}
 	o.set("result", newObj("name", m.name+".result", "schema", result))
 	// The errors: a bad param wherever there are params; a conid not
@@ -189,11 +209,18 @@ func (g *schemaGen) method(m *method) *obj {
 	if !m.readOnly {
 		errs = append(errs, errorRef("Denied"))
 	}
+	if takesSelect {
+		errs = append(errs, errorRef("Refused"))
+	}
 	if len(errs) > 0 {
 		o.set("errors", errs)
 	}
 	o.set("x-access", access)
-	if ns := notifications[m.name]; len(ns) > 0 {
+	ns := slices.Clone(notifications[m.name])
+	if takesSelect {
+		ns = append(ns, progressNotification)
+	}
+	if len(ns) > 0 {
 		var list []any
 		for _, n := range ns {
 			list = append(list, newObj("name", n.name, "summary", n.help, "params", g.schema(reflect.TypeOf(n.params), false)))

@@ -162,10 +162,12 @@ func TestResultsMatchSchema(t *testing.T) {
 	ws.Read(ctx)
 	_, echoed := d.Dial(t, 3)
 	_, reset := d.Dial(t, 3)
+	_, rated1 := d.Dial(t, 3)
+	_, rated2 := d.Dial(t, 3)
 
 	all := list(t, c)
-	if len(all) != 6 { // relayed in and out, tls, ws, two echo
-		t.Fatalf("%d connections, want 6", len(all))
+	if len(all) != 8 { // relayed in and out, tls, ws, four echo
+		t.Fatalf("%d connections, want 8", len(all))
 	}
 	called := map[string]bool{}
 	call := func(method string, params any) []byte {
@@ -191,6 +193,42 @@ func TestResultsMatchSchema(t *testing.T) {
 		}
 	}
 	call(rpc.MethodAlive, id(999))
+	// With selectors: bulk results, a dry run listing connections, and
+	// overrides that a ttl leaves on a connection (seen in info below).
+	call(rpc.MethodKeepalive, map[string]any{"select": map[string]any{"conids": []uint64{in, 999}}, "dry_run": true, "idle": 60, "count": 5, "interval": 5})
+	call(rpc.MethodLifetime, map[string]any{"select": map[string]any{"proto": "ws"}, "lifetime": 300, "ttl": 60})
+	call(rpc.MethodClosedEvent, map[string]any{"select": map[string]any{"all": true}, "enable": true, "max": 100})
+	call(rpc.MethodKeepalive, map[string]any{"conid": in, "idle": 30, "count": 3, "interval": 3, "ttl": 60})
+	for _, cn := range all {
+		infos = append(infos, call(rpc.MethodInfo, id(cn))...)
+	}
+	if !bytes.Contains(infos, []byte(`"overrides":[{"what":`)) {
+		t.Error("no info result has overrides: their schema went unchecked")
+	}
+	rated := rawConn(t, d.Socket)
+	rated.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"tcpops.close","params":{"select":{"conids":[%d,%d]},"rate":4}}`, rated1, rated2))
+	for progress := 0; ; {
+		line, err := rated.r.ReadBytes('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r struct {
+			Method string          `json:"method"`
+			Params json.RawMessage `json:"params"`
+			Result json.RawMessage `json:"result"`
+		}
+		json.Unmarshal(line, &r)
+		if r.Method == rpc.NotifyProgress {
+			check(t, r.Method, o.notifications[r.Method], r.Params)
+			progress++
+			continue
+		}
+		check(t, "tcpops.close with select and rate", o.results[rpc.MethodClose], r.Result)
+		if progress == 0 || !bytes.Contains(r.Result, []byte(`"matched":2`)) {
+			t.Errorf("rated close: %d progress notes, result %s", progress, r.Result)
+		}
+		break
+	}
 	call(rpc.MethodKeepalive, map[string]any{"conid": in, "idle": 60, "count": 5, "interval": 5, "user_timeout_ms": 9000})
 	call(rpc.MethodKeepalive, map[string]any{"conid": in, "enable": false})
 	call(rpc.MethodLifetime, map[string]any{"conid": in, "lifetime": 600})
@@ -201,20 +239,21 @@ func TestResultsMatchSchema(t *testing.T) {
 	call(rpc.MethodClose, map[string]any{"conid": reset, "reset": true})
 	relayed.Close()
 	call(rpc.MethodState, id(echoed)) // closed: with its reason
-	daemontest.WaitEvents(t, c, rpc.EventsParams{}, 4)
-	call(rpc.MethodEvents, nil)
+	daemontest.WaitEvents(t, c, rpc.EventsParams{}, 6)
+	var evs rpc.EventsResult
+	json.Unmarshal(call(rpc.MethodEvents, nil), &evs)
 	call(rpc.MethodStats, nil)
 	call(rpc.MethodVersion, nil)
 	call(rpc.MethodListMethods, nil)
 	call(rpc.MethodHelp, map[string]any{"method": rpc.MethodList})
 	call(rpc.MethodDiscover, nil)
 
-	// The follower got the four closed events (echo, reset, relayed in and
-	// out) as notifications. tcpops.events_lost is sent only when a
+	// The follower got every closed event (two rated, echo, reset, relayed
+	// in and out) as notifications. tcpops.events_lost is sent only when a
 	// follower falls a whole ring behind: its schema is checked on a value
 	// of its wire type.
 	follower.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for range 4 {
+	for range len(evs.Events) {
 		line, err := fr.ReadBytes('\n')
 		if err != nil {
 			t.Fatal(err)

@@ -104,12 +104,14 @@ func argName(f *pflag.Flag) string {
 		return ""
 	case "duration":
 		return "DUR"
-	case "int", "uint64", "int64", "uint":
+	case "int", "uint64", "int64", "uint", "float64":
 		return "N"
 	}
 	switch f.Name {
-	case "socket", "config", "event-log", "tls-cert", "tls-key":
+	case "socket", "config", "event-log", "tls-cert", "tls-key", "binary":
 		return "PATH"
+	case "conids":
+		return "LIST"
 	case "output", "log-format":
 		return "FORMAT"
 	}
@@ -153,6 +155,10 @@ func options(fs *pflag.FlagSet) string {
 	return b.String()
 }
 
+// selectorFlags are the flags a SELECTOR of tcpopsctl(1) stands for in
+// a synopsis.
+var selectorFlags = []string{"all", "conids", "state", "proto", "direction", "listener", "remote", "idle-min"}
+
 // synopsis is a command's usage with its own flags spelled out, for the
 // SYNOPSIS section: a hanging paragraph that may wrap.
 func synopsis(c *cobra.Command) string {
@@ -160,8 +166,9 @@ func synopsis(c *cobra.Command) string {
 	var b strings.Builder
 	b.WriteString(`\fB` + esc(c.CommandPath()) + `\fR`)
 	var flags []string
+	selects := strings.Contains(c.Use, "SELECTOR")
 	c.NonInheritedFlags().VisitAll(func(f *pflag.Flag) {
-		if f.Hidden || f.Name == "help" {
+		if f.Hidden || f.Name == "help" || selects && slices.Contains(selectorFlags, f.Name) {
 			return
 		}
 		s := `\fB\-\-` + esc(f.Name) + `\fR`
@@ -178,7 +185,7 @@ func synopsis(c *cobra.Command) string {
 		switch {
 		case w == "[flags]" || w == "[filters]":
 			continue
-		case strings.HasPrefix(w, "-"): // a flag, listed below
+		case strings.HasPrefix(w, "--"): // a flag, listed below
 			if i+1 < len(use) && use[i+1] == strings.ToUpper(use[i+1]) {
 				i++
 			}
@@ -205,7 +212,7 @@ func italicArgs(w string) string {
 	}
 	start := 0
 	for i, r := range w {
-		if strings.ContainsRune("[]|.", r) {
+		if strings.ContainsRune("[]()|.", r) {
 			word(w[start:i])
 			b.WriteRune(r)
 			start = i + 1
