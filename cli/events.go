@@ -88,11 +88,14 @@ Reasons: eof, reset, timeout, lifetime, local, peer, shutdown, error.`,
 			// A daemon that hands over to a new process (tcpopsctl upgrade)
 			// disconnects its followers; the socket stays, and the new one
 			// goes on from the last seq seen.
-			for attempt, seen := 0, last; ; attempt++ {
+			// again is false only for the first connection: a dial error
+			// after that means the daemon went away, however many events
+			// came in between.
+			for attempt, seen, again := 0, last, false; ; attempt, again = attempt+1, true {
 				if last != seen {
 					attempt, seen = 0, last
 				}
-				err := followOnce(ctx, o, p, last, attempt > 0, onEvent, onLost)
+				err := followOnce(ctx, o, p, last, again, onEvent, onLost)
 				if !errors.Is(err, client.ErrDisconnected) || ctx.Err() != nil {
 					return err
 				}

@@ -277,28 +277,29 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func execute(ctx context.Context, o *Options, root *cobra.Command, args []string) error {
 	o.args = args
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	return o.usage(root.ExecuteContext(ctx))
+}
+
+// usage makes an error that came before the command ran (a flag, an
+// argument, an unknown command) a usage error with a hint. cobra's
+// "unknown command" goes on with "Did you mean this?" lines: the hint
+// belongs on the first line.
+func (o *Options) usage(err error) error {
 	var ee *exitError
-	if err != nil && !o.ready && !errors.As(err, &ee) {
-		// cobra's "unknown command" goes on with "Did you mean this?"
-		// lines: the hint belongs on the first line.
-		first, rest, _ := strings.Cut(strings.TrimRight(err.Error(), "\n"), "\n")
-		if rest != "" {
-			rest = "\n" + strings.TrimLeft(rest, "\n")
-		}
-		err = usageErr("%s (see 'tcpopsctl --help')%s", first, rest)
+	if err == nil || o.ready || errors.As(err, &ee) {
+		return err
 	}
-	return err
+	first, rest, _ := strings.Cut(strings.TrimRight(err.Error(), "\n"), "\n")
+	if rest != "" {
+		rest = "\n" + strings.TrimLeft(rest, "\n")
+	}
+	return usageErr("%s (see 'tcpopsctl --help')%s", first, rest)
 }
 
 // execute runs the command tree built over o, prints its error and
 // returns the exit code.
 func (o *Options) execute(ctx context.Context, root *cobra.Command) int {
-	err := root.ExecuteContext(ctx)
-	var ee *exitError
-	if err != nil && !o.ready && !errors.As(err, &ee) {
-		err = usageErr("%v (see 'tcpopsctl --help')", err)
-	}
+	err := o.usage(root.ExecuteContext(ctx))
 	if msg := errorText(err); msg != "" {
 		fmt.Fprintln(o.Stderr, "tcpopsctl:", msg)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/tcpops/tcpops/daemon/daemontest"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -66,7 +67,7 @@ func waitLog(t *testing.T, log *daemontest.Buffer, re string) []string {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	var m []string
-	waitFor(t, "a log line matching "+re, func() bool {
+	testutil.WaitFor(t, "a log line matching "+re, func() bool {
 		all := rx.FindAllStringSubmatch(log.String(), -1)
 		if len(all) == 0 {
 			return false
@@ -572,7 +573,7 @@ func TestUpgradeResultMatchesSchema(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		syscall.Kill(res.NewPID, syscall.SIGTERM)
-		waitFor(t, "the new daemon to stop", func() bool {
+		testutil.WaitFor(t, "the new daemon to stop", func() bool {
 			_, err := os.Stat(sock)
 			return os.IsNotExist(err)
 		})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -56,33 +57,83 @@ func esc(s string) string {
 	return b.String()
 }
 
-// help renders a help text as roff: paragraphs at blank lines, filled;
-// lines that start with a space (aligned lists, tables, commands) are kept
-// as they are.
+// help renders a help text as roff: paragraphs at blank lines, filled.
+// Lines that start with a space are a block of their own: a list of terms
+// and what they mean (two columns, a wide gap between them; continuation
+// lines indented under the second) becomes a list that groff wraps; any
+// other block (commands, a table) is kept as it is.
 func help(text string) string {
 	var b strings.Builder
 	for i, para := range strings.Split(strings.TrimSpace(text), "\n\n") {
 		if i > 0 {
 			b.WriteString(".PP\n")
 		}
-		nofill := false
+		var block []string
+		flush := func() {
+			if len(block) > 0 {
+				b.WriteString(preformatted(block))
+				block = nil
+			}
+		}
 		for _, line := range strings.Split(para, "\n") {
 			line = strings.ReplaceAll(line, "\t", "    ")
-			pre := strings.HasPrefix(line, " ")
-			switch {
-			case pre && !nofill:
-				b.WriteString(".nf\n")
-				nofill = true
-			case !pre && nofill:
-				b.WriteString(".fi\n")
-				nofill = false
+			if strings.HasPrefix(line, " ") {
+				block = append(block, line)
+				continue
 			}
+			flush()
 			b.WriteString(esc(line) + "\n")
 		}
-		if nofill {
-			b.WriteString(".fi\n")
-		}
+		flush()
 	}
+	return b.String()
+}
+
+// termLine is "  term    what it means".
+var termLine = regexp.MustCompile(`^( +)(\S(?:.*?\S)?) {2,}(\S.*)$`)
+
+// preformatted renders the indented lines of a help text: as a list of
+// terms when every line is a term line or continues the one before,
+// else as they are.
+func preformatted(lines []string) string {
+	type item struct{ term, desc string }
+	var items []item
+	descCol := 0
+	for _, l := range lines {
+		trimmed := strings.TrimLeft(l, " ")
+		if indent := len(l) - len(trimmed); len(items) > 0 && indent >= descCol-1 {
+			items[len(items)-1].desc += " " + trimmed // a continuation
+			continue
+		}
+		m := termLine.FindStringSubmatch(l)
+		if m == nil {
+			items = nil
+			break
+		}
+		items = append(items, item{m[2], m[3]})
+		descCol = len(l) - len(m[3])
+	}
+	var b strings.Builder
+	if len(items) < 2 {
+		b.WriteString(".nf\n")
+		for _, l := range lines {
+			b.WriteString(esc(l) + "\n")
+		}
+		b.WriteString(".fi\n")
+		return b.String()
+	}
+	// The terms' column: as wide as most terms, so that only a long one
+	// puts its meaning on the next line.
+	width := 0
+	for _, it := range items {
+		width = max(width, len(it.term))
+	}
+	width = min(width+2, 16)
+	b.WriteString(".RS 2\n")
+	for _, it := range items {
+		fmt.Fprintf(&b, ".TP %dn\n%s\n%s\n", width, esc(it.term), esc(it.desc))
+	}
+	b.WriteString(".RE\n")
 	return b.String()
 }
 
