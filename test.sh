@@ -6,10 +6,12 @@
 # The tests use ss and ip (iproute2) to check keepalive from outside and to
 # cut a link, unshare and prlimit (util-linux) for network namespaces and fd
 # limits, tmux to drive the shell and top through a real terminal,
-# systemd-analyze (systemd) to verify the unit file, gcc for the
-# race detector, and the real peers tcpops is tested against: HAProxy,
-# Kamailio, Chromium, sslscan, openssl and nats-server (the fleet's NATS). A tool that cannot be installed
-# stops the run here, naming it; no test is skipped for want of one.
+# systemd-analyze (systemd) to verify the unit file, gcc for the race
+# detector, man (man-db) to render the manual pages as a reader sees them,
+# git to replay the README from a fresh clone, and the real peers tcpops is
+# tested against: HAProxy, Kamailio, Chromium, sslscan, openssl and
+# nats-server (the fleet's NATS). A tool that cannot be installed stops the
+# run here, naming it; no test is skipped for want of one.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,7 +19,7 @@ tools=(
 	ss:iproute2 ip:iproute2 unshare:util-linux prlimit:util-linux tmux:tmux
 	systemd-analyze:systemd gcc:gcc
 	haproxy:haproxy kamailio:kamailio chromium:chromium
-	sslscan:sslscan openssl:openssl
+	sslscan:sslscan openssl:openssl man:man-db git:git
 	nats-server:nats-server
 )
 have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ]; }

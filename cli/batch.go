@@ -50,7 +50,7 @@ stops at the first line that exits non-zero. The exit code is the highest
 of the lines' exit codes (0 when all succeeded). 'events -f' and batch
 itself cannot run inside a batch.`,
 		Example: `  tcpopsctl batch commands.txt
-  printf 'state 42\nstate 43\nclose --remote 10.9.0.0/16 --max 50\n' | tcpopsctl batch
+  printf 'state 42\nclose --remote 10.9.0.0/16\n' | tcpopsctl batch -
   tcpopsctl -o json batch - < checks.txt | jq -c 'select(.exit != 0)'`,
 		Args: args(0, 1),
 		RunE: func(cmd *cobra.Command, a []string) error {

@@ -16,6 +16,9 @@ import (
 
 // parseConid reads a CONID argument.
 func parseConid(s string) (uint64, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n <= 0 {
+		return 0, usageErr("CONID %s: %s", s, argRules["CONID"])
+	}
 	id, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || id == 0 {
 		return 0, usageErr("CONID %q: want a connection id, a positive integer (see 'tcpopsctl list')", s)
@@ -81,8 +84,8 @@ TCP_INFO of each shows, and names the rules that picked them (SUSPECT):
 It reads TCP_INFO of every connection the other filters leave.`,
 		Example: `  tcpopsctl list
   tcpopsctl ls --state ok --proto tcp --remote 10.1.0.0/16
-  tcpopsctl list --idle-min 10m            # idle for 10 minutes or more
-  tcpopsctl list --suspect                 # half-open or stuck
+  tcpopsctl list --idle-min 10m     # idle for 10 minutes or more
+  tcpopsctl list --suspect          # half-open or stuck
   tcpopsctl -o json list | jq '.connections[].conid'`,
 		Args: args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -300,7 +303,7 @@ func newStateCmd(o *Options) *cobra.Command {
   1 ok          established and usable
   2 accepting   accepted, nothing read yet (or handshake not finished)
   3 connecting  outbound leg, dial in progress
- -1 not_found   no such conid, or closed (with the reason if it closed recently)
+ -1 not_found   no such conid, or closed (with its reason if recent)
  -2 eof         the peer sent FIN, the connection is being torn down
  -3 error       a socket error was seen, the connection will close
  -4 bad         any other bad state, the connection will close
@@ -337,7 +340,7 @@ tcp_keepalive_enable) or off (tcp_keepalive_disable). What is printed is
 read back from the socket, not echoed from the request. --for DUR makes the
 change last that long: then the keepalive from before comes back.`,
 		Example: "  tcpopsctl keepalive enable 42 60 5 5\n  tcpopsctl keepalive disable 42\n  tcpopsctl keepalive enable 30 3 10 --proto ws --for 1h",
-		Args:    args(0, 0),
+		Args:    subcommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return usageErr("keepalive needs a subcommand: enable or disable (see 'tcpopsctl keepalive --help')")
 		},
@@ -484,6 +487,9 @@ long, then the lifetime from before comes back (counted from then).
 			}
 			d, err := rpc.ParseSeconds(a[len(a)-1])
 			if err != nil {
+				if f, perr := strconv.ParseFloat(a[len(a)-1], 64); perr == nil && f < 0 {
+					return usageErr("SECONDS %s: %s", a[len(a)-1], argRules["SECONDS"])
+				}
 				return usageErr("SECONDS %v", err)
 			}
 			p := rpc.LifetimeParams{Lifetime: new(d.Seconds())}

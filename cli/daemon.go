@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -103,13 +102,14 @@ func newCallCmd(o *Options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "call METHOD [JSON-PARAMS | KEY=VALUE ...]",
 		Short: "Call any RPC method with raw params and print the result as JSON",
-		Long: `Call any method of the daemon's JSON-RPC interface and print its result as JSON.
+		Long: `Call any method of the daemon's JSON-RPC interface and print its result as JSON,
+on one line as the daemon sent it (--pretty indents it).
 Params are one JSON object, or KEY=VALUE pairs typed as kamcmd does: a whole
 number is an integer, a decimal number a float, true and false are booleans,
 a value starting with [ or { is JSON, anything else a string. 'tcpopsctl
 methods' lists the methods; system.methodHelp explains one.`,
 		Example: `  tcpopsctl call tcpops.state conid=42
-  tcpopsctl call tcpops.keepalive '{"conid":42,"idle":60,"count":5,"interval":5}'
+  tcpopsctl call tcpops.keepalive '{"conid":42,"enable":false}'
   tcpopsctl call tcpops.list remote=10.0.0.0/8 limit=100
   tcpopsctl call system.methodHelp method=tcpops.lifetime`,
 		Args:              args(1, 1<<20),
@@ -124,11 +124,7 @@ methods' lists the methods; system.methodHelp explains one.`,
 				if err := c.Call(ctx, a[0], params, &r); err != nil {
 					return err
 				}
-				var v any
-				if err := json.Unmarshal(r, &v); err != nil {
-					return err
-				}
-				return printJSON(o.Stdout, v)
+				return printRaw(o.Stdout, r) // in the daemon's order
 			})
 		},
 	}
@@ -204,27 +200,41 @@ func newMethodsCmd(o *Options) *cobra.Command {
 
 func newVersionCmd(o *Options) *cobra.Command {
 	return &cobra.Command{
-		Use:     "version",
-		Short:   "Print the versions of tcpopsctl and the daemon",
-		Long:    "Print tcpopsctl's own version, then the daemon's (core.version); exit 3 if the daemon cannot be reached.",
-		Example: "  tcpopsctl version",
+		Use:   "version",
+		Short: "Print the versions of tcpopsctl and the daemon",
+		Long: `Print tcpopsctl's own version, then the daemon's (core.version): each with the
+commit it was built from, whether that tree had uncommitted changes, and the
+Go release. When the daemon cannot be reached, tcpopsctl's own version is
+printed and the exit code is 3. With -o json: {"tcpopsctl": {version, commit,
+modified, go}, "tcpops": {...}}, without "tcpops" when it cannot be reached.`,
+		Example: "  tcpopsctl version\n  tcpopsctl -o json version | jq -r .tcpops.commit",
 		Args:    args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			mine := rpc.Version{Version: rpc.BuildVersion, Commit: rpc.BuildCommit, Go: runtime.Version()}
+			mine := rpc.Build()
+			var daemon *rpc.Version
 			err := o.call(cmd, func(ctx context.Context, c *client.Client) error {
 				v, err := c.Version(ctx)
-				if err != nil {
-					return err
+				if err == nil {
+					daemon = &v
 				}
-				if o.Output == "json" {
-					return printJSON(o.Stdout, map[string]rpc.Version{"tcpopsctl": mine, "tcpops": v})
-				}
-				fmt.Fprintf(o.Stdout, "tcpopsctl %s (%s)\n", mine.Version, mine.Go)
-				_, err = fmt.Fprintf(o.Stdout, "tcpops    %s (commit %s, %s)\n", v.Version, orDashS(v.Commit), v.Go)
 				return err
 			})
-			if err != nil && o.Output != "json" && !errors.Is(err, errFanOut) {
-				fmt.Fprintf(o.Stdout, "tcpopsctl %s (%s)\n", mine.Version, mine.Go)
+			if errors.Is(err, errFanOut) {
+				return err // each host's run prints both
+			}
+			if o.Output == "json" {
+				out := map[string]*rpc.Version{"tcpopsctl": &mine}
+				if daemon != nil {
+					out["tcpops"] = daemon
+				}
+				if perr := printJSON(o.Stdout, out); perr != nil {
+					return perr
+				}
+				return err
+			}
+			fmt.Fprintf(o.Stdout, "tcpopsctl %s\n", mine)
+			if daemon != nil {
+				fmt.Fprintf(o.Stdout, "tcpops    %s\n", *daemon)
 			}
 			return err
 		},

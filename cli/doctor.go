@@ -234,7 +234,7 @@ func versionCheck(ctx context.Context, c *client.Client) check {
 		ck.Status, ck.Detail = statusWarn, "core.version failed: "+err.Error()
 		return ck
 	}
-	mine := rpc.BuildVersion
+	mine := rpc.Build().Version
 	if v.Version != mine {
 		ck.Status = statusWarn
 		ck.Detail = fmt.Sprintf("tcpopsctl %s, tcpops %s (%s)", mine, v.Version, v.Go)

@@ -60,7 +60,8 @@ everything the stream keeps. Without -f it stops at the end of the stream.`,
 			if since != "" {
 				n, err := strconv.ParseUint(since, 10, 64)
 				if err != nil {
-					return usageErr("--since %q: want an event seq (a time or duration only with --nats)", since)
+					// A time or a duration ago only with --nats.
+					return usageErr("--since %s: want a whole number >= 0 (see '%s --help')", since, cmd.CommandPath())
 				}
 				p.Since = n
 			}
@@ -107,11 +108,14 @@ everything the stream keeps. Without -f it stops at the end of the stream.`,
 			// A daemon that hands over to a new process (tcpopsctl upgrade)
 			// disconnects its followers; the socket stays, and the new one
 			// goes on from the last seq seen.
-			for attempt, seen := 0, last; ; attempt++ {
+			// again is false only for the first connection: a dial error
+			// after that means the daemon went away, however many events
+			// came in between.
+			for attempt, seen, again := 0, last, false; ; attempt, again = attempt+1, true {
 				if last != seen {
 					attempt, seen = 0, last
 				}
-				err := followOnce(ctx, o, p, last, attempt > 0, onEvent, onLost)
+				err := followOnce(ctx, o, p, last, again, onEvent, onLost)
 				if !errors.Is(err, client.ErrDisconnected) || ctx.Err() != nil {
 					return err
 				}
@@ -218,6 +222,9 @@ func writeEvent(w io.Writer, host string, e rpc.Event) error {
 		kv("ws_code", strconv.Itoa(e.WSCloseCode))
 	}
 	kv("ws_reason", e.WSCloseReason)
+	if e.Reset {
+		kv("reset", "true")
+	}
 	b.WriteByte('\n')
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -74,7 +74,7 @@ func (o *Options) dial(ctx context.Context) (*client.Client, func(), error) {
 		}
 		return c, func() {}, nil
 	}
-	c, err := client.Dial(ctx, o.socketPath())
+	c, err := client.DialFirst(ctx, o.socketPaths())
 	if err != nil {
 		return nil, nil, err
 	}

@@ -14,16 +14,22 @@ import (
 	"github.com/tcpops/tcpops/rpc"
 )
 
-// printJSON writes v as indented JSON.
+// Every -o json output has one style: each result, event or other object
+// is one line of compact JSON (as the daemon sends it), so that scripts can
+// read a stream of them line by line; --pretty indents them for people.
+
+// printJSON writes v as one line of JSON.
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
 
-// printRaw writes a JSON result as it came, indented like printJSON (as
-// it came, when it is one host's of several: it is merged compact).
+// printJSONLine is printJSON.
+func printJSONLine(w io.Writer, v any) error { return printJSON(w, v) }
+
+// printRaw writes a JSON result as it came, on one line like printJSON (as
+// it came, when it is one host's of several: merged later).
 func printRaw(w io.Writer, raw json.RawMessage) error {
 	if h, ok := w.(*hostOutput); ok {
 		h.Write(raw)
@@ -31,7 +37,8 @@ func printRaw(w io.Writer, raw json.RawMessage) error {
 		return nil
 	}
 	var b bytes.Buffer
-	if err := json.Indent(&b, raw, "", "  "); err != nil {
+	b.Grow(len(raw) + 1)
+	if err := json.Compact(&b, raw); err != nil {
 		return err
 	}
 	b.WriteByte('\n')
@@ -39,11 +46,30 @@ func printRaw(w io.Writer, raw json.RawMessage) error {
 	return err
 }
 
-// printJSONLine writes v as one line of JSON.
-func printJSONLine(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
+// prettyWriter indents each line of JSON written through it (--pretty).
+type prettyWriter struct {
+	w   io.Writer
+	buf []byte // a line not yet ended
+}
+
+func (p *prettyWriter) Write(b []byte) (int, error) {
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		var out bytes.Buffer
+		if err := json.Indent(&out, p.buf[:i], "", "  "); err != nil {
+			out.Reset()
+			out.Write(p.buf[:i])
+		}
+		out.WriteByte('\n')
+		p.buf = p.buf[i+1:]
+		if _, err := p.w.Write(out.Bytes()); err != nil {
+			return 0, err
+		}
+	}
 }
 
 // table writes rows under a header, plain: no borders, no colour, headers

@@ -33,6 +33,7 @@ const (
 type Options struct {
 	Socket  string
 	Output  string
+	Pretty  bool
 	Timeout time.Duration
 
 	// Over NATS: the servers, and the hosts to run on.
@@ -42,11 +43,10 @@ type Options struct {
 	Hosts     []string
 	AllHosts  bool
 	// onHost is the host of one run of a command over several hosts;
-	// fleet is the NATS connection all runs share; args is the command
-	// line, run again on each host.
+	// fleet is the NATS connection all runs share. (args, below, is the
+	// command line each host's run runs again.)
 	onHost string
 	fleet  *fleetState
-	args   []string
 
 	Stdout io.Writer
 	Stderr io.Writer
@@ -62,6 +62,8 @@ type Options struct {
 	only string
 	// keep, in a shell, is the connection every command shares.
 	keep *keeper
+	// args are the command line's arguments, for messages about them.
+	args []string
 }
 
 // builder makes a top-level command; names are its name and aliases.
@@ -137,6 +139,11 @@ does from a routing script: check a connection (alive, state), turn kernel
 keepalive on or off, set its idle lifetime, ask for its closed event, close it,
 and follow the closed events live.
 
+Output is a table or lines for people; with -o json each result, event or
+other object is one line of compact JSON, the same for every command (the
+field names are those of the daemon's JSON-RPC results, see rpc.discover);
+--pretty indents it. Errors always go to stderr as text.
+
 Exit codes, for shells, cron and Ansible:
   0  done; for alive and state: the connection is usable (state >= 1)
   1  negative answer: not alive, state < 0, conid not found
@@ -145,8 +152,10 @@ Exit codes, for shells, cron and Ansible:
   4  the daemon refused or failed: permission, socket operation, internal;
      a bulk change refused by --max, or failed on some connections
 
-The socket is --socket, else $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock for
-root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.
+The socket is --socket, else $TCPOPS_SOCKET, else the system daemon's
+/run/tcpops/tcpops.sock (for root; for other users when it exists), else the
+user's own $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock. When the
+daemon cannot be reached, the message names every socket tried and why.
 
 Fleet: with --nats URL a command goes over NATS to daemons run with --nats:
 to one host (--host H, the output as from its socket) or to several
@@ -170,8 +179,9 @@ TCPOPS_EVENTS stream in JetStream instead (every host, or --host).`,
 		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: false},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVarP(&o.Socket, "socket", "s", "", "control socket of the daemon (default $TCPOPS_SOCKET or the daemon's default path)")
-	pf.StringVarP(&o.Output, "output", "o", "table", "output format: table or json")
+	pf.StringVarP(&o.Socket, "socket", "s", "", "control socket of the daemon (default $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock if it exists, else the user's own)")
+	pf.StringVarP(&o.Output, "output", "o", "table", "output format: table or json (one compact JSON object a line)")
+	pf.BoolVar(&o.Pretty, "pretty", false, "JSON indented for people (implies -o json)")
 	pf.DurationVar(&o.Timeout, "timeout", 5*time.Second, "time allowed to reach the daemon and get an answer")
 	pf.StringVar(&o.NATS, "nats", "", "run on hosts over NATS instead of the local socket: server URL(s), comma-separated")
 	pf.StringVar(&o.NATSCreds, "nats-creds", "", "NATS credentials file (.creds)")
@@ -183,6 +193,13 @@ TCPOPS_EVENTS stream in JetStream instead (every host, or --host).`,
 		if o.Output != "table" && o.Output != "json" {
 			return usageErr("--output %q: want table or json", o.Output)
 		}
+		if o.Pretty {
+			if cmd.Flags().Changed("output") && o.Output != "json" {
+				return usageErr("--pretty indents JSON: it goes with -o json, not -o %s", o.Output)
+			}
+			o.Output = "json"
+			o.Stdout = &prettyWriter{w: o.Stdout}
+		}
 		if o.Timeout <= 0 {
 			return usageErr("--timeout %s: must be > 0", o.Timeout)
 		}
@@ -193,6 +210,16 @@ TCPOPS_EVENTS stream in JetStream instead (every host, or --host).`,
 		return nil
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		args := o.args
+		if args == nil {
+			args = os.Args[1:]
+		}
+		if nerr := negativeArg(cmd, args, err); nerr != nil {
+			return nerr
+		}
+		if verr := flagValueErr(cmd, err); verr != nil {
+			return verr
+		}
 		return usageErr("%v (see '%s --help')", err, cmd.CommandPath())
 	})
 	root.AddGroup(&cobra.Group{ID: "conn", Title: "Connections:"}, &cobra.Group{ID: "daemon", Title: "Daemon:"})
@@ -229,17 +256,33 @@ TCPOPS_EVENTS stream in JetStream instead (every host, or --host).`,
 		c.GroupID = "interactive"
 		root.AddCommand(c)
 	}
+	root.Version = rpc.Build().String()
+	root.SetVersionTemplate("tcpopsctl {{.Version}}\n")
 	root.SetOut(o.Stdout)
 	root.SetErr(o.Stderr)
+	addCompletionCmd(root)
 	return root
 }
 
-// socketPath is the socket to use.
-func (o *Options) socketPath() string {
+// socketPaths are the sockets to try, in order: --socket, else those of
+// sock.ClientSocketPaths.
+func (o *Options) socketPaths() []string {
 	if o.Socket != "" {
-		return o.Socket
+		return []string{o.Socket}
 	}
-	return sock.DefaultSocketPath()
+	return sock.ClientSocketPaths()
+}
+
+// socketPath is the socket a message names: the first of socketPaths that
+// exists, else the last (the user's own default).
+func (o *Options) socketPath() string {
+	paths := o.socketPaths()
+	for _, p := range paths {
+		if _, err := os.Lstat(p); err == nil {
+			return p
+		}
+	}
+	return paths[len(paths)-1]
 }
 
 // client dials the daemon within the timeout; ctx bounds the calls.
@@ -273,13 +316,25 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // execute runs one command line on root, built over o.
 func execute(ctx context.Context, o *Options, root *cobra.Command, args []string) error {
+	o.args = args
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	return o.usage(root.ExecuteContext(ctx))
+}
+
+// usage makes an error that came before the command ran (a flag, an
+// argument, an unknown command) a usage error with a hint. cobra's
+// "unknown command" goes on with "Did you mean this?" lines: the hint
+// belongs on the first line.
+func (o *Options) usage(err error) error {
 	var ee *exitError
-	if err != nil && !o.ready && !errors.As(err, &ee) {
-		err = usageErr("%v (see 'tcpopsctl --help')", err)
+	if err == nil || o.ready || errors.As(err, &ee) {
+		return err
 	}
-	return err
+	first, rest, _ := strings.Cut(strings.TrimRight(err.Error(), "\n"), "\n")
+	if rest != "" {
+		rest = "\n" + strings.TrimLeft(rest, "\n")
+	}
+	return usageErr("%s (see 'tcpopsctl --help')%s", first, rest)
 }
 
 // execute runs the command tree built over o, prints its error and
@@ -290,10 +345,7 @@ func (o *Options) execute(ctx context.Context, root *cobra.Command) int {
 		err = o.fanOut(ctx, o.args)
 	}
 	o.closeFleet()
-	var ee *exitError
-	if err != nil && !o.ready && !errors.As(err, &ee) {
-		err = usageErr("%v (see 'tcpopsctl --help')", err)
-	}
+	err = o.usage(err)
 	if msg := errorText(err); msg != "" {
 		fmt.Fprintln(o.Stderr, "tcpopsctl:", msg)
 	}

@@ -42,8 +42,8 @@ default for every line; a line may give others.
 tcpopsctl run without a command opens the shell when its standard input and
 output are a terminal; in a script or a pipe it prints the help, as before.`,
 		Example: `  tcpopsctl shell
-  tcpopsctl -s /run/tcpops/tcpops.sock      # alone on a terminal: the shell
-  tcpopsctl -o json shell                  # every line prints JSON`,
+  tcpopsctl -s /run/tcpops/tcpops.sock   # alone on a terminal: the shell
+  tcpopsctl -o json shell               # every line prints JSON`,
 		Args: args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.keep != nil {
@@ -157,6 +157,7 @@ func (s *shell) run(ctx context.Context, sigs chan os.Signal, words []string) in
 	}()
 	lo, root := s.lineOptions(s.o.Stdout, s.o.Stderr)
 	root.SetArgs(words)
+	lo.args = words
 	code := lo.execute(ctx, root)
 	close(done)
 	if interrupted.Load() {

@@ -30,7 +30,7 @@ checks refuse the state, it crashes, it times out) the old process serves on
 with everything and this command exits 4 saying why. Same as SIGUSR2 to the
 daemon, and what systemctl reload runs with the shipped unit.`,
 		Example: `  tcpopsctl upgrade
-  tcpopsctl upgrade --binary /usr/local/bin/tcpops.new --drain-timeout 30m
+  tcpopsctl upgrade --binary /usr/local/bin/tcpops.new --drain-timeout 1h
   tcpopsctl -o json upgrade`,
 		Args: args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {

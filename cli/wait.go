@@ -25,7 +25,7 @@ daemon cannot be reached; wait ready waits for that too.`,
 		Example: `  tcpopsctl wait ready --timeout 30s && tcpopsctl stats
   tcpopsctl close 42 && tcpopsctl wait closed 42
   tcpopsctl wait count --listener sip --eq 0 --timeout 10m   # drained`,
-		Args: args(0, 0),
+		Args: subcommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return usageErr("wait needs a condition: closed, count or ready (see 'tcpopsctl wait --help')")
 		},
@@ -48,11 +48,9 @@ daemon cannot be reached; wait ready waits for that too.`,
 					return false, err
 				}
 				if st.Reason != "" {
-					fmt.Fprintf(o.Stdout, "conid %d: closed (%s)\n", id, st.Reason)
-				} else {
-					fmt.Fprintf(o.Stdout, "conid %d: closed\n", id)
+					return true, o.report(st, "conid %d: closed (%s)", id, st.Reason)
 				}
-				return true, nil
+				return true, o.report(st, "conid %d: closed", id)
 			}, func() string { return fmt.Sprintf("conid %d still open", id) })
 		},
 	}
@@ -63,7 +61,7 @@ daemon cannot be reached; wait ready waits for that too.`,
 		Short: "Wait until the number of connections matching the filters is N",
 		Long: `Wait until exactly N connections match the filters (those of list: --state,
 --proto, --direction, --listener, --remote). Exit 0 then, 1 on timeout.`,
-		Example: "  tcpopsctl wait count --listener sip --direction in --eq 0 --timeout 10m",
+		Example: "  tcpopsctl wait count --listener sip --direction in --eq 0 --timeout 1h",
 		Args:    args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("eq") || eq < 0 {
@@ -74,9 +72,9 @@ daemon cannot be reached; wait ready waits for that too.`,
 				n, err := countConns(ctx, c, p)
 				last = n
 				if err == nil && n == eq {
-					fmt.Fprintf(o.Stdout, "%d connections\n", n)
+					return true, o.report(map[string]int{"count": n}, "%d connections", n)
 				}
-				return err == nil && n == eq, err
+				return false, err
 			}, func() string { return fmt.Sprintf("%d connections match, not %d,", last, eq) })
 		},
 	}
@@ -98,14 +96,14 @@ daemon cannot be reached; wait ready waits for that too.`,
 					cancel()
 					return err
 				}
+				var v rpc.Version
 				if err == nil {
-					_, err = c.Version(ctx)
+					v, err = c.Version(ctx)
 					release()
 				}
 				cancel()
 				if err == nil {
-					fmt.Fprintln(o.Stdout, "ready")
-					return nil
+					return o.report(v, "ready")
 				}
 				if time.Now().Add(pollEvery).After(deadline) {
 					return &exitError{code: ExitNegative, err: fmt.Errorf("tcpops at %s not ready within %s: %v", o.where(), o.Timeout, err)}

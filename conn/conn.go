@@ -74,6 +74,7 @@ type Conn struct {
 	timer    *time.Timer
 	closing  bool
 	reason   Reason
+	reset    bool // closed by an RST of ours
 	errText  string
 	wsCode   int
 	wsReason string
@@ -375,6 +376,7 @@ func (c *Conn) close(r Reason, err error, reset bool) bool {
 	}
 	c.closing = true
 	c.reason = r
+	c.reset = reset
 	if err != nil {
 		c.errText = err.Error()
 	}
@@ -411,7 +413,7 @@ func (c *Conn) event(now time.Time) Event {
 		Time: now, Reason: c.reason, ConnID: c.ID, Proto: c.Proto, Direction: c.Direction,
 		Listener: c.Listener, Local: addrString(c.local), Remote: addrString(c.remote), Via: addrString(c.via),
 		Duration: now.Sub(c.Created), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
-		Error: c.errText, WSCloseCode: c.wsCode, WSCloseReason: c.wsReason,
+		Error: c.errText, WSCloseCode: c.wsCode, WSCloseReason: c.wsReason, Reset: c.reset,
 	}
 	if c.peer != nil {
 		e.Peer = c.peer.ID

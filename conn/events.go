@@ -27,6 +27,7 @@ type Event struct {
 	Error         string
 	WSCloseCode   int
 	WSCloseReason string
+	Reset         bool // tcpops closed it with an RST (close --reset), not a FIN
 }
 
 // Name is the Kamailio event route of the event.

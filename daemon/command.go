@@ -277,8 +277,8 @@ event with its reason when it ends.
 Operators inspect and steer connections through JSON-RPC 2.0 on a Unix socket,
 most easily with tcpopsctl.
 
-Listener URLs: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT/PATH and
-wss://HOST:PORT/PATH, with query options:
+Listener options: a --listen URL is tcp://HOST:PORT, tls://HOST:PORT,
+ws://HOST:PORT/PATH or wss://HOST:PORT/PATH, with these query options:
   backend=HOST:PORT|echo   where to relay (default --backend)
   name=NAME                what the connection table calls the listener
   proxy_protocol=v1|v2     send a PROXY protocol header to the backend first
@@ -297,10 +297,13 @@ wss://HOST:PORT/PATH, with query options:
   max_message=BYTES        ws and wss: largest message (default 65536; over it: close 1009);
                            with frame=sip also the largest SIP message from the backend
   ping=DURATION            ws and wss: ping interval; a missing pong closes with reason timeout
+  lifetime=DUR, keepalive=SPEC, max_conns=N
+                           this listener's idle lifetime, keepalive and most inbound connections
 
 Signals: SIGTERM and SIGINT stop accepting, close every connection with reason
 "shutdown", deliver those events to followers (and the event log), remove the
-socket and exit 0. SIGUSR1 reopens the --event-log file, for log rotation.
+socket and exit 0. SIGHUP reloads the configuration; SIGUSR1 reopens the
+--event-log file, for log rotation.
 
 Fleet: with --nats the daemon joins a fleet on NATS under --host-name. Every
 closed event is stored in the JetStream stream TCPOPS_EVENTS, subject
@@ -312,27 +315,33 @@ all on tcpops.admin.HOST. tcpopsctl --nats reaches them. The NATS flags take
 effect at start.
 
 Files: the control socket, by default $TCPOPS_SOCKET, else /run/tcpops/tcpops.sock
-for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
+for root (/run/tcpops is created if missing), else $XDG_RUNTIME_DIR/tcpops.sock,
+else /tmp/tcpops-UID.sock. The manual page tcpops(8) has all of it.`,
 		Example: `  # echo server on 127.0.0.1:5060, the defaults
   tcpops
 
-  # relay SIP over TCP to a backend, close connections idle for 10 minutes
-  tcpops --listen tcp://0.0.0.0:5060 --backend 10.0.0.5:5060 --lifetime 10m
+  # relay SIP over TCP to a backend; close connections idle for 10 min
+  tcpops --listen tcp://0.0.0.0:5060 --backend 10.0.0.5:5060 \
+         --lifetime 10m
 
-  # two listeners, one to echo, kernel keepalive 60 s idle, 5 probes, 5 s apart
+  # two listeners, one to echo; keepalive 60 s idle, 5 probes 5 s apart
   tcpops --listen 'tcp://127.0.0.1:7000?backend=echo&name=test' \
-         --listen tcp://127.0.0.1:5060?backend=10.0.0.5:5060 --keepalive 60,5,5
+         --listen 'tcp://127.0.0.1:5060?backend=10.0.0.5:5060' \
+         --keepalive 60,5,5
 
-  # SIP over secure WebSocket (WebRTC clients) to a TCP SIP server: subprotocol
-  # sip, one SIP message per WebSocket message, pings every 30 s
-  tcpops --tls-cert /etc/tcpops/cert.pem --tls-key /etc/tcpops/key.pem \
-         --listen 'wss://0.0.0.0:8443/sip?backend=10.0.0.5:5060&subprotocol=sip&frame=sip&ping=30s'
+  # SIP over secure WebSocket (WebRTC clients) to a TCP SIP server:
+  # subprotocol sip, one SIP message per WebSocket message
+  tcpops --tls-cert cert.pem --tls-key key.pem --listen \
+    'wss://:8443/sip?backend=10.0.0.5:5060&subprotocol=sip&frame=sip'
 
-  # SIP over TCP behind HAProxy (send-proxy-v2), the backend told the client by v1
-  tcpops --listen 'tcp://0.0.0.0:5060?accept_proxy=v2&proxy_from=10.0.0.0/24&backend=10.0.0.5:5060&proxy_protocol=v1'
+  # SIP over TCP behind HAProxy (send-proxy-v2); the backend is told the
+  # client by a PROXY v1 header (Kamailio: tcp_accept_haproxy=yes)
+  tcpops --backend 10.0.0.5:5060 --listen \
+    'tcp://:5060?accept_proxy=v2&proxy_from=10.0.0.0/8&proxy_protocol=v1'
 
-  # one host of a fleet: events to JetStream, methods over NATS
-  tcpops --listen tcp://0.0.0.0:5060 --nats nats://nats1:4222,nats://nats2:4222 --nats-creds /etc/tcpops/nats.creds`,
+  # one host of a fleet: closed events to JetStream, methods over NATS
+  tcpops --listen tcp://:5060 --nats nats://nats1:4222 \
+         --nats-creds /etc/tcpops/nats.creds`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -343,6 +352,7 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 			}
 			if o.CheckConfig {
 				fmt.Fprintf(cmd.OutOrStdout(), "configuration ok: %d listener(s), socket %s\n", len(cfg.Listeners), cfg.Socket)
+				printListeners(cmd.OutOrStdout(), cfg.Listeners)
 				return nil
 			}
 			log, err := NewLogger(cmd.ErrOrStderr(), o.LogFormat, o.LogLevel)
@@ -357,6 +367,8 @@ for root, else $XDG_RUNTIME_DIR/tcpops.sock, else /tmp/tcpops-UID.sock.`,
 	}
 	addFlags(cmd, o)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	cmd.Version = rpc.Build().String()
+	cmd.SetVersionTemplate("tcpops {{.Version}}\n")
 	return cmd
 }
 
@@ -365,7 +377,7 @@ func addFlags(cmd *cobra.Command, o *Options) {
 	f.SortFlags = false
 	f.StringVar(&o.ConfigFile, "config", "", "YAML file of settings (the long flag names); flags given here win; SIGHUP reloads it")
 	f.BoolVar(&o.CheckConfig, "check-config", false, "check the configuration (file and flags), say what is wrong with line numbers, and exit")
-	f.StringArrayVar(&o.Listen, "listen", []string{"tcp://127.0.0.1:5060"}, "listener URL, repeatable: tcp|tls|ws|wss://HOST:PORT[/PATH][?backend=HOST:PORT|echo&name=NAME&...] (see below)")
+	f.StringArrayVar(&o.Listen, "listen", []string{"tcp://127.0.0.1:5060"}, "listener URL, repeatable: tcp|tls|ws|wss://HOST:PORT[/PATH], with query options such as ?backend=HOST:PORT|echo&name=NAME (see Listener options)")
 	f.StringVar(&o.Backend, "backend", relay.Echo, "default backend of listeners: HOST:PORT or echo")
 	f.StringVarP(&o.Socket, "socket", "s", "", "control socket path (default $TCPOPS_SOCKET, /run/tcpops/tcpops.sock for root, $XDG_RUNTIME_DIR/tcpops.sock, /tmp/tcpops-UID.sock)")
 	f.StringVar(&o.SocketMode, "socket-mode", "0660", "file mode of the control socket (octal)")

@@ -17,7 +17,8 @@ import (
 
 // A configuration file says in YAML what the flags say: each setting is a
 // flag's long name. listen is a list whose items are listener URLs, or
-// mappings of url and the URL's query options, easier to template:
+// mappings of url and the URL's query options, easier to template (one
+// listener may be given alone, as a list of one):
 //
 //	listen:
 //	  - tcp://0.0.0.0:5060?backend=10.0.0.5:5060
@@ -85,10 +86,15 @@ func applyFile(fs *pflag.FlagSet, path string, lines map[string]int) error {
 // applyListeners sets --listen from a list of URLs or url mappings, each
 // checked where it stands.
 func applyListeners(fs *pflag.FlagSet, path string, v *yaml.Node) error {
-	if v.Kind != yaml.SequenceNode {
+	items := v.Content
+	switch v.Kind {
+	case yaml.SequenceNode:
+	case yaml.ScalarNode, yaml.MappingNode: // one listener: a list of one
+		items = []*yaml.Node{v}
+	default:
 		return fmt.Errorf("%s:%d: listen: want a list of listeners", path, v.Line)
 	}
-	for _, item := range v.Content {
+	for _, item := range items {
 		raw, err := listenerURL(item)
 		if err == nil {
 			// The syntax here; the backend, which may come from --backend

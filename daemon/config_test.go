@@ -52,7 +52,7 @@ closed-event: manual
 		{"lifetime: 1m\nkeepalive: 1,2\n", `:2: --keepalive: keepalive "1,2"`},
 		{"listen:\n  - tcp://127.0.0.1:1\n  - udp://x:1\n", `:3: listen: listen "udp://x:1": scheme "udp" not supported`},
 		{"listen:\n  - url: tcp://127.0.0.1:1\n    colour: red\n", `:2: listen: listen "tcp://127.0.0.1:1?colour=red": unknown option "colour"`},
-		{"listen: tcp://127.0.0.1:1\n", ":1: listen: want a list of listeners"},
+		{"listen:\n  - [tcp://127.0.0.1:1]\n", ":2: listen: want a URL, or url: and options"},
 		{"lifetime: [1, 2]\n", ":1: lifetime: want a single value"},
 		{"lifetime: 1m\nlifetime: 2m\n", ":2: lifetime given twice"},
 		{"- a\n- b\n", ":1: want settings"},

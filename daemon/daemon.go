@@ -199,6 +199,7 @@ func (d *Daemon) Reload(next *Config) error {
 	d.mu.Unlock()
 	d.log.Info("configuration reloaded", "listeners", len(next.Listeners), "lifetime", next.Table.Lifetime,
 		"keepalive", next.Relay.Keepalive.String(), "max_conns", next.Table.MaxConns)
+	d.logListeners()
 	return errors.Join(errs...)
 }
 
@@ -365,8 +366,9 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 	}
 	d.serveControl(ctl)
 	d.tookOver()
-	log.Info("tcpops started", "socket", cfg.Socket, "listeners", len(cfg.Listeners),
+	log.Info("tcpops started", "version", rpc.Build().Version, "socket", cfg.Socket, "listeners", len(cfg.Listeners),
 		"lifetime", cfg.Table.Lifetime, "keepalive", cfg.Relay.Keepalive.String(), "closed_event", cfg.Table.ClosedEvent.String())
+	d.logListeners()
 	return d, nil
 }
 

@@ -441,7 +441,7 @@ func (d *Daemon) drainingInfos() []conn.Info {
 
 // buildDoc writes the state document and lists the descriptors it names.
 func (d *Daemon) buildDoc(nextSeq uint64, kept []conn.Event, p *paused, fr *relay.Frozen, until time.Time) (*handoverDoc, []int) {
-	doc := &handoverDoc{Format: formatNumber(), Version: rpc.BuildVersion, PID: os.Getpid(), Table: d.Table.Export()}
+	doc := &handoverDoc{Format: formatNumber(), Version: rpc.Build().Version, PID: os.Getpid(), Table: d.Table.Export()}
 	doc.Table.NextSeq, doc.Table.Events = nextSeq, kept
 	var fds []int
 	add := func(fd int) int {
@@ -657,7 +657,7 @@ func inherit(cfg *Config, log interface {
 // receiveHandover says hello, reads the state, checks it, says ready and
 // waits for go.
 func receiveHandover(l *link, cfg *Config) (*inherited, error) {
-	if err := l.sendJSON(helloMsg{Type: "hello", PID: os.Getpid(), Version: rpc.BuildVersion, Format: formatNumber()}); err != nil {
+	if err := l.sendJSON(helloMsg{Type: "hello", PID: os.Getpid(), Version: rpc.Build().Version, Format: formatNumber()}); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -925,7 +925,7 @@ func (d *Daemon) tookOver() {
 	if h.link != nil {
 		d.up.link = h.link
 		d.up.oldEnded = make(chan struct{})
-		h.link.sendJSON(helloMsg{Type: "running", PID: os.Getpid(), Version: rpc.BuildVersion, Format: formatNumber()})
+		h.link.sendJSON(helloMsg{Type: "running", PID: os.Getpid(), Version: rpc.Build().Version, Format: formatNumber()})
 		go d.serveNewLink()
 	}
 	d.inh = nil

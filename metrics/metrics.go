@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"runtime"
 	"strconv"
 	"time"
 
@@ -53,10 +52,11 @@ func New(t *conn.Table, relay AcceptErrors, methods []string) *Metrics {
 	t.OnClose(func(c conn.Closed) {
 		m.duration.WithLabelValues(string(c.Proto), c.Direction.String()).Observe(c.Duration.Seconds())
 	})
+	build := rpc.Build()
 	bi := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "tcpops_build_info",
 		Help:        "Always 1; the labels say which build runs.",
-		ConstLabels: prometheus.Labels{"version": rpc.BuildVersion, "commit": rpc.BuildCommit, "goversion": runtime.Version()},
+		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit, "goversion": build.Go},
 	})
 	bi.Set(1)
 	m.reg.MustRegister(m.duration, m.requests, bi, &tableCollector{t: t, relay: relay},

@@ -40,7 +40,9 @@ func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
 	}
 	lg.c = out
 	if cerr != nil {
-		out.Close(conn.ReasonError, fmt.Errorf("dial %s: %w", l.Backend, cerr))
+		err := fmt.Errorf("dial %s: %w", l.Backend, cerr)
+		s.backends.failed(s.log, &l, err)
+		out.Close(conn.ReasonError, err)
 		return
 	}
 	timeout := s.conf.Load().DialTimeout
@@ -49,7 +51,9 @@ func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
 	// once it is: firing earlier would find nothing to time out.
 	d.timer = time.AfterFunc(time.Hour, func() {
 		if lg.dialing.CompareAndSwap(d, nil) {
-			out.Close(conn.ReasonError, fmt.Errorf("dial %s: no answer within %s", l.Backend, timeout))
+			err := fmt.Errorf("dial %s: no answer within %s", l.Backend, timeout)
+			s.backends.failed(s.log, &l, err)
+			out.Close(conn.ReasonError, err)
 		}
 	})
 	lg.dialing.Store(d)
@@ -66,7 +70,9 @@ func (l *fdLeg) connected(d *dialing) {
 	d.timer.Stop()
 	out := l.c
 	if err != nil {
-		out.Close(conn.ReasonError, fmt.Errorf("dial %s: %w", d.l.Backend, err))
+		err = fmt.Errorf("dial %s: %w", d.l.Backend, err)
+		l.s.backends.failed(l.s.log, d.l, err)
+		out.Close(conn.ReasonError, err)
 		return
 	}
 	if !l.s.establish(out, l.fd, nil, *d.l) {
@@ -74,6 +80,7 @@ func (l *fdLeg) connected(d *dialing) {
 	}
 	if d.l.ProxyProtocol != 0 {
 		if err := writeProxyHeader(d.in.c, out, d.l.ProxyProtocol, l.fd); err != nil {
+			l.s.backends.failed(l.s.log, d.l, err)
 			closeFor(out, err)
 			return
 		}

@@ -64,7 +64,7 @@ func closeFor(c *conn.Conn, err error) {
 		c.Close(conn.ReasonEOF, nil)
 		return
 	}
-	c.Close(ReasonFor(err), err)
+	c.Close(ReasonFor(err), socketError(err))
 }
 
 // ReasonFor maps a read or write error to a close reason.

@@ -193,7 +193,7 @@ func (s *Server) takeProxyHeader(tcp *net.TCPConn, c *conn.Conn, l *Listener) bo
 	client, err := readProxyHeader(tcp, c, l.AcceptProxy, via)
 	if err != nil {
 		if errors.Is(err, unix.ECONNRESET) {
-			c.Close(conn.ReasonReset, err)
+			c.Close(conn.ReasonReset, socketError(err))
 		} else {
 			c.Close(conn.ReasonError, err)
 		}

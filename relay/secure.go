@@ -116,7 +116,7 @@ func (s *Server) handshake(sc *sockConn, cfg *tls.Config) (*tls.Conn, bool) {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		sc.c.Close(conn.ReasonEOF, nil)
 	case errors.Is(err, syscall.ECONNRESET):
-		sc.c.Close(conn.ReasonReset, err)
+		sc.c.Close(conn.ReasonReset, socketError(err))
 	case errors.As(err, &ne) && ne.Timeout():
 		sc.c.Close(conn.ReasonError, fmt.Errorf("tls handshake: not done within %s", timeout))
 	default:

@@ -25,6 +25,7 @@ type Server struct {
 
 	acceptErrors atomic.Uint64
 	wg           sync.WaitGroup // dials queued or in flight
+	backends     backendLog     // warnings about failing backends
 
 	// dialMu guards the fields below.
 	dialMu  sync.Mutex
@@ -130,7 +131,7 @@ func (s *Server) Listen(ctx context.Context, l Listener) (*Bound, error) {
 	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(ctx, "tcp", l.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", l.Name, err)
+		return nil, fmt.Errorf("listen %s: %w%s", l.Name, err, privilegedPortHint(l.Addr, err))
 	}
 	return &Bound{s: s, l: l, ln: ln}, nil
 }
@@ -443,6 +444,9 @@ func (s *Server) dial(j dialJob) {
 		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 			err = fmt.Errorf("dial %s: no answer within %s", l.Backend, dialTimeout)
 		}
+		if !out.Closing() { // not a client gone or a shutdown
+			s.backends.failed(s.log, &l, err)
+		}
 		out.Close(conn.ReasonError, err)
 		return
 	}
@@ -453,6 +457,7 @@ func (s *Server) dial(j dialJob) {
 		tcp.SetWriteDeadline(time.Time{})
 		if err != nil {
 			tcp.Close()
+			s.backends.failed(s.log, &l, err)
 			closeFor(out, err)
 			return
 		}

@@ -328,6 +328,9 @@ type Event struct {
 	Error         string  `json:"error,omitempty"`
 	WSCloseCode   int     `json:"ws_close_code,omitempty"`
 	WSCloseReason string  `json:"ws_close_reason,omitempty"`
+	// Reset is true when tcpops closed the connection with an RST
+	// (tcpops.close with reset), not a FIN.
+	Reset bool `json:"reset,omitempty"`
 }
 
 // EventsResult answers tcpops.events. NextSeq is the seq the next event
@@ -435,9 +438,12 @@ type Limits struct {
 	OpenFiles uint64 `json:"open_files,omitempty"`
 }
 
-// Version answers core.version.
+// Version answers core.version: the version (a tag, a pseudo-version or
+// "devel"), the commit it was built from ("" when unknown), whether the
+// tree had uncommitted changes, and the Go release.
 type Version struct {
-	Version string `json:"version"`
-	Commit  string `json:"commit"`
-	Go      string `json:"go"`
+	Version  string `json:"version"`
+	Commit   string `json:"commit"`
+	Modified bool   `json:"modified"`
+	Go       string `json:"go"`
 }

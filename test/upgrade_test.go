@@ -476,6 +476,8 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 	var stats rpc.Stats
 	callDaemon(t, socket, rpc.MethodStats, nil, &stats)
 	oldPID := d.cmd.Process.Pid
+	var oldVersion rpc.Version
+	callDaemon(t, socket, rpc.MethodVersion, nil, &oldVersion)
 
 	// Two upgrades that fail: everything stays with the old process.
 	for _, bad := range []struct{ bin, want string }{
@@ -490,8 +492,8 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 		t.Logf("failed upgrade, as meant: %s", bytes.TrimSpace(out))
 		var v rpc.Version
 		callDaemon(t, socket, rpc.MethodVersion, nil, &v)
-		if v.Version != rpc.BuildVersion {
-			t.Fatalf("after a failed upgrade the daemon is %s, want the old %s", v.Version, rpc.BuildVersion)
+		if v.Version != oldVersion.Version {
+			t.Fatalf("after a failed upgrade the daemon is %s, want the old %s", v.Version, oldVersion.Version)
 		}
 		for _, s := range append(slices.Clone(busy), draining...) {
 			s.progress(t, 500)

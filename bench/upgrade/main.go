@@ -40,7 +40,14 @@ func main() {
 			if err != nil {
 				return
 			}
-			go func() { io.Copy(c, c); c.Close() }()
+			// A plain buffer copy: io.Copy between TCP connections splices
+			// through a kernel pipe held while the copy waits, two more
+			// descriptors a connection, which stopped this backend at
+			// 6,665 connections under the 20,000-descriptor limit.
+			go func() {
+				io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 512))
+				c.Close()
+			}()
 		}
 	}()
 	if len(os.Args) > 0 && *addr == "" {

@@ -1,7 +1,9 @@
 package control
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -42,6 +44,8 @@ func (s *Server) table() []*method {
 			help: "the names of every method, sorted"},
 		{name: rpc.MethodHelp, params: "method", readOnly: true, fn: (*call).methodHelp,
 			help: "one line of help for a method, with its params"},
+		{name: rpc.MethodDiscover, readOnly: true, fn: (*call).discover,
+			help: "the OpenRPC document of every method: params and result schemas, errors, access"},
 	}
 }
 
@@ -396,4 +400,15 @@ func (cl *call) methodHelp() (any, error) {
 		access = "read-only"
 	}
 	return fmt.Sprintf("%s(%s): %s [%s]", m.name, m.params, m.help, access), nil
+}
+
+func (cl *call) discover() (any, error) {
+	if err := decodeParams(cl.m, cl.params, &struct{}{}); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, OpenRPC()); err != nil {
+		return nil, err
+	}
+	return rawJSON(b.Bytes()), nil
 }

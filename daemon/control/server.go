@@ -14,8 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -409,20 +407,8 @@ func WireEvent(e *conn.Event) rpc.Event {
 		Identity: rpc.Identity{ConnID: e.ConnID, Peer: e.Peer, Proto: string(e.Proto), Direction: e.Direction.String(),
 			Listener: e.Listener, Local: e.Local, Remote: e.Remote, Via: e.Via},
 		DurationS: seconds(e.Duration), BytesIn: e.BytesIn, BytesOut: e.BytesOut,
-		Error: e.Error, WSCloseCode: e.WSCloseCode, WSCloseReason: e.WSCloseReason,
+		Error: e.Error, WSCloseCode: e.WSCloseCode, WSCloseReason: e.WSCloseReason, Reset: e.Reset,
 	}
 }
 
-func versionInfo() rpc.Version {
-	v := rpc.Version{Version: rpc.BuildVersion, Commit: rpc.BuildCommit, Go: runtime.Version()}
-	if v.Commit == "" {
-		if bi, ok := debug.ReadBuildInfo(); ok {
-			for _, kv := range bi.Settings {
-				if kv.Key == "vcs.revision" {
-					v.Commit = kv.Value
-				}
-			}
-		}
-	}
-	return v
-}
+func versionInfo() rpc.Version { return rpc.Build() }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tcpops/tcpops/daemon"
+	"github.com/tcpops/tcpops/daemon/control"
 	"github.com/tcpops/tcpops/daemon/daemontest"
 	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
@@ -625,7 +626,7 @@ func TestSystemMethods(t *testing.T) {
 	c := d.Client(t)
 	ctx := t.Context()
 	ms, err := c.Methods(ctx)
-	if err != nil || len(ms) != 14 || ms[0] != "core.version" {
+	if err != nil || len(ms) != len(control.MethodNames()) || ms[0] != "core.version" {
 		t.Fatalf("methods = %v, %v", ms, err)
 	}
 	var help string

@@ -267,7 +267,7 @@ func (b *Bus) ensure() error {
 	if err := b.createStream(ctx, hosts); err != nil {
 		return err
 	}
-	reg, _ := json.Marshal(fleet.Registration{Host: b.cfg.Host, Boot: b.boot, Started: time.Now().UTC(), Version: rpc.BuildVersion, PID: os.Getpid()})
+	reg, _ := json.Marshal(fleet.Registration{Host: b.cfg.Host, Boot: b.boot, Started: time.Now().UTC(), Version: rpc.Build().Version, PID: os.Getpid()})
 	if _, err := b.js.Publish(ctx, fleet.HostSubject(b.cfg.Host), reg); err != nil {
 		return fmt.Errorf("registering in %s: %w", fleet.HostsStream, err)
 	}

@@ -18,7 +18,9 @@ var semver = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9
 // methods, tcpops.admin.HOST every method. Who may publish to which is
 // nats-server's to say (its users' permissions).
 func (b *Bus) serve() error {
-	version := rpc.BuildVersion
+	// micro wants SemVer: a tag or pseudo-version less its v, else
+	// 0.0.0-devel and the like.
+	version := strings.TrimPrefix(rpc.Build().Version, "v")
 	if !semver.MatchString(version) {
 		version = "0.0.0-" + strings.Map(func(r rune) rune {
 			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {

@@ -1,5 +1,7 @@
 // Command gendocs writes the man pages (man/) and shell completion scripts
-// (completions/) from the real command trees of tcpopsctl and tcpops.
+// (completions/) from the real command trees of tcpopsctl and tcpops, and
+// the OpenRPC document of the control socket (docs/openrpc.json) from the
+// daemon's method table.
 //
 //go:generate go run . -root ../..
 package main
@@ -14,10 +16,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/cobra/doc"
 
 	"github.com/tcpops/tcpops/cli"
 	"github.com/tcpops/tcpops/daemon"
+	"github.com/tcpops/tcpops/daemon/control"
 )
 
 // date is fixed so that regenerating changes nothing unless the commands do.
@@ -59,34 +61,20 @@ func ctlCommand() *cobra.Command {
 func generate() (map[string][]byte, error) {
 	files := map[string][]byte{}
 	ctl := ctlCommand()
-	noTag(ctl)
-	dir, err := os.MkdirTemp("", "gendocs")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	hdr := &doc.GenManHeader{Title: "TCPOPSCTL", Section: "1", Date: &date, Source: "tcpops", Manual: "tcpops manual"}
-	if err := doc.GenManTree(ctl, hdr, dir); err != nil {
-		return nil, err
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		files[filepath.Join("man", e.Name())] = b
-	}
 	d := daemon.NewCommand()
-	noTag(d)
-	var b bytes.Buffer
-	if err := doc.GenMan(d, &doc.GenManHeader{Title: "TCPOPS", Section: "8", Date: &date, Source: "tcpops", Manual: "tcpops manual"}, &b); err != nil {
-		return nil, err
+	d.InitDefaultVersionFlag()
+	day := date.Format("2006-01-02")
+	for name, page := range map[string]func() ([]byte, error){
+		"man/tcpopsctl.1": func() ([]byte, error) { return ctlPage(ctl, day) },
+		"man/tcpops.8":    func() ([]byte, error) { return daemonPage(d, day) },
+	} {
+		b, err := page()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		files[name] = b
 	}
-	files["man/tcpops.8"] = b.Bytes()
+	files["docs/openrpc.json"] = control.OpenRPC()
 	for name, gen := range map[string]func(io.Writer) error{
 		"completions/tcpopsctl.bash": func(w io.Writer) error { return ctl.GenBashCompletionV2(w, true) },
 		"completions/tcpopsctl.zsh":  ctl.GenZshCompletion,
@@ -100,11 +88,4 @@ func generate() (map[string][]byte, error) {
 		files[name] = b.Bytes()
 	}
 	return files, nil
-}
-
-func noTag(c *cobra.Command) {
-	c.DisableAutoGenTag = true
-	for _, s := range c.Commands() {
-		noTag(s)
-	}
 }

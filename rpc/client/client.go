@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,14 +18,28 @@ import (
 	"github.com/tcpops/tcpops/rpc"
 )
 
-// DialError says the daemon could not be reached.
+// DialError says the daemon could not be reached: at Path, for Err, and
+// at each of the sockets tried before it (Earlier).
 type DialError struct {
+	Path    string
+	Err     error
+	Earlier []Attempt
+}
+
+// Attempt is a socket tried and why it could not be reached.
+type Attempt struct {
 	Path string
 	Err  error
 }
 
 func (e *DialError) Error() string {
-	return fmt.Sprintf("cannot reach tcpops at %s: %s (is the daemon running? set --socket or TCPOPS_SOCKET)", e.Path, describe(e.Err))
+	var b strings.Builder
+	b.WriteString("cannot reach tcpops at ")
+	for _, a := range e.Earlier {
+		fmt.Fprintf(&b, "%s: %s, nor at ", a.Path, describe(a.Err))
+	}
+	fmt.Fprintf(&b, "%s: %s (is the daemon running? set --socket or TCPOPS_SOCKET)", e.Path, describe(e.Err))
+	return b.String()
 }
 
 func (e *DialError) Unwrap() error { return e.Err }
@@ -95,6 +110,30 @@ type reply struct {
 	Error  *rpc.Error      `json:"error"`
 	Method string          `json:"method"`
 	Params json.RawMessage `json:"params"`
+}
+
+// DialFirst connects to the first of paths where a daemon answers, trying
+// them in order; the error names every path tried and why it failed.
+func DialFirst(ctx context.Context, paths []string) (*Client, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("no control socket to try")
+	}
+	var earlier []Attempt
+	last := len(paths) - 1
+	for _, p := range paths[:last] {
+		c, err := Dial(ctx, p)
+		if err == nil {
+			return c, nil
+		}
+		earlier = append(earlier, Attempt{Path: p, Err: errors.Unwrap(err)})
+	}
+	c, err := Dial(ctx, paths[last])
+	if err != nil {
+		de := err.(*DialError)
+		de.Earlier = earlier
+		return nil, de
+	}
+	return c, nil
 }
 
 // Dial connects to the control socket at path.
