@@ -64,6 +64,8 @@ func TestFleetCommands(t *testing.T) {
 			stdout: []string{`{"host":"a","result":{"matched":2,`}},
 		{name: "json, one object per host", args: []string{"--all-hosts", "-o", "json", "alive", "2"}, code: 0, lines: 3,
 			stdout: []string{`{"host":"a","result":{"conid":2,"alive":true,"code":1}}`, `{"host":"c","result":`}},
+		{name: "pretty, one indented object per host", args: []string{"--all-hosts", "--pretty", "alive", "2"}, code: 0,
+			stdout: []string{"{\n  \"host\": \"a\",\n  \"result\": {\n    \"conid\": 2,"}},
 		{name: "json errors", args: []string{"--host", "a,b", "-o", "json", "info", "99"}, code: 1, lines: 2,
 			stdout: []string{`{"host":"a","error":{"code":-32001,"message":"conid 99: no such connection (see tcpops.list)","exit":1}}`}},
 		{name: "host not there", args: []string{"--host", "a,zz", "stats"}, code: 4,
