@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -74,7 +75,7 @@ func proxyHeaderLen(b []byte, want ProxyAccept) (int, error) {
 		if len(b) < proxyV2Head {
 			return 0, nil
 		}
-		n := proxyV2Head + int(b[14])<<8 | int(b[15])
+		n := proxyV2Head + int(binary.BigEndian.Uint16(b[14:16]))
 		if n > proxyMax {
 			return 0, fmt.Errorf("PROXY protocol v2 header of %d bytes (at most %d taken)", n, proxyMax)
 		}

@@ -168,3 +168,28 @@ func TestAcceptProxyTLS(t *testing.T) {
 		t.Fatalf("remote %v, tls %+v; want %v and a TLS 1.3 session for localhost", in.Remote, in.TLS, client)
 	}
 }
+
+// TestProxyHeaderLen: a v2 header is as long as its length field says,
+// TLVs included (HAProxy's crc32c, unique-id, ssl options add them).
+func TestProxyHeaderLen(t *testing.T) {
+	client, dst := netip.MustParseAddrPort("192.0.2.1:1"), netip.MustParseAddrPort("192.0.2.2:2")
+	// Value sizes; the TLV adds 3 bytes, the IPv4 addresses 12: 16+12+3+1 =
+	// 32 (0x20) and 16+12+3+4 = 35 (0x23) have the low length byte's 0x10
+	// bit set, which a misread of the length field gets wrong.
+	for _, n := range []int{-1, 0, 1, 4, 13, 16, 29, 45, 200} {
+		h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(dst))
+		if n >= 0 {
+			if err := h.SetTLVs([]proxyproto.TLV{{Type: proxyproto.PP2_TYPE_NOOP, Value: make([]byte, n)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b, err := h.Format()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := proxyHeaderLen(append(b, "OPTIONS"...), ProxyV2)
+		if err != nil || got != len(b) {
+			t.Fatalf("header with a TLV of %d bytes: length %d, %v; want %d", n, got, err, len(b))
+		}
+	}
+}

@@ -44,8 +44,8 @@ type listed struct {
 	} `json:"connections"`
 }
 
-// TestBehindHAProxy puts Debian's HAProxy with send-proxy-v2 and
-// send-proxy in front of accept_proxy listeners: the table shows the
+// TestBehindHAProxy puts Debian's HAProxy with send-proxy-v2 (with a
+// CRC32c TLV) and send-proxy in front of accept_proxy listeners: the table shows the
 // client HAProxy served as remote and HAProxy's own address as via. A
 // client that skips the balancer is refused with a clear event.
 func TestBehindHAProxy(t *testing.T) {
@@ -72,7 +72,7 @@ defaults
     timeout server 30s
 listen v2
     bind 127.0.0.1:%s
-    server tcpops 127.0.0.1:%s send-proxy-v2
+    server tcpops 127.0.0.1:%s send-proxy-v2 proxy-v2-options crc32c
 listen v1
     bind 127.0.0.1:%s
     server tcpops 127.0.0.1:%s send-proxy
