@@ -153,9 +153,11 @@ func (b *Bound) Serve(ctx context.Context) error {
 	s, l, ln := b.s, b.l, b.ln
 	var hand *chanListener
 	if l.isWS() {
-		cl, hs := s.wsServer(ctx, l, ln.Addr())
+		// Only new connections stop with the listener: an upgrade in
+		// progress goes on (a reload or an upgrade of the daemon keeps it),
+		// and a shutdown closes it through the table with its reason.
+		cl := s.wsServer(ctx, l, ln.Addr())
 		hand = cl
-		defer hs.Close()
 		defer cl.Close()
 	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -297,15 +299,27 @@ func (s *Server) handshakeIn(ctx context.Context, sc *sockConn, l Listener, hand
 		go s.serveTLS(ctx, sc, l)
 	case conn.ProtoWS:
 		if !hand.push(sc) {
-			in.Close(conn.ReasonShutdown, nil)
+			s.listenerGone(in)
 		}
 	case conn.ProtoWSS:
 		go func() {
 			if tc, ok := s.handshake(sc, l.tlsConfig); ok && !hand.push(tc) {
-				in.Close(conn.ReasonShutdown, nil)
+				s.listenerGone(in)
 			}
 		}()
 	}
+}
+
+// listenerGone closes a WebSocket connection whose listener stopped
+// before its upgrade request could be served: for a shutdown, with its
+// reason; else (a reload or upgrade removed the listener) as an error that
+// says so.
+func (s *Server) listenerGone(c *conn.Conn) {
+	if s.table.ShuttingDown() {
+		c.Close(conn.ReasonShutdown, nil)
+		return
+	}
+	c.Close(conn.ReasonError, errors.New("websocket: the listener stopped before the upgrade request was read"))
 }
 
 // tableIn adds an accepted connection of listener l to the table, with
@@ -430,7 +444,10 @@ func (s *Server) dialer() {
 func (s *Server) dial(j dialJob) {
 	in, l := j.c, j.l
 	dialTimeout := s.conf.Load().DialTimeout
-	ctx, cancel := context.WithTimeout(j.ctx, dialTimeout)
+	// Not ended with the listener: a connection accepted before a reload,
+	// an upgrade or a shutdown stopped it goes on (or is closed by the
+	// table with its own reason); closing the leg cancels the dial.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(j.ctx), dialTimeout)
 	defer cancel()
 	remote, _ := netipAddrPort(l.Backend)
 	out, ok := s.tableOut(in, l, conn.Spec{Remote: remote, Close: func(*conn.Conn, bool) error { cancel(); return nil }})

@@ -110,7 +110,7 @@ func sockConnOf(c net.Conn) *sockConn {
 }
 
 // wsServer starts the HTTP server of a ws:// or wss:// listener.
-func (s *Server) wsServer(ctx context.Context, l Listener, addr net.Addr) (*chanListener, *http.Server) {
+func (s *Server) wsServer(ctx context.Context, l Listener, addr net.Addr) *chanListener {
 	cl := newChanListener(addr, s.conf.Load().HandshakeTimeout)
 	hs := &http.Server{
 		Handler:           s.wsHandler(ctx, l),
@@ -123,7 +123,7 @@ func (s *Server) wsServer(ctx context.Context, l Listener, addr net.Addr) (*chan
 		},
 	}
 	go hs.Serve(cl)
-	return cl, hs
+	return cl
 }
 
 func isUpgrade(r *http.Request) bool {

@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpops/tcpops/internal/testcert"
 	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 	rpcclient "github.com/tcpops/tcpops/rpc/client"
@@ -156,4 +158,70 @@ func readEventLog(t *testing.T, path string) (byRemote map[string]int, byConid m
 		t.Fatal(err)
 	}
 	return byRemote, byConid
+}
+
+// TestSIGTERMWithDialsAndUpgradesInProgress: connections that the daemon
+// accepted but that are not relayed yet (a TLS client whose backend has
+// not answered the connect, a WebSocket client whose upgrade request is
+// half sent) are closed by a shutdown with reason shutdown, both legs, not
+// as errors of a dial or an upgrade cut short when the listeners stopped.
+func TestSIGTERMWithDialsAndUpgradesInProgress(t *testing.T) {
+	dir := t.TempDir()
+	cert, err := testcert.Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tport, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wport, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "events.ndjson")
+	d := startDaemon(t, filepath.Join(dir, "s"), "--event-log", logPath, "--backend-timeout", "1m",
+		"--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile,
+		"--listen", "tls://127.0.0.1:"+tport+"?backend="+fullBacklog(t),
+		"--listen", "ws://127.0.0.1:"+wport+"/ws?backend=echo")
+	const n = 3
+	for range n {
+		tc, err := tls.Dial("tcp", "127.0.0.1:"+tport, cert.Client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tc.Close()
+		wc, err := net.Dial("tcp", "127.0.0.1:"+wport)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer wc.Close()
+		wc.Write([]byte("GET /ws HTTP/1.1\r\nHost: x\r\n"))
+	}
+	testutil.WaitFor(t, "the TLS clients' backend legs dialling and the upgrades waiting", func() bool {
+		st := mustStats(t, d.socket)
+		return st.ByState["connecting"] == n && st.ByState["accepting"] == n
+	})
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Wait(); err != nil {
+		t.Fatalf("daemon exit after SIGTERM: %v, want 0", err)
+	}
+	f, err := os.Open(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	count := 0
+	for sc := bufio.NewScanner(f); sc.Scan(); count++ {
+		var e rpc.Event
+		json.Unmarshal(sc.Bytes(), &e)
+		if e.Reason != "shutdown" {
+			t.Errorf("conid %d (%s %s): reason %q %q, want shutdown", e.ConnID, e.Proto, e.Direction, e.Reason, e.Error)
+		}
+	}
+	if count != 3*n {
+		t.Fatalf("%d events, want %d (TLS clients, their backend legs, WebSocket clients)", count, 3*n)
+	}
 }
