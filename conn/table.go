@@ -74,7 +74,8 @@ type Table struct {
 	onClose   func(Closed)   // set before use; may be nil
 	onRestore func(Restored) // set before use; may be nil
 
-	// limMu guards the fields below.
+	// limMu guards the fields below. It may be taken while a Conn's mu is
+	// held (SetClient), never the other way round.
 	limMu       sync.Mutex
 	inbound     int
 	perIP       map[netip.Addr]int
@@ -151,10 +152,25 @@ func (t *Table) shard(id uint64) *shard { return &t.shards[id%shards] }
 // Add puts a new connection in the table and returns it, usable by its
 // transport. On error the connection is not in the table and its transport
 // has been closed through spec.Close: refused by a limit (a *LimitError,
-// counted, with an RST and no conid), or tabled and closed at once with
-// its closed event, because the table is shutting down (ErrShutdown) or
-// its keepalive could not be set (reason error).
+// counted, with an RST and no conid); an outbound leg once the table is
+// shutting down (ErrShutdown, no conid: its client leg is closed already);
+// or tabled and closed at once with its closed event, an inbound one
+// because the table is shutting down (ErrShutdown) or either because its
+// keepalive could not be set (reason error).
 func (t *Table) Add(s Spec) (*Conn, error) {
+	// Open from here on: Shutdown sets its flag and then waits for open to
+	// come down to 0, so it either waits for this Add to be through
+	// (tabled and, if need be, closed with its event) or is seen by it.
+	t.open.Add(1)
+	if s.Direction == DirOut && t.shutdown.Load() {
+		// Its client leg is closed already, event and all; this one never
+		// got a conid.
+		t.open.Add(-1)
+		if s.Close != nil {
+			s.Close(&Conn{t: t, tcp: s.TCP}, false)
+		}
+		return nil, ErrShutdown
+	}
 	cfg := t.cfg.Load()
 	var ip netip.Addr // counted for max-conns-per-ip
 	if s.Direction == DirIn && !s.AwaitClient {
@@ -162,6 +178,7 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 	}
 	if s.Direction == DirIn {
 		if err := t.admit(cfg, ip, s.Listener, s.MaxConns); err != nil {
+			t.open.Add(-1)
 			t.rejected.Add(1)
 			if s.Close != nil {
 				s.Close(&Conn{t: t, tcp: s.TCP}, true)
@@ -190,7 +207,6 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 			c.ka = &ka
 		}
 	}
-	t.open.Add(1)
 	sh := t.shard(c.ID)
 	sh.mu.Lock()
 	sh.m[c.ID] = c

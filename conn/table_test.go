@@ -611,28 +611,32 @@ func TestAddAfterShutdown(t *testing.T) {
 	if n, err := tb.Shutdown(t.Context()); n != 1 || err != nil {
 		t.Fatalf("Shutdown = %d, %v; want 1, nil", n, err)
 	}
-	for _, dir := range []Direction{DirIn, DirOut} {
-		c, err := tb.Add(Spec{Proto: ProtoTCP, Direction: dir, Remote: netip.MustParseAddrPort("127.0.0.1:2"), State: StateAccepting, Close: cl.closer})
-		if !errors.Is(err, ErrShutdown) || c != nil {
-			t.Fatalf("Add (%v) after shutdown = %v, %v; want nil, ErrShutdown", dir, c, err)
-		}
+	// A client the kernel accepted: tabled, closed with its event.
+	c, err := tb.Add(Spec{Proto: ProtoTCP, Direction: DirIn, Remote: netip.MustParseAddrPort("127.0.0.1:2"), State: StateAccepting, Close: cl.closer})
+	if !errors.Is(err, ErrShutdown) || c != nil {
+		t.Fatalf("inbound Add after shutdown = %v, %v; want nil, ErrShutdown", c, err)
 	}
-	// The late ones got conids, their transports were closed, and each
-	// has its closed event with reason shutdown.
+	// A backend leg dialled late: its transport closed, no conid, no event
+	// (its client leg had its own already).
+	var outClosed bool
+	c, err = tb.Add(Spec{Proto: ProtoTCP, Direction: DirOut, State: StateConnecting, Close: func(*Conn, bool) error { outClosed = true; return nil }})
+	if !errors.Is(err, ErrShutdown) || c != nil || !outClosed {
+		t.Fatalf("outbound Add after shutdown = %v, %v (transport closed: %v); want nil, ErrShutdown, closed", c, err, outClosed)
+	}
 	evs, _ := tb.Events().Since(0)
-	if len(evs) != 3 {
-		t.Fatalf("%d events, want 3: %+v", len(evs), evs)
+	if len(evs) != 2 {
+		t.Fatalf("%d events, want 2: %+v", len(evs), evs)
 	}
 	for _, e := range evs {
-		if e.Reason != ReasonShutdown {
-			t.Fatalf("event of conid %d: reason %q, want shutdown", e.ConnID, e.Reason)
+		if e.Reason != ReasonShutdown || e.Direction != DirIn {
+			t.Fatalf("event of conid %d: %v reason %q, want in, shutdown", e.ConnID, e.Direction, e.Reason)
 		}
 		if _, ok := cl.closed(e.ConnID); !ok {
 			t.Fatalf("transport of conid %d not closed", e.ConnID)
 		}
 	}
-	if early.ID != 1 || tb.Len() != 0 {
-		t.Fatalf("table has %d left", tb.Len())
+	if early.ID != 1 || tb.Len() != 0 || tb.open.Load() != 0 {
+		t.Fatalf("table has %d left, %d open", tb.Len(), tb.open.Load())
 	}
 }
 

@@ -351,6 +351,12 @@ else /tmp/tcpops-UID.sock. The manual page tcpops(8) has all of it.`,
 				return usageError{err}
 			}
 			if o.CheckConfig {
+				// What the start would load: certificates and keys.
+				for _, l := range cfg.Listeners {
+					if err := relay.CheckTLS(l, cfg.Relay.TLSCert, cfg.Relay.TLSKey); err != nil {
+						return err
+					}
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "configuration ok: %d listener(s), socket %s\n", len(cfg.Listeners), cfg.Socket)
 				printListeners(cmd.OutOrStdout(), cfg.Listeners)
 				return nil

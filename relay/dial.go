@@ -50,15 +50,27 @@ func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
 	// The timer exists before d is visible to close, and starts counting
 	// once it is: firing earlier would find nothing to time out.
 	d.timer = time.AfterFunc(time.Hour, func() {
-		if lg.dialing.CompareAndSwap(d, nil) {
+		// A leg closed before d was visible to its closer (the client went
+		// at that moment) is no backend's failure.
+		if lg.dialing.CompareAndSwap(d, nil) && !out.Closing() {
 			err := fmt.Errorf("dial %s: no answer within %s", l.Backend, timeout)
 			s.backends.failed(s.log, &l, err)
 			out.Close(conn.ReasonError, err)
 		}
 	})
 	lg.dialing.Store(d)
+	if out.Closing() {
+		// Closed meanwhile, before its closer could see d: nothing to wait
+		// for.
+		if lg.dialing.CompareAndSwap(d, nil) {
+			d.timer.Stop()
+		}
+		return
+	}
 	d.timer.Reset(timeout)
-	s.watch(lg)
+	if !s.watch(lg) && lg.dialing.CompareAndSwap(d, nil) {
+		d.timer.Stop()
+	}
 }
 
 // connected runs on the Poller when a connecting leg has an event.

@@ -199,6 +199,17 @@ var aeadSuites = []uint16{
 	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
+// CheckTLS loads the certificate and key a tls:// or wss:// listener would
+// use (defCert and defKey: the daemon's --tls-cert and --tls-key), as the
+// start does; nil for other schemes.
+func CheckTLS(l Listener, defCert, defKey string) error {
+	if !l.isTLS() {
+		return nil
+	}
+	_, err := loadTLS(&l, defCert, defKey)
+	return err
+}
+
 // loadTLS loads the certificate of a tls:// or wss:// listener.
 func loadTLS(l *Listener, defCert, defKey string) (*tls.Config, error) {
 	cert, key := l.CertFile, l.KeyFile

@@ -108,6 +108,12 @@ func TestDaemonSaysWhereItListens(t *testing.T) {
 	if err != nil || string(out) != want {
 		t.Fatalf("--check-config: %v\n%s\nwant\n%s", err, out, want)
 	}
+	// It loads what the start would load: a certificate that cannot be
+	// read fails the check as it would fail the start.
+	out, err = exec.Command(filepath.Join(binDir, "tcpops"), "--listen", "tls://127.0.0.1:0?cert=/nonexistent.pem&key=/nonexistent.key", "--socket", "/run/x.sock", "--check-config").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "certificate /nonexistent.pem, key /nonexistent.key: open /nonexistent.pem: no such file or directory") {
+		t.Fatalf("--check-config of a tls listener without its certificate: %v, %s; want a failure naming the file", err, out)
+	}
 
 	cmd, log := startLogged(t, "--config", conf, "--socket", filepath.Join(dir, "s"))
 	first := waitLog(t, log, `level=INFO msg=listening url=tcp://127.0.0.1:0 address=(127\.0\.0\.1:\d+) backend=echo\n`)
