@@ -71,12 +71,10 @@ func (o *Options) natsClient(ctx context.Context) (*client.Client, error) {
 	host := o.onHost
 	switch {
 	case host != "":
-	case o.AllHosts || len(o.Hosts) > 1:
-		return nil, errFanOut
 	case len(o.Hosts) == 1:
 		host = o.Hosts[0]
-	default:
-		return nil, usageErr("--nats: say which host: --host NAME (repeatable) or --all-hosts")
+	default: // --all-hosts, several --host, or none: as SPEC says, all
+		return nil, errFanOut
 	}
 	fc, err := o.fleetConn(ctx)
 	if err != nil {
@@ -136,7 +134,7 @@ type hostResult struct {
 // they print.
 func (o *Options) fanOut(ctx context.Context, args []string) error {
 	hosts := slices.Clone(o.Hosts)
-	if o.AllHosts {
+	if o.AllHosts || len(hosts) == 0 {
 		dctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		fc, err := o.fleetConn(dctx)
 		if err != nil {

@@ -70,7 +70,7 @@ func TestFleetCommands(t *testing.T) {
 			stdout: []string{`{"host":"a","error":{"code":-32001,"message":"conid 99: no such connection (see tcpops.list)","exit":1}}`}},
 		{name: "host not there", args: []string{"--host", "a,zz", "stats"}, code: 4,
 			stderr: []string{"tcpopsctl: zz: host zz did not answer: nothing serves tcpops.rpc.zz", "1 of 2 hosts did not answer: zz"}},
-		{name: "no host chosen", args: []string{"list"}, code: 2, stderr: []string{"--host NAME"}},
+		{name: "no host chosen: every host", args: []string{"state", "1"}, code: 0, lines: 3, stdout: []string{"a  conid 1: 2 accepting\nb  conid 1: 2 accepting\n"}},
 		{name: "bad host", args: []string{"--host", "a.b", "list"}, code: 2, stderr: []string{"--host"}},
 		{name: "socket and nats", args: []string{"-s", "/tmp/x", "--host", "a", "list"}, code: 2, stderr: []string{"--socket and --nats"}},
 		{name: "usage checked once", args: []string{"--all-hosts", "list", "--state", "bogus"}, code: 2, stderr: []string{`unknown state "bogus"`}},

@@ -159,8 +159,9 @@ daemon cannot be reached, the message names every socket tried and why.
 
 Fleet: with --nats URL a command goes over NATS to daemons run with --nats:
 to one host (--host H, the output as from its socket) or to several
-(--host a --host b, or --all-hosts: every host whose tcpops micro service
-answers or that is registered in the TCPOPS_HOSTS stream), in parallel, each
+(--host a --host b; without --host, or with --all-hosts: every host whose
+tcpops micro service answers or that is registered in the TCPOPS_HOSTS
+stream), in parallel, each
 within --timeout; the outputs merge with a HOST column, and with -o json each
 host is one line {"host", "result"} or {"host", "error"}. A host that does
 not answer is named on stderr and makes the exit code 4. events reads the
@@ -187,7 +188,7 @@ TCPOPS_EVENTS stream in JetStream instead (every host, or --host).`,
 	pf.StringVar(&o.NATSCreds, "nats-creds", "", "NATS credentials file (.creds)")
 	pf.StringVar(&o.NATSTLSCA, "nats-tls-ca", "", "PEM file of the CAs of tls:// NATS servers")
 	pf.StringSliceVar(&o.Hosts, "host", nil, "with --nats: the host to run on (repeatable, or comma-separated: several merge with a HOST column)")
-	pf.BoolVar(&o.AllHosts, "all-hosts", false, "with --nats: run on every host of the fleet")
+	pf.BoolVar(&o.AllHosts, "all-hosts", false, "with --nats: run on every host of the fleet (the default without --host; says so explicitly)")
 	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if o.Output != "table" && o.Output != "json" {
