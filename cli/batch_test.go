@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tcpops/tcpops/daemon/daemontest"
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -136,8 +137,15 @@ func TestBatch(t *testing.T) {
 			t.Fatalf("output line %d: %q, want %q", i+1, l, w)
 		}
 	}
-	if st, _ := d2.Client(t).Stats(t.Context()); st.RPC.Clients != 1 {
-		t.Fatalf("%d control clients after the batches, want 1 (this one)", st.RPC.Clients)
+	// The batches' connections are closed; the daemon counts each close
+	// once it has seen it, which may be just after the command returned.
+	ctl := d2.Client(t)
+	var stats rpc.Stats
+	if !testutil.Until(func() bool {
+		stats, _ = ctl.Stats(t.Context())
+		return stats.RPC.Clients == 1
+	}) {
+		t.Fatalf("%d control clients after the batches, want 1 (this one)", stats.RPC.Clients)
 	}
 
 	for _, tt := range []struct {

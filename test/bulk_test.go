@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpops/tcpops/internal/testutil"
 	"github.com/tcpops/tcpops/rpc"
 )
 
@@ -162,8 +163,7 @@ func TestBulkEndToEnd(t *testing.T) {
 	if len(l.Connections) != 3 || l.Connections[0].LifetimeS != 300 || len(l.Connections[0].Overrides) != 1 || l.Connections[0].Overrides[0].What != "lifetime" {
 		t.Fatalf("list during the override: %+v", l)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	if !testutil.Until(func() bool {
 		restored := allWithin(keepaliveTimers(t, ss, port, "127.0.0.2"), 40, 60)
 		l = listedFull{}
 		json.Unmarshal(ctl(t, d.socket, "-o", "json", "list"), &l)
@@ -172,13 +172,9 @@ func TestBulkEndToEnd(t *testing.T) {
 				restored = false
 			}
 		}
-		if restored {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("settings not restored 15 s after a ttl of 3 s: %+v", l)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return restored
+	}) {
+		t.Fatalf("settings not restored %v after a ttl of 3 s: %+v", testutil.Timeout, l)
 	}
 	if el := time.Since(start); el < 2500*time.Millisecond {
 		t.Fatalf("restored after %v, before the 3 s were up", el)

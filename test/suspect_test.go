@@ -72,41 +72,40 @@ type suspectConn struct {
 
 // waitSuspect runs `tcpopsctl list --suspect` until every conid in want
 // carries its rule, and returns the last listing.
-func waitSuspect(t *testing.T, socket string, within time.Duration, want map[uint64]string) map[uint64]suspectConn {
+func waitSuspect(t *testing.T, socket string, want map[uint64]string) map[uint64]suspectConn {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	var got map[uint64]suspectConn
+	var listed []suspectConn
+	var missing string
+	if !testutil.Until(func() bool {
 		var r struct {
 			Connections []suspectConn `json:"connections"`
 		}
 		if err := json.Unmarshal(ctl(t, socket, "-o", "json", "list", "--suspect"), &r); err != nil {
 			t.Fatal(err)
 		}
-		got := map[uint64]suspectConn{}
+		listed = r.Connections
+		got = map[uint64]suspectConn{}
 		for _, c := range r.Connections {
 			got[c.ConnID] = c
 		}
-		missing := ""
+		missing = ""
 		for id, rule := range want {
 			if !slices.Contains(got[id].Suspect, rule) {
 				missing += " " + strconv.FormatUint(id, 10) + ":" + rule
 			}
 		}
-		if missing == "" {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v, not suspect:%s; listing: %+v", within, missing, r.Connections)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return missing == ""
+	}) {
+		t.Fatalf("after %v, not suspect:%s; listing: %+v", testutil.Timeout, missing, listed)
 	}
+	return got
 }
 
 // conidOf finds the inbound leg whose remote is the client's address.
 func conidOf(t *testing.T, socket string, c net.Conn) (in, out uint64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.WaitFor(t, "a relayed inbound leg from "+c.LocalAddr().String(), func() bool {
 		var r struct {
 			Connections []struct {
 				ConnID    uint64 `json:"conid"`
@@ -118,14 +117,13 @@ func conidOf(t *testing.T, socket string, c net.Conn) (in, out uint64) {
 		json.Unmarshal(ctl(t, socket, "-o", "json", "list", "--direction", "in"), &r)
 		for _, x := range r.Connections {
 			if x.Remote == c.LocalAddr().String() && x.Peer != 0 {
-				return x.ConnID, x.Peer
+				in, out = x.ConnID, x.Peer
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no relayed inbound leg from %s", c.LocalAddr())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	})
+	return in, out
 }
 
 // TestSuspectCutLink cuts the link under two relayed connections: one in
@@ -196,12 +194,12 @@ func TestSuspectCutLink(t *testing.T) {
 	})
 	cut := time.Now()
 	cutLink(t)
-	got := waitSuspect(t, socket, 20*time.Second, map[uint64]string{
+	got := waitSuspect(t, socket, map[uint64]string{
 		busyIn: "retransmitting",
 		idleIn: "keepalive_probes",
 	})
 	t.Logf("after %v: busy %+v %+v; idle %+v %+v", time.Since(cut).Round(time.Millisecond), got[busyIn].Suspect, *got[busyIn].TCPInfo, got[idleIn].Suspect, *got[idleIn].TCPInfo)
-	got = waitSuspect(t, socket, 20*time.Second, map[uint64]string{busyIn: "send_stalled"})
+	got = waitSuspect(t, socket, map[uint64]string{busyIn: "send_stalled"})
 	ti := got[busyIn].TCPInfo
 	t.Logf("after %v: busy %+v %+v", time.Since(cut).Round(time.Millisecond), got[busyIn].Suspect, *ti)
 	if ti.Unacked == 0 || ti.LastAckRecvMs < 5000 {
@@ -254,7 +252,7 @@ func TestSuspectBackendStopsReading(t *testing.T) {
 		}
 	}()
 	in, out := conidOf(t, socket, c)
-	got := waitSuspect(t, socket, 30*time.Second, map[uint64]string{in: "recv_queue", out: "peer_not_reading"})
+	got := waitSuspect(t, socket, map[uint64]string{in: "recv_queue", out: "peer_not_reading"})
 	t.Logf("inbound %+v %+v; outbound %+v %+v", got[in].Suspect, *got[in].TCPInfo, got[out].Suspect, *got[out].TCPInfo)
 	if got[in].TCPInfo.RecvQ == 0 || got[out].TCPInfo.SendQ == 0 {
 		t.Errorf("recv_q %d on the inbound leg, send_q %d on the outbound: want both > 0", got[in].TCPInfo.RecvQ, got[out].TCPInfo.SendQ)
@@ -283,7 +281,7 @@ func TestSuspectConnecting(t *testing.T) {
 		}
 		return out != 0
 	})
-	got := waitSuspect(t, socket, 15*time.Second, map[uint64]string{out: "connecting"})
+	got := waitSuspect(t, socket, map[uint64]string{out: "connecting"})
 	t.Logf("outbound leg %d suspect %v, state %s", out, got[out].Suspect, got[out].StateName)
 	if got[out].StateName != "connecting" {
 		t.Errorf("state %s, want connecting", got[out].StateName)
