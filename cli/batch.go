@@ -273,16 +273,12 @@ func jsonOrText(b []byte, stream bool) (json.RawMessage, string) {
 	if !stream && json.Compact(&compact, b) == nil {
 		return compact.Bytes(), ""
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	var vals []json.RawMessage
-	for {
-		var v json.RawMessage
-		if err := dec.Decode(&v); err == io.EOF {
-			break
-		} else if err != nil {
-			return nil, string(b)
-		}
-		vals = append(vals, v)
+	vals, err := jsonList(b)
+	if err != nil {
+		return nil, string(b)
+	}
+	if vals == nil {
+		vals = []json.RawMessage{}
 	}
 	list, _ := json.Marshal(vals)
 	return list, ""

@@ -393,12 +393,27 @@ func jsonValues(b []byte) (json.RawMessage, error) {
 	if json.Compact(&one, b) == nil {
 		return one.Bytes(), nil // the usual case: one value
 	}
+	vals, err := jsonList(b)
+	if err != nil {
+		return nil, err
+	}
+	switch len(vals) {
+	case 0:
+		return nil, nil
+	case 1:
+		return vals[0], nil
+	}
+	return json.Marshal(vals)
+}
+
+// jsonList reads the JSON values one after the other in b, each compact.
+func jsonList(b []byte) ([]json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	var vals []json.RawMessage
 	for {
 		var v json.RawMessage
 		if err := dec.Decode(&v); err == io.EOF {
-			break
+			return vals, nil
 		} else if err != nil {
 			return nil, err
 		}
@@ -408,11 +423,4 @@ func jsonValues(b []byte) (json.RawMessage, error) {
 		}
 		vals = append(vals, c.Bytes())
 	}
-	switch len(vals) {
-	case 0:
-		return nil, nil
-	case 1:
-		return vals[0], nil
-	}
-	return json.Marshal(vals)
 }

@@ -189,6 +189,25 @@ func (c *Conn) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) {
 	}
 }
 
+// deniable returns ctx cancelled with a *DeniedError (its cause) as soon
+// as nats-server refuses a publish to subject, and what to call once the
+// request is over.
+func (c *Conn) deniable(ctx context.Context, subject string) (context.Context, func()) {
+	denied := c.watch(subject)
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case err := <-denied:
+			cancel(&DeniedError{Subject: subject, Err: err})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		cancel(nil)
+		c.unwatch(subject, denied)
+	}
+}
+
 func (c *Conn) watch(subject string) chan error {
 	ch := make(chan error, 1)
 	c.mu.Lock()
@@ -228,17 +247,8 @@ func (c *Conn) request(ctx context.Context, host, subject string, body []byte) (
 		return nil, false, err
 	}
 	defer sub.Unsubscribe()
-	denied := c.watch(subject)
-	defer c.unwatch(subject, denied)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		select {
-		case err := <-denied:
-			cancel(&DeniedError{Subject: subject, Err: err})
-		case <-ctx.Done():
-		}
-	}()
+	ctx, done := c.deniable(ctx, subject)
+	defer done()
 	m := nats.NewMsg(subject)
 	m.Reply = inbox
 	m.Data = body

@@ -133,17 +133,8 @@ func sorted(m map[string]*Host) []Host {
 func (c *Conn) Registered(ctx context.Context) ([]string, error) {
 	req, _ := json.Marshal(map[string]string{"subjects_filter": HostsSubjects})
 	subject := "$JS.API.STREAM.INFO." + HostsStream
-	denied := c.watch(subject)
-	defer c.unwatch(subject, denied)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		select {
-		case err := <-denied:
-			cancel(&DeniedError{Subject: subject, Err: err})
-		case <-ctx.Done():
-		}
-	}()
+	ctx, done := c.deniable(ctx, subject)
+	defer done()
 	m, err := c.nc.RequestWithContext(ctx, subject, req)
 	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
 		err = cause

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"crypto/tls"
 	"net"
 	"net/netip"
@@ -47,18 +46,7 @@ func TestAcceptProxy(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			// The backend also gets a header of its own (proxy_protocol):
 			// it names the client, not the balancer.
-			got := make(chan *proxyproto.Header, 1)
-			be := backend(t, func(c *net.TCPConn) {
-				r := bufio.NewReader(c)
-				h, err := proxyproto.Read(r)
-				if err != nil {
-					t.Errorf("backend: %v", err)
-					return
-				}
-				got <- h
-				line, _ := r.ReadString('\n')
-				c.Write([]byte(strings.ToUpper(line)))
-			})
+			be, got := proxyBackend(t)
 			e := start(t, conn.Config{MaxConnsPerIP: 1}, Config{}, "tcp://127.0.0.1:0?proxy_protocol=v1&backend="+be+"&"+tt.listen)
 			c := e.dial()
 			c.Write(append(proxyHeader(t, tt.version, client, netip.MustParseAddrPort(e.addr)), "invite\n"...))

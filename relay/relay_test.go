@@ -515,21 +515,28 @@ func TestIdleCostsNoGoroutine(t *testing.T) {
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// proxyBackend is a backend that reads a PROXY protocol header, hands it
+// to the test, then answers the first line in upper case.
+func proxyBackend(t *testing.T) (string, <-chan *proxyproto.Header) {
+	got := make(chan *proxyproto.Header, 1)
+	be := backend(t, func(c *net.TCPConn) {
+		r := bufio.NewReader(c)
+		h, err := proxyproto.Read(r)
+		if err != nil {
+			t.Errorf("backend: %v", err)
+			return
+		}
+		got <- h
+		line, _ := r.ReadString('\n')
+		c.Write([]byte(strings.ToUpper(line)))
+	})
+	return be, got
+}
+
 func TestProxyProtocol(t *testing.T) {
 	for _, v := range []string{"v1", "v2"} {
 		t.Run(v, func(t *testing.T) {
-			got := make(chan *proxyproto.Header, 1)
-			be := backend(t, func(c *net.TCPConn) {
-				r := bufio.NewReader(c)
-				h, err := proxyproto.Read(r)
-				if err != nil {
-					t.Errorf("backend: %v", err)
-					return
-				}
-				got <- h
-				line, _ := r.ReadString('\n')
-				c.Write([]byte(strings.ToUpper(line)))
-			})
+			be, got := proxyBackend(t)
 			e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?proxy_protocol="+v+"&backend="+be)
 			c := e.dial()
 			c.Write([]byte("invite\n"))

@@ -59,17 +59,7 @@ func (s *Server) Do(method string, params json.RawMessage, c Caller) (json.RawMe
 		}
 		res, err = m.fn(cl)
 	}
-	var rerr *jsonrpc2.Error
-	if err != nil {
-		rerr = s.rpcError(err)
-	}
-	if s.cfg.OnRequest != nil {
-		code := 0
-		if rerr != nil {
-			code = int(rerr.Code)
-		}
-		s.cfg.OnRequest(method, code)
-	}
+	rerr := s.answered(method, err)
 	if rerr != nil {
 		return nil, &rpc.Error{Code: int64(rerr.Code), Message: rerr.Message}
 	}

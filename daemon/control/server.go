@@ -236,17 +236,7 @@ func (h *handler) Handle(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2.Re
 			defer s.logBulk(h.cred, m.name, req.Params, cl.audit, err)
 		}
 	}
-	var rerr *jsonrpc2.Error
-	if err != nil {
-		rerr = s.rpcError(err)
-	}
-	if s.cfg.OnRequest != nil {
-		code := 0
-		if rerr != nil {
-			code = int(rerr.Code)
-		}
-		s.cfg.OnRequest(req.Method, code)
-	}
+	rerr := s.answered(req.Method, err)
 	if req.Notif {
 		return
 	}
@@ -412,3 +402,21 @@ func WireEvent(e *conn.Event) rpc.Event {
 }
 
 func versionInfo() rpc.Version { return rpc.Build() }
+
+// answered turns a method's error into its JSON-RPC error (nil for none)
+// and tells OnRequest (metrics) how the call ended, for the socket and for
+// Do alike.
+func (s *Server) answered(method string, err error) *jsonrpc2.Error {
+	var rerr *jsonrpc2.Error
+	if err != nil {
+		rerr = s.rpcError(err)
+	}
+	if s.cfg.OnRequest != nil {
+		code := 0
+		if rerr != nil {
+			code = int(rerr.Code)
+		}
+		s.cfg.OnRequest(method, code)
+	}
+	return rerr
+}
