@@ -184,13 +184,19 @@ func TestSuspectCutLink(t *testing.T) {
 	busyIn, _ := conidOf(t, socket, busy)
 	idleIn, _ := conidOf(t, socket, idle)
 	ctl(t, socket, "keepalive", "enable", strconv.FormatUint(idleIn, 10), "1", "20", "1")
-	// Data flows to the busy client before the cut.
-	testutil.WaitFor(t, "data to the busy client", func() bool {
+	// Data flows to the busy client before the cut, and some is in
+	// flight: with the client's window shut at that moment (its reader
+	// starved of CPU), nothing would be sent again, only window probes,
+	// and the leg would be peer_not_reading instead.
+	testutil.WaitFor(t, "data in flight to the busy client", func() bool {
 		var r struct {
 			BytesOut uint64 `json:"bytes_out"`
+			TCPInfo  struct {
+				Unacked uint32 `json:"unacked"`
+			} `json:"tcp_info"`
 		}
 		json.Unmarshal(ctl(t, socket, "-o", "json", "info", strconv.FormatUint(busyIn, 10)), &r)
-		return r.BytesOut > 1<<20
+		return r.BytesOut > 1<<20 && r.TCPInfo.Unacked > 0
 	})
 	cut := time.Now()
 	cutLink(t)
