@@ -48,11 +48,16 @@ func (b *Bus) publish() {
 	var pending []*item // published, in seq order, answers not all seen
 	var redo []*item    // to publish again, before anything new
 	open := true
+	alone := false // after a failure: one at a time until one is stored
 	for {
+		limit := window
+		if alone {
+			limit = 1
+		}
 		// Take the next item: one to publish again, else a new one.
 		var next *item
 		switch {
-		case len(redo) > 0 && len(pending) < window:
+		case len(redo) > 0 && len(pending) < limit:
 			next, redo = redo[0], redo[1:]
 		case open && len(pending) == 0:
 			select {
@@ -61,7 +66,7 @@ func (b *Bus) publish() {
 			case <-b.ctx.Done():
 				return
 			}
-		case open && len(pending) < window:
+		case open && len(pending) < limit:
 			select {
 			case it, ok := <-in:
 				next, open = it, ok
@@ -82,6 +87,7 @@ func (b *Bus) publish() {
 			if !b.recover(&redo) {
 				return
 			}
+			alone = true
 			continue
 		}
 		if len(pending) == 0 {
@@ -89,7 +95,7 @@ func (b *Bus) publish() {
 		}
 		// Wait for the oldest answer (or more work, while there is room).
 		var more <-chan *item
-		if open && len(pending) < window && len(redo) == 0 {
+		if open && len(pending) < limit && len(redo) == 0 {
 			more = in
 		}
 		oldest := pending[0]
@@ -111,6 +117,7 @@ func (b *Bus) publish() {
 		if oldest.acked {
 			b.stored(oldest)
 			pending = pending[1:]
+			alone = false
 			continue
 		}
 		// The oldest failed: settle every answer, then start again from it.
@@ -119,6 +126,7 @@ func (b *Bus) publish() {
 		if !b.recover(&redo) {
 			return
 		}
+		alone = true
 	}
 }
 
