@@ -153,6 +153,13 @@ func Start(cfg Config) (*Bus, error) {
 	if err == nil {
 		err = b.serve()
 	}
+	if err == nil && nc.IsConnected() {
+		// The service's subscriptions reach the server before Start
+		// returns, so a request made once the daemon is up finds them.
+		if ferr := nc.FlushTimeout(2 * time.Second); ferr != nil {
+			b.log.Warn("nats: service subscriptions not confirmed", "err", ferr)
+		}
+	}
 	if err != nil {
 		nc.Close()
 		b.cancel()

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tcpops/tcpops/daemon/control"
@@ -87,30 +88,41 @@ func (b *Bus) answer(req micro.Request, admin bool) {
 		res, perr = b.cfg.Server.Do(*r.Method, r.Params, c)
 	}
 	body := fleet.Response(r.ID, res, perr)
+	// The answer is published here rather than with req.Respond or
+	// req.Error: micro's request is its handler's to answer before the
+	// handler returns (it reads the request's error for its statistics
+	// then), and this goroutine answers later. So micro's per-endpoint
+	// error count stays 0; the daemon's own counters are in stats.
 	if perr != nil {
-		var opts []micro.RespondOpt
+		m := &nats.Msg{Subject: req.Reply(), Data: body, Header: nats.Header{
+			micro.ErrorHeader:     {perr.Message},
+			micro.ErrorCodeHeader: {strconv.FormatInt(perr.Code, 10)},
+		}}
 		if perr.Code == rpc.CodeDenied && !admin {
-			opts = append(opts, micro.WithHeaders(micro.Headers{fleet.HeaderAdminOnly: {"true"}}))
+			m.Header.Set(fleet.HeaderAdminOnly, "true")
 		}
-		if err := req.Error(strconv.FormatInt(perr.Code, 10), perr.Message, body, opts...); err != nil {
-			b.setErr(err)
-		}
+		b.reply(m)
 		return
 	}
 	msgs, err := fleet.EncodeReply(body, strings.Contains(h.Get(fleet.HeaderAcceptEncoding), "gzip"), b.nc.MaxPayload())
 	if err != nil {
-		req.Error(strconv.Itoa(rpc.CodeInternal), err.Error(), nil)
+		b.reply(&nats.Msg{Subject: req.Reply(), Header: nats.Header{
+			micro.ErrorHeader: {err.Error()}, micro.ErrorCodeHeader: {strconv.Itoa(rpc.CodeInternal)}}})
 		return
 	}
-	if err := req.Respond(msgs[0].Data, micro.WithHeaders(micro.Headers(msgs[0].Header))); err != nil {
-		b.setErr(err)
-		return
-	}
-	for _, m := range msgs[1:] {
+	for _, m := range msgs {
 		m.Subject = req.Reply()
-		if err := b.nc.PublishMsg(m); err != nil {
-			b.setErr(err)
+		if !b.reply(m) {
 			return
 		}
 	}
+}
+
+// reply publishes one message of an answer; a failure is kept for stats.
+func (b *Bus) reply(m *nats.Msg) bool {
+	if err := b.nc.PublishMsg(m); err != nil {
+		b.setErr(err)
+		return false
+	}
+	return true
 }
