@@ -121,9 +121,57 @@ func (t *Table) Release(c *Conn) {
 		return
 	}
 	c.closing = false
-	if c.lifetime > 0 && c.timer != nil {
+	switch {
+	case c.lifetime > 0 && c.timer != nil:
 		c.timer.Reset(max(c.expiresInLocked(t.clock()), 0))
+	case c.lifetime > 0: // adopted held
+		c.timer = time.AfterFunc(max(c.expiresInLocked(t.clock()), 0), c.lifetimeFired)
 	}
+}
+
+// PairHeld joins two entries adopted held (Pair refuses them: a hold
+// counts as closing).
+func PairHeld(a, b *Conn) bool {
+	first, second := a, b
+	if b.ID < a.ID {
+		first, second = b, a
+	}
+	first.mu.Lock()
+	defer first.mu.Unlock()
+	second.mu.Lock()
+	defer second.mu.Unlock()
+	if a.reason != "" || b.reason != "" {
+		return false
+	}
+	a.peer, b.peer = b, a
+	return true
+}
+
+// Readopt brings a held entry adopted from another process up to date
+// with what that process says of it now (a later ConnState of the same
+// connection): state, counters, activity, lifetime, flags, keepalive as
+// read back there, and its overrides, armed here. Release starts its
+// lifetime timer.
+func (c *Conn) Readopt(s ConnState) {
+	now, wall := c.t.clock(), time.Now()
+	clock := func(at time.Time) int64 {
+		if at.IsZero() {
+			return now
+		}
+		return now - int64(wall.Sub(at))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state.Store(int32(s.State))
+	c.bytesIn.Store(s.BytesIn)
+	c.bytesOut.Store(s.BytesOut)
+	c.lastActive.Store(clock(s.LastActive))
+	c.closedEvent.Store(s.ClosedEvent && c.t.cfg.Load().ClosedEvent != ModeOff)
+	c.lifetime, c.anchor = s.Lifetime, clock(s.Anchor)
+	c.ka = s.Keepalive
+	c.stopOverridesLocked()
+	c.ov = nil
+	c.adoptOverridesLocked(s.Overrides)
 }
 
 // Drop takes a held connection out of the table for good, with no closed
@@ -144,6 +192,42 @@ func (t *Table) Drop(c *Conn) {
 		t.release(ip, c.Listener)
 	}
 	t.open.Add(-1)
+}
+
+// Stamp is what of a connection can change while it is relayed, in a
+// form cheap to take and compare: an upgrade takes one when it sends the
+// connection's state ahead of the handover and another when it freezes
+// it, and sends the state again only when they differ.
+type Stamp struct {
+	state              int32
+	closedEvent        bool
+	bytesIn, bytesOut  uint64
+	lastActive, anchor int64
+	lifetime           time.Duration
+	peer               uint64
+	ka                 sock.Keepalive
+	kaSet              bool
+	ov                 overrides
+	tls, ws, drain     bool
+}
+
+// Stamp takes c's stamp.
+func (c *Conn) Stamp() Stamp {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := Stamp{state: c.state.Load(), closedEvent: c.closedEvent.Load(), bytesIn: c.bytesIn.Load(),
+		bytesOut: c.bytesOut.Load(), lastActive: c.lastActive.Load(), anchor: c.anchor, lifetime: c.lifetime,
+		tls: c.tls != nil, ws: c.ws != nil, drain: c.drain != nil}
+	if c.peer != nil {
+		s.peer = c.peer.ID
+	}
+	if c.ka != nil {
+		s.ka, s.kaSet = *c.ka, true
+	}
+	if c.ov != nil {
+		s.ov = *c.ov
+	}
+	return s
 }
 
 // Export describes c for another process.
@@ -211,6 +295,17 @@ func (t *Table) Restore(s TableState) {
 // are joined afterwards with Pair. The inbound limits count it without
 // refusing it: it is already there.
 func (t *Table) Adopt(s ConnState, tcp syscall.Conn, closer Closer) (*Conn, error) {
+	return t.adopt(s, tcp, closer, false)
+}
+
+// AdoptHeld is Adopt for an entry held (see Hold) until Release, so that
+// nothing of it runs here before the other process lets go: no lifetime
+// timer, no close, and no override armed (Readopt arms them).
+func (t *Table) AdoptHeld(s ConnState, tcp syscall.Conn, closer Closer) (*Conn, error) {
+	return t.adopt(s, tcp, closer, true)
+}
+
+func (t *Table) adopt(s ConnState, tcp syscall.Conn, closer Closer, held bool) (*Conn, error) {
 	if s.ID == 0 {
 		return nil, fmt.Errorf("adopt: conid 0")
 	}
@@ -256,6 +351,13 @@ func (t *Table) Adopt(s ConnState, tcp syscall.Conn, closer Closer) (*Conn, erro
 	sh.mu.Lock()
 	sh.m[c.ID] = c
 	sh.mu.Unlock()
+	if held {
+		c.mu.Lock()
+		c.closing = true
+		c.lifetime, c.anchor = s.Lifetime, clock(s.Anchor)
+		c.mu.Unlock()
+		return c, nil
+	}
 	if s.Lifetime > 0 {
 		c.mu.Lock()
 		c.lifetime, c.anchor = s.Lifetime, clock(s.Anchor)

@@ -384,6 +384,21 @@ func (t *Table) conns(after uint64) []*Conn {
 	return out
 }
 
+// Open returns the connections in the table that are not closing (or
+// held for a handover), in no order.
+func (t *Table) Open() []*Conn {
+	var out []*Conn
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		for _, c := range sh.m {
+			out = append(out, c)
+		}
+		sh.mu.RUnlock()
+	}
+	return slices.DeleteFunc(out, (*Conn).Closing)
+}
+
 // Filter selects connections for List. Zero fields match everything.
 type Filter struct {
 	State     State

@@ -323,10 +323,15 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 	d.listenCtx, d.stopListening = context.WithCancel(ctx)
 	d.running = map[string]*running{}
 	if inh != nil {
+		t0 := time.Now()
 		if err := d.adopt(inh); err != nil {
 			ctl.Close()
 			return fail(err)
 		}
+		log.Info("upgrade: taking over", "from_pid", inh.doc.PID, "from_version", inh.doc.Version,
+			"connections", inh.doc.Counts.Entries, "draining", inh.doc.Counts.Draining,
+			"adopted_and_waited", time.Since(t0).Round(time.Millisecond))
+		inh.adopted = time.Now()
 	}
 	if cfg.EventLog != "" {
 		// Subscribed before any listener accepts: the log misses no event.

@@ -64,7 +64,7 @@ func (d *Daemon) stash(grace time.Duration) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	fr, err := d.Relay.Freeze(ctx)
+	fr, err := d.Relay.Freeze(ctx, nil)
 	if err != nil {
 		d.unpause(p)
 		return err
@@ -79,7 +79,11 @@ func (d *Daemon) stash(grace time.Duration) error {
 		time.Sleep(time.Millisecond)
 	}
 	nextSeq, kept := d.Table.Events().Seal(func(e conn.Event) {})
-	doc, fds := d.buildDoc(nextSeq, kept, p, fr, time.Now())
+	doc, fds := d.buildDoc(p, fr.Handed)
+	doc.Table = d.Table.Export()
+	doc.Table.NextSeq, doc.Table.Events = nextSeq, kept
+	doc.Draining = d.drainingStates(time.Now())
+	doc.Counts.Draining = len(doc.Draining)
 	b, err := json.Marshal(doc)
 	if err == nil {
 		err = storeAll(b, fds, len(p.listeners)+1+btoi(p.metrics != nil))

@@ -31,14 +31,22 @@ import (
 //     TCPOPS_UPGRADE_FD. The new one parses its configuration and says
 //     hello.
 //  2. The old one stops accepting (listeners and control socket stay open:
-//     clients wait in the backlog), freezes every plain TCP connection
+//     clients wait in the backlog) and, while it still relays them, sends
+//     every descriptor (listeners, control socket, metrics socket, plain
+//     TCP connections) with the state document of that moment
+//     (relay.Prepare). The new one checks it all (format, counts, each
+//     descriptor against what the document says it is, its own
+//     certificates) and builds what it needs to serve.
+//  3. Then the pause: the old one freezes every plain TCP connection
 //     (relay.Freeze), seals its event ring (later events are numbered by
-//     the new process) and sends the state document with every
-//     descriptor: listeners, control socket, metrics socket, connections.
-//  3. The new one checks it (format, counts, each descriptor against what
-//     the document says it is, its own certificates) and says ready, or
-//     refuses. Until the old one answers go, nothing is touched: on a
-//     refusal, a crash, or a timeout the old process resumes everything.
+//     the new process) and sends what changed since the first part: the
+//     connections still handed, the entries that changed, the bytes in
+//     flight, the table and its newer events, the connections that stay.
+//     The new one merges it and says ready, or refuses. Until the old one
+//     answers go, nothing is touched: on a refusal, a crash, or a timeout
+//     the old process resumes everything. A connection the old process
+//     closes between the two parts sends its FIN or RST when the new one
+//     lets go of its copy of the descriptor, at the second part.
 //  4. After go, the new one serves; the old one drops what it handed,
 //     ends its control clients (they reconnect), keeps its TLS and
 //     WebSocket connections until they end or the drain timeout, and
@@ -47,11 +55,27 @@ import (
 // handoverFormat is the version of the state document; a new process
 // takes over only its own. A string, so that a test build can set it with
 // -ldflags -X.
-var handoverFormat = "1"
+var handoverFormat = "2"
 
 // handoverFault makes a test build misbehave on purpose during a
-// handover (set with -ldflags -X): "crash" exits after the state arrived.
+// handover (set with -ldflags -X): "crash" exits after the state arrived;
+// "hold" waits, before it says the first part is checked (the old
+// process still relaying), while the file named by TCPOPS_TEST_HOLD
+// with .waiting appended, which it creates, exists (30 s at most).
 var handoverFault = ""
+
+// holdForTest is the "hold" fault.
+func holdForTest() {
+	path := os.Getenv("TCPOPS_TEST_HOLD") + ".waiting"
+	if os.WriteFile(path, nil, 0o600) != nil {
+		return
+	}
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(path); err != nil {
+			return
+		}
+	}
+}
 
 // upgradeEnv names the link's descriptor in a new process.
 const upgradeEnv = "TCPOPS_UPGRADE_FD"
@@ -268,14 +292,50 @@ func (d *Daemon) Upgrade(binary string, drain time.Duration) (rpc.UpgradeResult,
 		notify("READY=1")
 		return fail(err)
 	}
+	phases := []any{"new_process", time.Since(started).Round(time.Millisecond)}
+	mark := func(name string, since time.Time) time.Time {
+		now := time.Now()
+		phases = append(phases, name, now.Sub(since).Round(time.Millisecond))
+		return now
+	}
+	// First the sockets and their state while this process still relays
+	// them: the new one checks them at leisure.
+	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), d.Relay.Config().DialTimeout+time.Second)
-	fr, err := d.Relay.Freeze(ctx)
+	pr, err := d.Relay.Prepare(ctx)
 	cancel()
 	if err != nil {
 		d.unpause(p)
 		notify("READY=1")
 		return fail(err)
 	}
+	doc, fds := d.buildDoc(p, pr.Handed)
+	doc.Table.Events, doc.Table.NextSeq = d.Table.Events().Since(0)
+	doc.Table.NextSeq++
+	b, err := json.Marshal(doc)
+	if err == nil {
+		err = d.sendState(l, "state", b, fds)
+	}
+	if err == nil {
+		err = l.expect(time.Now().Add(20*time.Second), "checked", nil)
+	}
+	if err != nil {
+		d.unpause(p)
+		notify("READY=1")
+		return fail(err)
+	}
+	t0 = mark("sent_and_checked", t0)
+	// Then the pause: every plain TCP connection frozen, and what changed
+	// since handed over.
+	ctx, cancel = context.WithTimeout(context.Background(), d.Relay.Config().DialTimeout+time.Second)
+	fr, err := d.Relay.Freeze(ctx, pr)
+	cancel()
+	if err != nil {
+		d.unpause(p)
+		notify("READY=1")
+		return fail(err)
+	}
+	t0 = mark("freeze", t0)
 	fw := newForwarder()
 	nextSeq, kept := d.Table.Events().Seal(fw.add)
 	rollback := func(err error) (rpc.UpgradeResult, error) {
@@ -285,42 +345,45 @@ func (d *Daemon) Upgrade(binary string, drain time.Duration) (rpc.UpgradeResult,
 		notify("READY=1")
 		return fail(err)
 	}
-	doc, fds := d.buildDoc(nextSeq, kept, p, fr, time.Now().Add(drain))
-	b, err := json.Marshal(doc)
+	fin := d.finalDoc(fr, doc.Table.NextSeq, nextSeq, kept, time.Now().Add(drain))
+	b, err = json.Marshal(fin)
 	if err != nil {
 		return rollback(err)
 	}
-	if err := d.sendState(l, b, fds); err != nil {
+	t0 = mark("final_built", t0)
+	if err := d.sendState(l, "final", b, nil); err != nil {
 		return rollback(err)
 	}
 	if err := l.expect(time.Now().Add(20*time.Second), "ready", nil); err != nil {
 		return rollback(err)
 	}
+	t0 = mark("final_sent_until_ready", t0)
 	// The point of no return: once go is sent the new process owns it all.
 	if err := l.sendJSON(map[string]string{"type": "go"}); err != nil {
 		return rollback(err)
 	}
+	mark("go_sent", t0)
 	fr.Commit()
 	d.commitSockets(p)
-	for _, in := range d.drainingInfos() {
-		if c, ok := d.Table.Get(in.ID); ok {
-			c.KeepClosedEvent()
-		}
+	for _, c := range d.Table.Open() {
+		c.KeepClosedEvent()
 	}
 	// Followers read to the last seq numbered here and are disconnected:
 	// they go on with the new process (tcpopsctl events -f reconnects).
 	d.Table.Events().Close()
 	d.up.link, d.up.fwd, d.up.drain = l, fw, drain
 	go d.forwardEvents()
+	t0 = time.Now()
 	var running helloMsg
 	if err := l.expect(time.Now().Add(20*time.Second), "running", &running); err != nil {
 		d.log.Error("upgrade: the new process took over but did not report running", "pid", hello.PID, "err", err)
 	}
+	mark("go_until_relaying", t0)
 	go d.serveOldLink()
 	close(d.up.handedOff)
-	res := rpc.UpgradeResult{OldPID: os.Getpid(), NewPID: hello.PID, HandedOver: doc.Counts.Entries, Draining: len(doc.Draining)}
-	d.log.Info("upgrade: handed over", "new_pid", hello.PID, "connections", res.HandedOver, "draining", res.Draining,
-		"took", time.Since(started).Round(time.Millisecond), "drain_timeout", drain)
+	res := rpc.UpgradeResult{OldPID: os.Getpid(), NewPID: hello.PID, HandedOver: fin.Counts.Entries, Draining: len(fin.Draining)}
+	d.log.Info("upgrade: handed over", append([]any{"new_pid", hello.PID, "connections", res.HandedOver, "draining", res.Draining,
+		"took", time.Since(started).Round(time.Millisecond), "drain_timeout", drain}, phases...)...)
 	return res, nil
 }
 
@@ -427,22 +490,11 @@ func (d *Daemon) commitSockets(p *paused) {
 	}
 }
 
-// drainingInfos lists the connections that stay with this process.
-func (d *Daemon) drainingInfos() []conn.Info {
-	infos, _ := d.Table.List(conn.Filter{})
-	out := infos[:0]
-	for _, in := range infos {
-		if c, ok := d.Table.Get(in.ID); ok && !c.Closing() {
-			out = append(out, in)
-		}
-	}
-	return out
-}
-
-// buildDoc writes the state document and lists the descriptors it names.
-func (d *Daemon) buildDoc(nextSeq uint64, kept []conn.Event, p *paused, fr *relay.Frozen, until time.Time) (*handoverDoc, []int) {
-	doc := &handoverDoc{Format: formatNumber(), Version: rpc.Build().Version, PID: os.Getpid(), Table: d.Table.Export()}
-	doc.Table.NextSeq, doc.Table.Events = nextSeq, kept
+// buildDoc writes the state document of the sockets, and of the
+// connections handed with their entries, and lists the descriptors it
+// names. The table and the draining connections are the caller's to add.
+func (d *Daemon) buildDoc(p *paused, handed []*relay.Handed) (*handoverDoc, []int) {
+	doc := &handoverDoc{Format: formatNumber(), Version: rpc.Build().Version, PID: os.Getpid()}
 	var fds []int
 	add := func(fd int) int {
 		fds = append(fds, fd)
@@ -455,36 +507,71 @@ func (d *Daemon) buildDoc(nextSeq uint64, kept []conn.Event, p *paused, fr *rela
 	if p.metrics != nil {
 		doc.Metrics = &handedSocket{Addr: d.MetricsAddr, FD: add(int(p.metrics.Fd()))}
 	}
-	handed := map[uint64]bool{}
-	for _, h := range fr.Handed {
+	for _, h := range handed {
 		hc := handedConn{Handed: *h}
-		for i, f := range h.FDs() {
+		for _, f := range h.FDs() {
 			hc.FDs = append(hc.FDs, add(f.Sysfd()))
-			handed[h.Conns[i].ID] = true
 		}
 		doc.Conns = append(doc.Conns, hc)
 		doc.Counts.Entries += len(h.Conns)
 	}
-	for _, in := range d.drainingInfos() {
-		if handed[in.ID] {
-			continue
-		}
-		c, ok := d.Table.Get(in.ID)
-		if !ok {
-			continue
-		}
-		s := c.Export()
-		s.Draining = &conn.Draining{PID: os.Getpid(), Until: until, Peer: s.Peer}
-		s.Peer = 0
-		doc.Draining = append(doc.Draining, s)
-	}
-	doc.Counts.FDs, doc.Counts.Listeners, doc.Counts.Units, doc.Counts.Draining = len(fds), len(doc.Listeners), len(doc.Conns), len(doc.Draining)
+	doc.Counts.FDs, doc.Counts.Listeners, doc.Counts.Units = len(fds), len(doc.Listeners), len(doc.Conns)
 	return doc, fds
 }
 
-// sendState sends the header, the descriptors, the document and its end.
-func (d *Daemon) sendState(l *link, doc []byte, fds []int) error {
-	if err := l.sendJSON(stateMsg{Type: "state", Format: formatNumber(), FDs: len(fds), DocBytes: len(doc)}); err != nil {
+// drainingStates describes the connections that stay with this process,
+// marked as draining until until: those neither closing nor held for
+// the new process.
+func (d *Daemon) drainingStates(until time.Time) []conn.ConnState {
+	var out []conn.ConnState
+	for _, c := range d.Table.Open() {
+		s := c.Export()
+		s.Draining = &conn.Draining{PID: os.Getpid(), Until: until, Peer: s.Peer}
+		s.Peer = 0
+		out = append(out, s)
+	}
+	return out
+}
+
+// finalDoc is the second part of an upgrade's state, sent once the plain
+// TCP connections are frozen: which of the first part's are handed and
+// what changed in them since, the table (its events: those numbered after
+// the first part's), and the connections that stay here.
+type finalDoc struct {
+	relay.Final
+	Table conn.TableState `json:"table"`
+	// OldestSeq is the oldest event the ring keeps: the first part's
+	// events before it were overwritten since.
+	OldestSeq uint64           `json:"oldest_seq"`
+	Draining  []conn.ConnState `json:"draining"`
+	Counts    handoverCounts   `json:"counts"`
+}
+
+// finalDoc writes the second part: firstNext is the seq the first part's
+// events stopped before, nextSeq and kept what sealing the ring gave.
+func (d *Daemon) finalDoc(fr *relay.Frozen, firstNext, nextSeq uint64, kept []conn.Event, until time.Time) *finalDoc {
+	fin := &finalDoc{Final: fr.Final(), Table: d.Table.Export(), OldestSeq: nextSeq}
+	fin.Table.NextSeq = nextSeq
+	if len(kept) > 0 {
+		fin.OldestSeq = kept[0].Seq
+	}
+	for _, e := range kept {
+		if e.Seq >= firstNext {
+			fin.Table.Events = append(fin.Table.Events, e)
+		}
+	}
+	fin.Draining = d.drainingStates(until)
+	for _, u := range fin.Units {
+		fin.Counts.Entries += len(u)
+	}
+	fin.Counts.Units, fin.Counts.Draining = len(fin.Units), len(fin.Draining)
+	return fin
+}
+
+// sendState sends a header of type typ, the descriptors, the document and
+// its end.
+func (d *Daemon) sendState(l *link, typ string, doc []byte, fds []int) error {
+	if err := l.sendJSON(stateMsg{Type: typ, Format: formatNumber(), FDs: len(fds), DocBytes: len(doc)}); err != nil {
 		return err
 	}
 	if err := l.sendFDs(fds); err != nil {
@@ -572,6 +659,13 @@ wait:
 		}
 	}
 	d.Relay.Close()
+	// The caller of tcpops.upgrade gets its reply before the control
+	// connections end (they end once it is written); this process does
+	// not exit under it.
+	for end := time.Now().Add(2 * time.Second); d.RPC.Clients() > 0 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	d.RPC.EndClients()
 	d.log.Info("tcpops (old process) stopped after the upgrade", "closed_at_drain_end", n)
 	return err
 }
@@ -593,11 +687,13 @@ func (d *Daemon) serveControl(ln *net.UnixListener) {
 
 // inherited is what a new process takes over instead of opening it.
 type inherited struct {
-	doc      *handoverDoc
-	fds      []int
-	link     *link // nil when systemd kept the descriptors
-	store    bool  // from systemd's file-descriptor store
-	starters []func()
+	doc     *handoverDoc
+	fds     []int
+	link    *link            // nil when systemd kept the descriptors
+	store   bool             // from systemd's file-descriptor store
+	units   []*relay.Adopted // of doc.Conns, in order, once adopted
+	adopted time.Time        // when go came (or the store was read)
+	phases  []any            // how long each step took, for the log
 }
 
 // take returns descriptor i, once.
@@ -647,34 +743,51 @@ func inherit(cfg *Config, log interface {
 			l.Close()
 			return nil, fmt.Errorf("upgrade: %w", err)
 		}
-		log.Info("upgrade: taking over", "from_pid", h.doc.PID, "from_version", h.doc.Version,
-			"connections", h.doc.Counts.Entries, "draining", h.doc.Counts.Draining)
+		log.Info("upgrade: sockets received and checked", "from_pid", h.doc.PID, "from_version", h.doc.Version,
+			"connections", h.doc.Counts.Entries)
 		return h, nil
 	}
 	return inheritStore(cfg)
 }
 
-// receiveHandover says hello, reads the state, checks it, says ready and
-// waits for go.
+// receiveHandover says hello, reads the first part of the state (the
+// sockets, sent while the old process still relays them) and checks it.
+// The rest comes in final.
 func receiveHandover(l *link, cfg *Config) (*inherited, error) {
 	if err := l.sendJSON(helloMsg{Type: "hello", PID: os.Getpid(), Version: rpc.Build().Version, Format: formatNumber()}); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	var hdr stateMsg
-	if err := l.expect(deadline, "state", &hdr); err != nil {
+	h := &inherited{link: l}
+	hdr, fds, doc, err := recvState(l, "state", time.Now().Add(30*time.Second))
+	h.fds = fds
+	if err != nil {
+		closeAll(h.fds)
 		return nil, err
 	}
-	h := &inherited{link: l}
-	var doc []byte
+	if handoverFault == "crash" {
+		fmt.Fprintln(os.Stderr, "tcpops: crashing during the handover (test build)")
+		os.Exit(3)
+	}
+	if err := h.check(hdr, doc, cfg); err != nil {
+		closeAll(h.fds)
+		return nil, err
+	}
+	return h, nil
+}
+
+// recvState reads a header of type typ, its descriptors, its document and
+// its end.
+func recvState(l *link, typ string, deadline time.Time) (hdr stateMsg, fds []int, doc []byte, err error) {
+	if err := l.expect(deadline, typ, &hdr); err != nil {
+		return hdr, nil, nil, err
+	}
 	for {
 		m, err := l.recv(deadline)
 		if err != nil {
-			closeAll(h.fds)
-			return nil, err
+			return hdr, fds, nil, err
 		}
 		if m.kind == 'F' {
-			h.fds = append(h.fds, m.fds...)
+			fds = append(fds, m.fds...)
 			continue
 		}
 		closeAll(m.fds)
@@ -685,27 +798,149 @@ func receiveHandover(l *link, cfg *Config) (*inherited, error) {
 		if m.typ == "end" {
 			break
 		}
-		closeAll(h.fds)
-		return nil, fmt.Errorf("unexpected %q message in the state", m.typ)
+		return hdr, fds, nil, fmt.Errorf("unexpected %q message in the state", m.typ)
 	}
-	if handoverFault == "crash" {
-		fmt.Fprintln(os.Stderr, "tcpops: crashing during the handover (test build)")
-		os.Exit(3)
+	if len(fds) != hdr.FDs || len(doc) != hdr.DocBytes {
+		return hdr, fds, nil, fmt.Errorf("%s incomplete: %d of %d descriptors, %d of %d bytes", typ, len(fds), hdr.FDs, len(doc), hdr.DocBytes)
 	}
-	err := h.check(hdr, doc, cfg)
+	return hdr, fds, doc, nil
+}
+
+// final reads the second part of the state, sent once the old process
+// froze its plain TCP connections, merges it into the first, says ready
+// and waits for go. A new process calls it when all it needs to serve is
+// built, so that what remains between the freeze and relaying again is
+// short: taking the connections into the table and the Poller.
+func (h *inherited) final() error {
+	if h == nil || h.link == nil {
+		return nil
+	}
+	l := h.link
+	if handoverFault == "hold" {
+		holdForTest()
+	}
+	if err := l.sendJSON(map[string]string{"type": "checked"}); err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	t0 := time.Now()
+	_, fds, raw, err := recvState(l, "final", time.Now().Add(30*time.Second))
+	t1 := time.Now()
+	closeAll(fds)
+	if err == nil && len(fds) > 0 {
+		err = errors.New("final state: descriptors where none belong")
+	}
+	fin := &finalDoc{}
+	if err == nil {
+		if err = json.Unmarshal(raw, fin); err != nil {
+			err = fmt.Errorf("final state document: %w", err)
+		}
+	}
+	if err == nil {
+		err = h.merge(fin)
+	}
 	if err != nil {
-		closeAll(h.fds)
-		return nil, err
+		l.sendJSON(map[string]string{"type": "refuse", "error": err.Error()})
+		return fmt.Errorf("upgrade: %w", err)
 	}
+	h.phases = append(h.phases, "waited_for_final", t1.Sub(t0).Round(time.Millisecond), "merged_in", time.Since(t1).Round(time.Millisecond))
 	if err := l.sendJSON(map[string]string{"type": "ready"}); err != nil {
-		closeAll(h.fds)
-		return nil, err
+		return fmt.Errorf("upgrade: %w", err)
 	}
 	if err := l.expect(time.Now().Add(20*time.Second), "go", nil); err != nil {
-		closeAll(h.fds)
-		return nil, &refusedError{"no go from the old process: " + err.Error()}
+		return fmt.Errorf("upgrade: no go from the old process: %w", err)
 	}
-	return h, nil
+	return nil
+}
+
+// merge applies the second part of the state to the first: the units
+// handed (a unit of the first part not among them ended in the old
+// process meanwhile, which reports its close: this process lets go of its
+// descriptors), the entries that changed, the bytes in flight and
+// half-closes, the table and its events, the draining connections.
+func (h *inherited) merge(fin *finalDoc) error {
+	doc := h.doc
+	first := make(map[uint64]int, len(doc.Conns))
+	for i, hc := range doc.Conns {
+		first[hc.Conns[0].ID] = i
+	}
+	changed := make(map[uint64]conn.ConnState, len(fin.Changed))
+	for _, cs := range fin.Changed {
+		changed[cs.ID] = cs
+	}
+	pipes := make(map[uint64][]relay.HandedPipe, len(fin.Pipes))
+	for _, hp := range fin.Pipes {
+		pipes[hp.Src] = append(pipes[hp.Src], hp)
+	}
+	kept := make([]bool, len(doc.Conns))
+	conns := make([]handedConn, 0, len(fin.Units))
+	units := make([]*relay.Adopted, 0, len(fin.Units))
+	entries := 0
+	for _, ids := range fin.Units {
+		i, ok := first[ids[0]]
+		if !ok || kept[i] || len(ids) != len(doc.Conns[i].Conns) {
+			return fmt.Errorf("final state: connection %v was not in the first part, or twice", ids)
+		}
+		kept[i] = true
+		hc := doc.Conns[i]
+		var hps []relay.HandedPipe
+		for j, id := range ids {
+			was := hc.Conns[j]
+			if was.ID != id {
+				return fmt.Errorf("final state: connection %v was %d in the first part", ids, was.ID)
+			}
+			if cs, ok := changed[id]; ok {
+				if cs.Local != was.Local || cs.Remote != was.Remote {
+					return fmt.Errorf("final state: conid %d changed address", id)
+				}
+				hc.Conns[j] = cs
+			}
+			hps = append(hps, pipes[id]...)
+			delete(pipes, id)
+		}
+		h.units[i].Update(changed, hps)
+		for _, id := range ids {
+			delete(changed, id)
+		}
+		entries += len(ids)
+		conns = append(conns, hc)
+		units = append(units, h.units[i])
+	}
+	if len(changed) > 0 || len(pipes) > 0 {
+		return fmt.Errorf("final state: %d changed entries and %d directions of no connection handed", len(changed), len(pipes))
+	}
+	c := fin.Counts
+	if c.Units != len(conns) || c.Entries != entries || c.Draining != len(fin.Draining) {
+		return fmt.Errorf("final state counts do not match: %+v against %d connections (%d entries), %d draining",
+			c, len(conns), entries, len(fin.Draining))
+	}
+	ids := map[uint64]bool{}
+	for _, hc := range conns {
+		for _, cs := range hc.Conns {
+			ids[cs.ID] = true
+		}
+	}
+	for _, cs := range fin.Draining {
+		if ids[cs.ID] || cs.Draining == nil {
+			return fmt.Errorf("draining conid %d: listed twice or unmarked", cs.ID)
+		}
+		ids[cs.ID] = true
+	}
+	for i := range doc.Conns {
+		if !kept[i] {
+			h.units[i].Abandon()
+		}
+	}
+	var evs []conn.Event
+	for _, e := range doc.Table.Events {
+		if e.Seq >= fin.OldestSeq {
+			evs = append(evs, e)
+		}
+	}
+	doc.Table = fin.Table
+	doc.Table.Events = append(evs, fin.Table.Events...)
+	doc.Conns, doc.Draining, h.units = conns, fin.Draining, units
+	doc.Counts.Units, doc.Counts.Entries, doc.Counts.Draining = c.Units, c.Entries, c.Draining
+	return nil
 }
 
 // check parses the document and checks it before anything is taken over:
@@ -714,9 +949,6 @@ func receiveHandover(l *link, cfg *Config) (*inherited, error) {
 func (h *inherited) check(hdr stateMsg, raw []byte, cfg *Config) error {
 	if hdr.Format != formatNumber() {
 		return fmt.Errorf("state format %d, this build reads format %d", hdr.Format, formatNumber())
-	}
-	if len(h.fds) != hdr.FDs || len(raw) != hdr.DocBytes {
-		return fmt.Errorf("state incomplete: %d of %d descriptors, %d of %d bytes", len(h.fds), hdr.FDs, len(raw), hdr.DocBytes)
 	}
 	doc := &handoverDoc{}
 	if err := json.Unmarshal(raw, doc); err != nil {
@@ -870,10 +1102,12 @@ func (h *inherited) listenerFile(url string) *os.File {
 	return nil
 }
 
-// adopt puts the handed connections in the table, ready to relay once
-// the starters run.
+// adopt puts the handed connections in the table, held and not relayed
+// until tookOver. After an upgrade's first part it then says so and waits
+// for the rest of the state (final), which it applies, while the old
+// process pauses its plain TCP connections.
 func (d *Daemon) adopt(h *inherited) error {
-	d.Table.Restore(h.doc.Table)
+	h.units = make([]*relay.Adopted, len(h.doc.Conns))
 	for i := range h.doc.Conns {
 		hc := &h.doc.Conns[i]
 		fds := make([]*sock.FD, len(hc.FDs))
@@ -882,12 +1116,16 @@ func (d *Daemon) adopt(h *inherited) error {
 			unix.SetNonblock(fd, true)
 			fds[j] = sock.NewFD(fd)
 		}
-		start, err := d.Relay.Adopt(&hc.Handed, fds)
+		a, err := d.Relay.Adopt(&hc.Handed, fds)
 		if err != nil {
 			return fmt.Errorf("conid %d: %w", hc.Conns[0].ID, err)
 		}
-		h.starters = append(h.starters, start)
+		h.units[i] = a
 	}
+	if err := h.final(); err != nil {
+		return err
+	}
+	d.Table.Restore(h.doc.Table)
 	d.up.oldPID = h.doc.PID
 	d.up.waiters = map[uint64]chan conn.Event{}
 	for _, cs := range h.doc.Draining {
@@ -914,10 +1152,13 @@ func (d *Daemon) tookOver() {
 	if h == nil {
 		return
 	}
-	for _, start := range h.starters {
-		start()
+	for _, a := range h.units {
+		a.Start()
 	}
-	h.starters = nil
+	h.units = nil
+	if !h.adopted.IsZero() {
+		d.log.Info("upgrade: relaying", append(h.phases, "since_go", time.Since(h.adopted).Round(time.Millisecond))...)
+	}
 	h.closeRest()
 	if h.store {
 		emptyStore()

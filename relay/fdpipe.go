@@ -72,6 +72,8 @@ type fdPipe struct {
 	// frozen stops the direction for a handover (handover.go): it does
 	// not start again, and a running move stops at its next round.
 	frozen atomic.Bool
+	// missed is set when an event came while frozen (adopted, handover.go).
+	missed atomic.Bool
 
 	// Owned by the goroutine running move.
 	done    bool
@@ -89,6 +91,9 @@ const (
 // notify makes sure move runs after this call: it starts it, or tells the
 // running one to go round once more.
 func (p *fdPipe) notify() {
+	if p.frozen.Load() {
+		p.missed.Store(true)
+	}
 	for !p.frozen.Load() {
 		switch p.run.Load() {
 		case idle:

@@ -55,7 +55,8 @@ type Frozen struct {
 	t      *conn.Table
 	units  []*unit   // held: handed over
 	loose  []*fdLeg  // frozen, but closing here: given back at the end
-	Handed []*Handed // what units are, for the other process
+	Handed []*Handed // what units are, for the other process (Freeze without a Prepared)
+	final  Final     // what changed in them (Freeze with a Prepared)
 }
 
 // unit is one handed connection: its legs and their directions.
@@ -109,12 +110,9 @@ func (s *Server) unsettled(legs map[*conn.Conn]*fdLeg) int {
 	return n
 }
 
-// Freeze stops every plain TCP connection for a handover: listeners must
-// be stopped first, so that none comes in behind it. It waits (within
-// ctx) for connections still dialling their backend, stops each
-// direction, and holds the table entries of each pair. On error nothing
-// is frozen.
-func (s *Server) Freeze(ctx context.Context) (*Frozen, error) {
+// settle waits (within ctx) until no plain TCP connection is dialling
+// its backend or waiting for its PROXY header, and returns the legs.
+func (s *Server) settle(ctx context.Context) (map[*conn.Conn]*fdLeg, error) {
 	legs := s.legs()
 	for n := s.unsettled(legs); n > 0; n = s.unsettled(legs) {
 		select {
@@ -124,30 +122,13 @@ func (s *Server) Freeze(ctx context.Context) (*Frozen, error) {
 		}
 		legs = s.legs()
 	}
-	f := &Frozen{s: s, t: s.table}
-	var all []*fdPipe
-	for _, l := range legs {
-		for _, p := range l.pipes() {
-			p.frozen.Store(true)
-			all = append(all, p)
-		}
-		s.poller.Remove(l.fd)
-	}
-	// A round running now finishes at its next turn (move checks frozen).
-	for _, p := range all {
-		for p.run.Load() != idle {
-			select {
-			case <-ctx.Done():
-				f.units = nil
-				for _, l := range legs {
-					f.loose = append(f.loose, l)
-				}
-				f.Resume()
-				return nil, fmt.Errorf("a relay direction did not stop: %w", ctx.Err())
-			case <-time.After(100 * time.Microsecond):
-			}
-		}
-	}
+	return legs, nil
+}
+
+// group makes the units of legs: each pair (inbound leg first) or echo
+// connection. A leg whose partner is not among legs (it is closing) is
+// loose.
+func group(legs map[*conn.Conn]*fdLeg) (units []*unit, loose []*fdLeg) {
 	seen := map[*fdLeg]bool{}
 	for _, l := range legs {
 		if seen[l] {
@@ -158,7 +139,7 @@ func (s *Server) Freeze(ctx context.Context) (*Frozen, error) {
 		if pc := l.c.Peer(); pc != nil {
 			pl := legs[pc]
 			if pl == nil {
-				f.loose = append(f.loose, l)
+				loose = append(loose, l)
 				continue
 			}
 			seen[pl] = true
@@ -168,6 +149,120 @@ func (s *Server) Freeze(ctx context.Context) (*Frozen, error) {
 				u.legs = append(u.legs, pl)
 			}
 		}
+		units = append(units, u)
+	}
+	return units, loose
+}
+
+// Prepared is every plain TCP connection of a Server described ahead of a
+// handover while it is still relayed here: its sockets can be sent and
+// checked by the other process at leisure, so that only what changed
+// since has to cross while the connections are frozen.
+type Prepared struct {
+	Handed []*Handed // entries and sockets; no bytes in flight yet
+	stamps map[uint64]conn.Stamp
+}
+
+// Prepare describes every plain TCP connection for a handover, changing
+// nothing: listeners must be stopped first, so that none comes in behind
+// it. It waits (within ctx) for connections still dialling their backend.
+func (s *Server) Prepare(ctx context.Context) (*Prepared, error) {
+	legs, err := s.settle(ctx)
+	if err != nil {
+		return nil, err
+	}
+	units, _ := group(legs)
+	p := &Prepared{stamps: make(map[uint64]conn.Stamp, len(legs))}
+	for _, u := range units {
+		h := &Handed{}
+		for _, l := range u.legs {
+			// The stamp first: a change between the two shows as one.
+			p.stamps[l.c.ID] = l.c.Stamp()
+			h.Conns = append(h.Conns, l.c.Export())
+			h.fds = append(h.fds, l.fd)
+		}
+		p.Handed = append(p.Handed, h)
+	}
+	return p, nil
+}
+
+// Final is what a handover sends once the connections are frozen, against
+// what Prepare sent: the units handed (by conids; a prepared unit not
+// listed ended meanwhile and stays here), the entries that changed since,
+// and the directions with bytes in flight or a FIN passed on.
+type Final struct {
+	Units   [][]uint64       `json:"units"`
+	Changed []conn.ConnState `json:"changed,omitempty"`
+	Pipes   []HandedPipe     `json:"pipes,omitempty"`
+}
+
+// add puts a frozen unit in the final: its conids, its entries whose
+// stamp changed since pr, its directions with bytes in flight or a FIN
+// passed on.
+func (fin *Final) add(pr *Prepared, u *unit, pipes []HandedPipe) {
+	ids := make([]uint64, len(u.legs))
+	for i, l := range u.legs {
+		ids[i] = l.c.ID
+		if st, ok := pr.stamps[l.c.ID]; !ok || st != l.c.Stamp() {
+			fin.Changed = append(fin.Changed, l.c.Export())
+		}
+	}
+	fin.Units = append(fin.Units, ids)
+	for _, hp := range pipes {
+		if len(hp.Pending) > 0 || hp.Finished {
+			fin.Pipes = append(fin.Pipes, hp)
+		}
+	}
+}
+
+// Final is what changed since Prepare, for a Frozen made with it.
+func (f *Frozen) Final() Final { return f.final }
+
+// Freeze stops every plain TCP connection for a handover: listeners must
+// be stopped first, so that none comes in behind it. It waits (within
+// ctx) for connections still dialling their backend, stops each
+// direction, and holds the table entries of each pair. The sockets stay
+// in the Poller, whose events a frozen direction ignores, until Commit or
+// Resume. On error nothing is frozen.
+//
+// With pr, made by Prepare after the listeners stopped, nothing can be
+// connecting still; the connections are not described again, only what
+// changed since pr (Final).
+func (s *Server) Freeze(ctx context.Context, pr *Prepared) (*Frozen, error) {
+	var legs map[*conn.Conn]*fdLeg
+	if pr != nil {
+		legs = s.legs()
+	} else {
+		var err error
+		if legs, err = s.settle(ctx); err != nil {
+			return nil, err
+		}
+	}
+	f := &Frozen{s: s, t: s.table}
+	var all []*fdPipe
+	for _, l := range legs {
+		for _, p := range l.pipes() {
+			p.frozen.Store(true)
+			all = append(all, p)
+		}
+	}
+	// A round running now finishes at its next turn (move checks frozen).
+	for _, p := range all {
+		for p.run.Load() != idle {
+			select {
+			case <-ctx.Done():
+				for _, l := range legs {
+					f.loose = append(f.loose, l)
+				}
+				f.Resume()
+				return nil, fmt.Errorf("a relay direction did not stop: %w", ctx.Err())
+			case <-time.After(100 * time.Microsecond):
+			}
+		}
+	}
+	units, loose := group(legs)
+	f.loose = loose
+	for _, u := range units {
 		cs := make([]*conn.Conn, len(u.legs))
 		for i, ul := range u.legs {
 			cs[i] = ul.c
@@ -180,10 +275,6 @@ func (s *Server) Freeze(ctx context.Context) (*Frozen, error) {
 	}
 	for _, u := range f.units {
 		h := &Handed{}
-		for _, l := range u.legs {
-			h.Conns = append(h.Conns, l.c.Export())
-			h.fds = append(h.fds, l.fd)
-		}
 		u.pipes = u.legs[0].pipes()
 		for _, p := range u.pipes {
 			b, err := p.takePending()
@@ -193,6 +284,14 @@ func (s *Server) Freeze(ctx context.Context) (*Frozen, error) {
 			}
 			h.Pipes = append(h.Pipes, HandedPipe{Src: p.src.c.ID, Dst: p.dst.c.ID,
 				Pending: append([]byte(nil), b...), Finished: p.finished.Load()})
+		}
+		if pr != nil {
+			f.final.add(pr, u, h.Pipes)
+			continue
+		}
+		for _, l := range u.legs {
+			h.Conns = append(h.Conns, l.c.Export())
+			h.fds = append(h.fds, l.fd)
 		}
 		f.Handed = append(f.Handed, h)
 	}
@@ -251,6 +350,7 @@ func (f *Frozen) Commit() {
 			p.rest, p.done = nil, true
 		}
 		for _, l := range u.legs {
+			f.s.poller.Remove(l.fd)
 			f.t.Drop(l.c)
 			l.fd.Close(false)
 		}
@@ -273,9 +373,10 @@ func (f *Frozen) Resume() {
 	f.thaw()
 }
 
-// thaw lets the loose legs run again: those still open go back to the
-// Poller, and each direction runs once to write what it holds or to give
-// back what a close left it.
+// thaw lets the loose legs run again (their sockets never left the
+// Poller): each direction runs once, to relay what came while it was
+// frozen (an edge-triggered event it ignored then is not repeated), to
+// write what it holds or to give back what a close left it.
 func (f *Frozen) thaw() {
 	var ps []*fdPipe
 	for _, l := range f.loose {
@@ -283,9 +384,6 @@ func (f *Frozen) thaw() {
 			if p.frozen.Swap(false) {
 				ps = append(ps, p)
 			}
-		}
-		if !l.c.Closing() {
-			f.s.watch(l)
 		}
 	}
 	for _, p := range ps {
@@ -300,45 +398,85 @@ func (s *Server) Config() Config { return *s.conf.Load() }
 // Units counts the connections frozen for handing over.
 func (f *Frozen) Units() int { return len(f.units) }
 
+// Adopted is a connection taken over from another process before it is
+// relayed here: its entries held (see conn.Table.Hold), its sockets
+// watched, its directions frozen. An upgrade adopts while the other
+// process still relays, brings it up to date once that one has frozen it
+// (Update), and starts it when that one has let go (Start), so that the
+// pause in between is short.
+type Adopted struct {
+	s      *Server
+	legs   []*fdLeg
+	pipes  []*fdPipe
+	states []conn.ConnState
+	redo   []bool // states[i] has news for its entry (Start applies it)
+}
+
 // Adopt takes over a connection handed by another process: its table
 // entries under their conids, its sockets fds (in the order of h.Conns),
 // its directions with their bytes in flight and half-close. It relays
-// nothing until start is called.
-func (s *Server) Adopt(h *Handed, fds []*sock.FD) (start func(), err error) {
+// nothing until Start.
+func (s *Server) Adopt(h *Handed, fds []*sock.FD) (*Adopted, error) {
 	if len(h.Conns) != len(fds) || len(h.Conns) < 1 || len(h.Conns) > 2 {
 		return nil, fmt.Errorf("handed connection with %d entries and %d sockets", len(h.Conns), len(fds))
 	}
-	legs := make([]*fdLeg, len(fds))
+	a := &Adopted{s: s, legs: make([]*fdLeg, len(fds)), states: append([]conn.ConnState(nil), h.Conns...),
+		redo: make([]bool, len(fds))}
 	for i, cs := range h.Conns {
+		a.redo[i] = len(cs.Overrides) > 0 // armed at Start
 		l := &fdLeg{fd: fds[i], s: s}
-		c, err := s.table.Adopt(cs, fds[i], l.close)
+		c, err := s.table.AdoptHeld(cs, fds[i], l.close)
 		if err != nil {
-			for _, prev := range legs[:i] {
-				prev.c.Close(conn.ReasonError, err)
+			for _, prev := range a.legs[:i] {
+				s.table.Drop(prev.c)
 			}
 			return nil, err
 		}
-		l.c, legs[i] = c, l
+		l.c, a.legs[i] = c, l
 	}
-	var pipes []*fdPipe
-	if len(legs) == 1 {
-		p := &fdPipe{src: legs[0], dst: legs[0]}
-		legs[0].in.Store(p)
-		legs[0].out.Store(p)
-		pipes = []*fdPipe{p}
+	if len(a.legs) == 1 {
+		p := &fdPipe{src: a.legs[0], dst: a.legs[0]}
+		a.legs[0].in.Store(p)
+		a.legs[0].out.Store(p)
+		a.pipes = []*fdPipe{p}
 	} else {
-		if !conn.Pair(legs[0].c, legs[1].c) {
+		if !conn.PairHeld(a.legs[0].c, a.legs[1].c) {
+			a.drop()
 			return nil, errors.New("handed pair could not be joined")
 		}
-		up, down := s.pipeFD(legs[0], legs[1])
-		pipes = []*fdPipe{up, down}
+		up, down := s.pipeFD(a.legs[0], a.legs[1])
+		a.pipes = []*fdPipe{up, down}
 	}
-	for _, hp := range h.Pipes {
-		for _, p := range pipes {
+	for _, p := range a.pipes {
+		p.frozen.Store(true)
+	}
+	a.Update(nil, h.Pipes)
+	for _, l := range a.legs {
+		if err := s.poller.Add(l.fd, l); err != nil {
+			a.drop()
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// Update brings the connection up to date with a later state from the
+// other process: the entries in changed that are its own, and its
+// directions' bytes in flight and half-close (a direction not in pipes
+// has neither).
+func (a *Adopted) Update(changed map[uint64]conn.ConnState, pipes []HandedPipe) {
+	for i, l := range a.legs {
+		if cs, ok := changed[l.c.ID]; ok {
+			a.states[i], a.redo[i] = cs, true
+		}
+	}
+	for _, p := range a.pipes {
+		p.rest, p.done = nil, false
+		p.finished.Store(false)
+		for _, hp := range pipes {
 			if p.src.c.ID == hp.Src && p.dst.c.ID == hp.Dst {
-				p.rest = hp.Pending
-				if len(p.rest) == 0 {
-					p.rest = nil
+				if len(hp.Pending) > 0 {
+					p.rest = hp.Pending
 				}
 				if hp.Finished {
 					p.finished.Store(true)
@@ -347,20 +485,41 @@ func (s *Server) Adopt(h *Handed, fds []*sock.FD) (start func(), err error) {
 			}
 		}
 	}
-	return func() {
-		for _, l := range legs {
-			if !s.watch(l) {
-				return
-			}
+}
+
+// Abandon lets go of a connection the other process ended meanwhile: its
+// entries leave without an event, and this process's descriptors close
+// (the other one's close is what the peers see).
+func (a *Adopted) Abandon() {
+	for _, l := range a.legs {
+		a.s.poller.Remove(l.fd)
+	}
+	a.drop()
+}
+
+func (a *Adopted) drop() {
+	for _, l := range a.legs {
+		a.s.table.Drop(l.c)
+		l.fd.Close(false)
+	}
+}
+
+// Start relays the connection here: entries brought up to date and
+// released, directions running where an event came while they were
+// frozen or bytes wait to be written.
+func (a *Adopted) Start() {
+	for i, l := range a.legs {
+		if a.redo[i] {
+			l.c.Readopt(a.states[i])
 		}
-		// The Poller's first event wakes a direction with something to
-		// read; one with bytes in flight is woken here.
-		for _, p := range pipes {
-			if len(p.rest) > 0 {
-				p.notify()
-			}
+		a.s.table.Release(l.c)
+	}
+	for _, p := range a.pipes {
+		p.frozen.Store(false)
+		if p.missed.Swap(false) || len(p.rest) > 0 {
+			p.notify()
 		}
-	}, nil
+	}
 }
 
 // File returns a duplicate of the listening socket, for another process.

@@ -481,7 +481,7 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 
 	// Two upgrades that fail: everything stays with the old process.
 	for _, bad := range []struct{ bin, want string }{
-		{refuseBin, "format 1, this build reads format 99"},
+		{refuseBin, "format 2, this build reads format 99"},
 		{crashBin, "ended during the handover (exit status 3)"},
 	} {
 		out, err := exec.Command(filepath.Join(binDir, "tcpopsctl"), "-s", socket, "upgrade", "--binary", bad.bin).CombinedOutput()
