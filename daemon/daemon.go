@@ -323,14 +323,12 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 	d.listenCtx, d.stopListening = context.WithCancel(ctx)
 	d.running = map[string]*running{}
 	if inh != nil {
-		t0 := time.Now()
 		if err := d.adopt(inh); err != nil {
 			ctl.Close()
 			return fail(err)
 		}
 		log.Info("upgrade: taking over", "from_pid", inh.doc.PID, "from_version", inh.doc.Version,
-			"connections", inh.doc.Counts.Entries, "draining", inh.doc.Counts.Draining,
-			"adopted_and_waited", time.Since(t0).Round(time.Millisecond))
+			"connections", inh.doc.Counts.Entries, "draining", inh.doc.Counts.Draining)
 		inh.adopted = time.Now()
 	}
 	if cfg.EventLog != "" {

@@ -309,6 +309,7 @@ func (d *Daemon) Upgrade(binary string, drain time.Duration) (rpc.UpgradeResult,
 		notify("READY=1")
 		return fail(err)
 	}
+	t0 = mark("prepare", t0)
 	doc, fds := d.buildDoc(p, pr.Handed)
 	doc.Table.Events, doc.Table.NextSeq = d.Table.Events().Since(0)
 	doc.Table.NextSeq++
@@ -324,7 +325,7 @@ func (d *Daemon) Upgrade(binary string, drain time.Duration) (rpc.UpgradeResult,
 		notify("READY=1")
 		return fail(err)
 	}
-	t0 = mark("sent_and_checked", t0)
+	t0 = mark("sent_until_checked", t0)
 	// Then the pause: every plain TCP connection frozen, and what changed
 	// since handed over.
 	ctx, cancel = context.WithTimeout(context.Background(), d.Relay.Config().DialTimeout+time.Second)
@@ -363,7 +364,6 @@ func (d *Daemon) Upgrade(binary string, drain time.Duration) (rpc.UpgradeResult,
 		return rollback(err)
 	}
 	mark("go_sent", t0)
-	fr.Commit()
 	d.commitSockets(p)
 	for _, c := range d.Table.Open() {
 		c.KeepClosedEvent()
@@ -379,6 +379,9 @@ func (d *Daemon) Upgrade(binary string, drain time.Duration) (rpc.UpgradeResult,
 		d.log.Error("upgrade: the new process took over but did not report running", "pid", hello.PID, "err", err)
 	}
 	mark("go_until_relaying", t0)
+	// Only now, not to compete with the new process's start: the handed
+	// connections leave this process (they stayed frozen meanwhile).
+	fr.Commit()
 	go d.serveOldLink()
 	close(d.up.handedOff)
 	res := rpc.UpgradeResult{OldPID: os.Getpid(), NewPID: hello.PID, HandedOver: fin.Counts.Entries, Draining: len(fin.Draining)}
@@ -758,7 +761,9 @@ func receiveHandover(l *link, cfg *Config) (*inherited, error) {
 		return nil, err
 	}
 	h := &inherited{link: l}
+	t0 := time.Now()
 	hdr, fds, doc, err := recvState(l, "state", time.Now().Add(30*time.Second))
+	t1 := time.Now()
 	h.fds = fds
 	if err != nil {
 		closeAll(h.fds)
@@ -772,6 +777,7 @@ func receiveHandover(l *link, cfg *Config) (*inherited, error) {
 		closeAll(h.fds)
 		return nil, err
 	}
+	h.phases = append(h.phases, "waited_for_state", t1.Sub(t0).Round(time.Millisecond), "checked_in", time.Since(t1).Round(time.Millisecond))
 	return h, nil
 }
 
@@ -1107,6 +1113,7 @@ func (h *inherited) listenerFile(url string) *os.File {
 // for the rest of the state (final), which it applies, while the old
 // process pauses its plain TCP connections.
 func (d *Daemon) adopt(h *inherited) error {
+	t0 := time.Now()
 	h.units = make([]*relay.Adopted, len(h.doc.Conns))
 	for i := range h.doc.Conns {
 		hc := &h.doc.Conns[i]
@@ -1122,6 +1129,7 @@ func (d *Daemon) adopt(h *inherited) error {
 		}
 		h.units[i] = a
 	}
+	h.phases = append(h.phases, "adopted_in", time.Since(t0).Round(time.Millisecond))
 	if err := h.final(); err != nil {
 		return err
 	}
