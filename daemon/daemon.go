@@ -96,6 +96,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, reload func() (*Con
 			notify("READY=1")
 		case <-ctx.Done():
 			notify("STOPPING=1")
+			// An upgrade in progress holds connections frozen: it is
+			// aborted (or, past go, has handed them over) before the stop.
+			if d.stopUpgrades() {
+				return d.drainOld(ctx)
+			}
 			if cfg.FDStore && gotSignal(term) {
 				err := d.stash(10 * time.Second)
 				if err == nil {

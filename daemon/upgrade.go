@@ -61,7 +61,9 @@ var handoverFormat = "2"
 // handover (set with -ldflags -X): "crash" exits after the state arrived;
 // "hold" waits, before it says the first part is checked (the old
 // process still relaying), while the file named by TCPOPS_TEST_HOLD
-// with .waiting appended, which it creates, exists (30 s at most).
+// with .waiting appended, which it creates, exists (30 s at most);
+// "hold-final" does so before it says ready (the old process's plain TCP
+// connections frozen).
 var handoverFault = ""
 
 // holdForTest is the "hold" fault.
@@ -130,6 +132,13 @@ func formatNumber() int {
 type upgradeState struct {
 	mu        sync.Mutex    // one upgrade at a time
 	handedOff chan struct{} // closed once a new process took over
+
+	// A stop (SIGTERM) aborts an upgrade that has not sent go: it closes
+	// the link, and the upgrade rolls back.
+	pmu     sync.Mutex
+	pending *link // the link of the upgrade in progress
+	goSent  bool
+	stopped bool // no upgrade starts any more
 	drain     time.Duration
 	link      *link
 	fwd       *forwarder
@@ -250,6 +259,20 @@ func (d *Daemon) Upgrade(binary string, drain time.Duration) (rpc.UpgradeResult,
 	if err != nil {
 		return rpc.UpgradeResult{}, err
 	}
+	d.up.pmu.Lock()
+	if d.up.stopped {
+		d.up.pmu.Unlock()
+		l.Close()
+		childEnd.Close()
+		return rpc.UpgradeResult{}, errors.New("the daemon is stopping")
+	}
+	d.up.pending, d.up.goSent = l, false
+	d.up.pmu.Unlock()
+	defer func() {
+		d.up.pmu.Lock()
+		d.up.pending = nil
+		d.up.pmu.Unlock()
+	}()
 	cmd := exec.Command(binary, os.Args[1:]...)
 	cmd.ExtraFiles = []*os.File{childEnd}
 	cmd.Env = append(childEnv(), upgradeEnv+"=3")
@@ -360,7 +383,15 @@ func (d *Daemon) Upgrade(binary string, drain time.Duration) (rpc.UpgradeResult,
 	}
 	t0 = mark("final_sent_until_ready", t0)
 	// The point of no return: once go is sent the new process owns it all.
-	if err := l.sendJSON(map[string]string{"type": "go"}); err != nil {
+	d.up.pmu.Lock()
+	if d.up.stopped {
+		d.up.pmu.Unlock()
+		return rollback(errors.New("the daemon is stopping (SIGTERM)"))
+	}
+	err = l.sendJSON(map[string]string{"type": "go"})
+	d.up.goSent = err == nil
+	d.up.pmu.Unlock()
+	if err != nil {
 		return rollback(err)
 	}
 	mark("go_sent", t0)
@@ -388,6 +419,26 @@ func (d *Daemon) Upgrade(binary string, drain time.Duration) (rpc.UpgradeResult,
 	d.log.Info("upgrade: handed over", append([]any{"new_pid", hello.PID, "connections", res.HandedOver, "draining", res.Draining,
 		"took", time.Since(started).Round(time.Millisecond), "drain_timeout", drain}, phases...)...)
 	return res, nil
+}
+
+// stopUpgrades refuses upgrades from now on and aborts the one in
+// progress unless it has sent go; then it waits for that one to end. It
+// reports whether a new process has taken over.
+func (d *Daemon) stopUpgrades() bool {
+	d.up.pmu.Lock()
+	d.up.stopped = true
+	if d.up.pending != nil && !d.up.goSent {
+		d.up.pending.Close()
+	}
+	d.up.pmu.Unlock()
+	d.up.mu.Lock()
+	d.up.mu.Unlock()
+	select {
+	case <-d.up.handedOff:
+		return true
+	default:
+		return false
+	}
 }
 
 // childEnv is this process's environment for the new one, without what
@@ -849,6 +900,9 @@ func (h *inherited) final() error {
 		return fmt.Errorf("upgrade: %w", err)
 	}
 	h.phases = append(h.phases, "waited_for_final", t1.Sub(t0).Round(time.Millisecond), "merged_in", time.Since(t1).Round(time.Millisecond))
+	if handoverFault == "hold-final" {
+		holdForTest()
+	}
 	if err := l.sendJSON(map[string]string{"type": "ready"}); err != nil {
 		return fmt.Errorf("upgrade: %w", err)
 	}

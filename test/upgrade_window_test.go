@@ -238,3 +238,96 @@ func TestUpgradeChangesBetweenTheParts(t *testing.T) {
 	}
 	_ = d
 }
+
+// TestSIGTERMDuringAnUpgrade: a stop that comes while an upgrade has not
+// sent go aborts it and stops as usual: every connection closes with
+// reason shutdown and one event, the peers get their FIN, and no new
+// process serves. Both while the new process checks the sockets (it holds
+// copies of them) and while the old one has them frozen.
+func TestSIGTERMDuringAnUpgrade(t *testing.T) {
+	for _, fault := range []string{"hold", "hold-final"} {
+		t.Run(fault, func(t *testing.T) { testSIGTERMDuringAnUpgrade(t, fault) })
+	}
+}
+
+func testSIGTERMDuringAnUpgrade(t *testing.T, fault string) {
+	holdBin := buildVariant(t, "tcpops-"+fault, "github.com/tcpops/tcpops/rpc.BuildVersion=9.9.9-"+fault,
+		"github.com/tcpops/tcpops/daemon.handoverFault="+fault)
+	dir, _ := os.MkdirTemp("", "tcpops")
+	defer os.RemoveAll(dir)
+	marker := filepath.Join(dir, "hold")
+	t.Setenv("TCPOPS_TEST_HOLD", marker)
+	backend := startUpgradeBackend(t)
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayAddr := "127.0.0.1:" + port
+	socket := filepath.Join(dir, "s")
+	evlog := filepath.Join(dir, "events.log")
+	d := startDaemon(t, socket, "--listen", "tcp://"+relayAddr+"?backend="+backend.ln.Addr().String()+"&name=relay",
+		"--event-log", evlog)
+	var clients []net.Conn
+	for range 5 {
+		c, err := net.Dial("tcp", relayAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("eping"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	before := listConns(t, socket)
+	done := make(chan error, 1)
+	go func() {
+		done <- exec.Command(filepath.Join(binDir, "tcpopsctl"), "-s", socket, "upgrade", "--binary", holdBin).Run()
+	}()
+	testutil.WaitFor(t, "the new process to hold", func() bool {
+		_, err := os.Stat(marker + ".waiting")
+		return err == nil
+	})
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	os.Remove(marker + ".waiting")
+	exited := make(chan error, 1)
+	go func() { exited <- d.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("daemon stopped with %v, want status 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the daemon did not stop within 30 s of SIGTERM during an upgrade")
+	}
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Errorf("upgrade during a stop: %v, want a failure", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("upgrade: no answer within 30 s")
+	}
+	for i, c := range clients {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("client %d: read %d, %v; want EOF", i, n, err)
+		}
+	}
+	// Nobody took over.
+	testutil.WaitFor(t, "the relay port to refuse", func() bool {
+		c, err := net.DialTimeout("tcp", relayAddr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	_, byConid := readEventLog(t, evlog)
+	for id := range before {
+		if byConid[id] != 1 {
+			t.Errorf("event log has conid %d %d times, want 1", id, byConid[id])
+		}
+	}
+}
