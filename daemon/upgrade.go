@@ -139,9 +139,9 @@ type upgradeState struct {
 	pending *link // the link of the upgrade in progress
 	goSent  bool
 	stopped bool // no upgrade starts any more
-	drain     time.Duration
-	link      *link
-	fwd       *forwarder
+	drain   time.Duration
+	link    *link
+	fwd     *forwarder
 
 	// Of a new process: the old one's link and who waits for the close
 	// of a draining connection it asked for.
