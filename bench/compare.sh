@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The figures of BENCHMARKS.md: tcpops and HAProxy (Debian's haproxy, as a
 # TCP relay) side by side on this machine, against the same backend.
-#   bench/compare.sh [idle|relay|iperf|all]   (default all)
-# Needs haproxy (and iperf3 for iperf); uses ports 7000-7300 on 127.0.0.1. Every load is bounded:
+#   bench/compare.sh [idle|relay|iperf|tls|all]   (default all)
+# Needs haproxy (and iperf3 for iperf); uses ports 7000-7300 and 7650-7651 on 127.0.0.1. Every load is bounded:
 # N connections, 1 GiB, 20,000 messages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +31,15 @@ listen relay
 listen iperf
     bind 127.0.0.1:7201
     server backend 127.0.0.1:7300
+CFG
+# One ECDSA P-256 certificate for both TLS listeners.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+	-keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" > "$work/combined.pem"
+cat >> "$work/haproxy.cfg" <<CFG
+listen tls
+    bind 127.0.0.1:7651 ssl crt $work/combined.pem ssl-min-ver TLSv1.3
+    server backend 127.0.0.1:7100
 CFG
 
 start_tcpops() { # listen args...
@@ -96,6 +105,20 @@ elif [ "$what" = iperf ] || [ "$what" = all ]; then
 		for p in 1 64; do
 			echo "iperf3 round $round, $p stream(s), MB/s: direct $(mbps 7300 $p) tcpops $(mbps 7001 $p) haproxy $(mbps 7201 $p)"
 		done
+	done
+	kill $tp $hp; wait $tp $hp || true
+fi
+
+if [ "$what" = tls ] || [ "$what" = all ]; then
+	# Full TLS 1.3 handshakes (ECDSA P-256 certificate, X25519, no
+	# resumption), a new connection each, 16 clients, 5 s; rounds
+	# alternated. tcpops answers as the TLS echo; HAProxy terminates TLS
+	# in front of the echo backend.
+	start_tcpops --listen tls://127.0.0.1:7650 --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
+	start_haproxy
+	for round in 1 2 3; do
+		echo "tls round $round: tcpops: $("$work/load" tlsrate -addr 127.0.0.1:7650 -pid $tp)"
+		echo "tls round $round: haproxy: $("$work/load" tlsrate -addr 127.0.0.1:7651 -pid $hp)"
 	done
 	kill $tp $hp; wait $tp $hp || true
 fi

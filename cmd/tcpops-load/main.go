@@ -9,6 +9,7 @@
 //	tcpops-load fleetlist -nats URL -addrs A,B,C [-n 3000] [-ctl tcpopsctl]
 //	tcpops-load burst -addr A -socket S [-n 10000] [-nats URL -host H]
 //	tcpops-load bulk -addr 127.0.0.1:7001 -socket S [-n 9000] [-rate 1000]
+//	tcpops-load tlsrate -addr 127.0.0.1:7650 [-c 16] [-d 5s] [-pid PID]
 package main
 
 import (
@@ -52,6 +53,8 @@ func main() {
 		err = burst(os.Args[2:])
 	case "bulk":
 		err = bulk(os.Args[2:])
+	case "tlsrate":
+		err = tlsRate(os.Args[2:])
 	default:
 		usage()
 	}
@@ -68,7 +71,8 @@ func usage() {
   tcpops-load relay -addr ADDR [-bytes N] [-streams 1,64] [-msgs N] [-size N]
   tcpops-load fleetlist -nats URL -addrs A,B,C [-n N] [-ctl PATH] [-rounds N]
   tcpops-load burst -addr ADDR -socket PATH [-n N] [-nats URL -host NAME]
-  tcpops-load bulk  -addr ADDR -socket PATH [-n N] [-sources K] [-rate R]`)
+  tcpops-load bulk  -addr ADDR -socket PATH [-n N] [-sources K] [-rate R]
+  tcpops-load tlsrate -addr ADDR [-c K] [-d DUR] [-pid PID]`)
 	os.Exit(2)
 }
 
