@@ -1,8 +1,10 @@
 package conn
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"syscall"
 	"time"
 
@@ -112,20 +114,41 @@ func (t *Table) Hold(cs ...*Conn) bool {
 	return true
 }
 
-// Release gives a held connection back to this table, its lifetime timer
-// running again for what was left.
-func (t *Table) Release(c *Conn) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.closing || c.reason != "" {
-		return
+// Release gives held connections back to this table: the connections of
+// one pair (or one echo connection) together, so that a timer that fires
+// at once on one cannot find its partner still held and leave it alone.
+// Their lifetime timers run again for what was left, and the restores of
+// their overrides (one that came due while held did nothing then).
+func (t *Table) Release(cs ...*Conn) {
+	cs = slices.Clone(cs)
+	slices.SortFunc(cs, func(a, b *Conn) int { return cmp.Compare(a.ID, b.ID) })
+	for _, c := range cs {
+		c.mu.Lock()
 	}
-	c.closing = false
-	switch {
-	case c.lifetime > 0 && c.timer != nil:
-		c.timer.Reset(max(c.expiresInLocked(t.clock()), 0))
-	case c.lifetime > 0: // adopted held
-		c.timer = time.AfterFunc(max(c.expiresInLocked(t.clock()), 0), c.lifetimeFired)
+	defer func() {
+		for _, c := range cs {
+			c.mu.Unlock()
+		}
+	}()
+	now := t.clock()
+	for _, c := range cs {
+		if !c.closing || c.reason != "" {
+			continue
+		}
+		c.closing = false
+		switch {
+		case c.lifetime > 0 && c.timer != nil:
+			c.timer.Reset(max(c.expiresInLocked(now), 0))
+		case c.lifetime > 0: // adopted held
+			c.timer = time.AfterFunc(max(c.expiresInLocked(now), 0), c.lifetimeFired)
+		}
+		if c.ov != nil {
+			for _, o := range c.ov {
+				if o != nil {
+					o.timer.Reset(max(time.Until(o.until), 0))
+				}
+			}
+		}
 	}
 }
 

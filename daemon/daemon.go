@@ -160,6 +160,17 @@ type running struct {
 // keepalive, limits and timeouts apply to connections from now on.
 // Settings that need a restart are named in the log and left as they are.
 func (d *Daemon) Reload(next *Config) error {
+	// Not beside an upgrade: its listeners are paused, and its state
+	// names the connections it found.
+	if !d.up.mu.TryLock() {
+		return errors.New("an upgrade is running; reload once it is through")
+	}
+	defer d.up.mu.Unlock()
+	select {
+	case <-d.up.handedOff:
+		return errors.New("this process has handed over to a new one and only drains")
+	default:
+	}
 	if err := d.Relay.SetConfig(next.Relay); err != nil {
 		return err
 	}
@@ -270,6 +281,9 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 	d := &Daemon{Table: t, Relay: rs, log: log, cancel: cancel, socket: cfg.Socket, inh: inh,
 		up: upgradeState{handedOff: make(chan struct{})}}
 	fail := func(err error) (*Daemon, error) {
+		if d.metricsLn != nil && d.stopMetrics == nil {
+			d.metricsLn.Close() // never served
+		}
 		cancel()
 		d.serving.Wait()
 		t.Events().Close()
@@ -292,6 +306,9 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 		// d.bus is set below, before anything can ask.
 		scfg.NATS = func() *rpc.NATSStats { return d.bus.Stats() }
 	}
+	// Metrics are served once the table holds what it will serve (after
+	// an upgrade's handover): until then the old process answers them.
+	serveMetrics := func() {}
 	if cfg.Metrics != "" {
 		m := metrics.New(t, rs, control.MethodNames())
 		scfg.OnRequest = m.Request
@@ -309,15 +326,17 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 		}
 		d.MetricsAddr = mln.Addr().String()
 		d.metricsLn = mln
-		mctx, stopMetrics := context.WithCancel(ctx)
-		d.stopMetrics = stopMetrics
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			if err := m.Serve(mctx, mln); err != nil {
-				log.Error("metrics stopped", "err", err)
-			}
-		}()
+		serveMetrics = func() {
+			mctx, stopMetrics := context.WithCancel(ctx)
+			d.stopMetrics = stopMetrics
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				if err := m.Serve(mctx, mln); err != nil {
+					log.Error("metrics stopped", "err", err)
+				}
+			}()
+		}
 	}
 	d.RPC, err = control.NewServer(scfg)
 	if err != nil {
@@ -334,6 +353,7 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 		}
 		log.Info("upgrade: taking over", "from_pid", inh.doc.PID, "from_version", inh.doc.Version,
 			"connections", inh.doc.Counts.Entries, "draining", inh.doc.Counts.Draining)
+		ctl.SetUnlinkOnClose(true) // this process's from now on
 		inh.adopted = time.Now()
 	}
 	if cfg.EventLog != "" {
@@ -372,8 +392,12 @@ func start(parent context.Context, cfg *Config, log *slog.Logger, inh *inherited
 			return fail(err)
 		}
 	}
-	d.serveControl(ctl)
+	serveMetrics()
+	// Relaying starts and the old process hears of it before a control
+	// client waiting in the backlog is answered (it may close a draining
+	// connection, which the old process serves once it has heard).
 	d.tookOver()
+	d.serveControl(ctl)
 	log.Info("tcpops started", "version", rpc.Build().Version, "socket", cfg.Socket, "listeners", len(cfg.Listeners),
 		"lifetime", cfg.Table.Lifetime, "keepalive", cfg.Relay.Keepalive.String(), "closed_event", cfg.Table.ClosedEvent.String())
 	d.logListeners()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -196,8 +197,11 @@ func inheritStore(cfg *Config) (*inherited, error) {
 		closeAll(rest)
 		return nil, fmt.Errorf("%s: format %d, this build reads format %d", storeState, doc.Format, formatNumber())
 	}
-	// The store keeps no order: each socket is found by what it is.
-	byKey := map[string]int{}
+	// The store keeps no order: each socket is found by what it is. One
+	// that ended meanwhile has no peer address any more; it stands in for
+	// any connection of its local address (it is closed either way: the
+	// relay finds it so and reports it).
+	byKey := map[string][]int{}
 	for _, fd := range rest {
 		d, err := sock.Describe(fd)
 		if err != nil {
@@ -211,30 +215,41 @@ func inheritStore(cfg *Config) (*inherited, error) {
 				k = d.Local.String()
 			}
 		}
-		byKey[k] = fd
+		byKey[k] = append(byKey[k], fd)
 	}
 	h := &inherited{doc: doc, store: true, fds: make([]int, doc.Counts.FDs)}
 	for i := range h.fds {
 		h.fds[i] = -1
 	}
-	place := func(idx int, key string) error {
-		fd, ok := byKey[key]
+	take := func(key string) (int, bool) {
+		fds := byKey[key]
+		if len(fds) == 0 {
+			return -1, false
+		}
+		byKey[key] = fds[1:]
+		return fds[0], true
+	}
+	place := func(idx int, key string, dead string) error {
+		fd, ok := take(key)
+		if !ok && dead != "" {
+			fd, ok = take(dead)
+		}
 		if !ok || idx < 0 || idx >= len(h.fds) {
+			unix.Close(fd)
 			return fmt.Errorf("socket %s is not among those systemd passed", key)
 		}
-		delete(byKey, key)
 		h.fds[idx] = fd
 		return nil
 	}
 	err = nil
 	for _, l := range doc.Listeners {
-		err = errors.Join(err, place(l.FD, l.Addr))
+		err = errors.Join(err, place(l.FD, l.Addr, ""))
 	}
 	if doc.Control != nil {
-		err = errors.Join(err, place(doc.Control.FD, doc.Control.Addr))
+		err = errors.Join(err, place(doc.Control.FD, doc.Control.Addr, ""))
 	}
 	if doc.Metrics != nil {
-		err = errors.Join(err, place(doc.Metrics.FD, doc.Metrics.Addr))
+		err = errors.Join(err, place(doc.Metrics.FD, doc.Metrics.Addr, ""))
 	}
 	for _, hc := range doc.Conns {
 		for i, cs := range hc.Conns {
@@ -245,11 +260,11 @@ func inheritStore(cfg *Config) (*inherited, error) {
 			if cs.Via.IsValid() {
 				peer = cs.Via
 			}
-			err = errors.Join(err, place(hc.FDs[i], cs.Local.String()+"|"+peer.String()))
+			err = errors.Join(err, place(hc.FDs[i], cs.Local.String()+"|"+peer.String(), cs.Local.String()+"|"+netip.AddrPort{}.String()))
 		}
 	}
-	for _, fd := range byKey {
-		unix.Close(fd)
+	for _, fds := range byKey {
+		closeAll(fds)
 	}
 	if err == nil {
 		err = h.checkDoc(cfg)

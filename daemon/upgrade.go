@@ -59,11 +59,11 @@ var handoverFormat = "2"
 
 // handoverFault makes a test build misbehave on purpose during a
 // handover (set with -ldflags -X): "crash" exits after the state arrived;
-// "hold" waits, before it says the first part is checked (the old
-// process still relaying), while the file named by TCPOPS_TEST_HOLD
-// with .waiting appended, which it creates, exists (30 s at most);
-// "hold-final" does so before it says ready (the old process's plain TCP
-// connections frozen).
+// "hold" waits, before it checks the first part (the old process still
+// relaying), while the file named by TCPOPS_TEST_HOLD with .waiting
+// appended, which it creates, exists (30 s at most); "hold-final" does so
+// before it says ready (the old process's plain TCP connections frozen);
+// "refuse-final" refuses the final part.
 var handoverFault = ""
 
 // holdForTest is the "hold" fault.
@@ -233,7 +233,7 @@ type pausedListener struct {
 // then exits (Run returns); on error it serves on as before.
 func (d *Daemon) Upgrade(binary string, drain time.Duration) (rpc.UpgradeResult, error) {
 	if !d.up.mu.TryLock() {
-		return rpc.UpgradeResult{}, errors.New("an upgrade is already running")
+		return rpc.UpgradeResult{}, errors.New("an upgrade or a reload is already running")
 	}
 	defer d.up.mu.Unlock()
 	select {
@@ -824,6 +824,9 @@ func receiveHandover(l *link, cfg *Config) (*inherited, error) {
 		fmt.Fprintln(os.Stderr, "tcpops: crashing during the handover (test build)")
 		os.Exit(3)
 	}
+	if handoverFault == "hold" {
+		holdForTest()
+	}
 	if err := h.check(hdr, doc, cfg); err != nil {
 		closeAll(h.fds)
 		return nil, err
@@ -873,9 +876,6 @@ func (h *inherited) final() error {
 		return nil
 	}
 	l := h.link
-	if handoverFault == "hold" {
-		holdForTest()
-	}
 	if err := l.sendJSON(map[string]string{"type": "checked"}); err != nil {
 		return fmt.Errorf("upgrade: %w", err)
 	}
@@ -894,6 +894,9 @@ func (h *inherited) final() error {
 	}
 	if err == nil {
 		err = h.merge(fin)
+	}
+	if err == nil && handoverFault == "refuse-final" {
+		err = errors.New("refusing the final part (test build)")
 	}
 	if err != nil {
 		l.sendJSON(map[string]string{"type": "refuse", "error": err.Error()})
@@ -1083,7 +1086,11 @@ func (h *inherited) checkDoc(cfg *Config) error {
 			if err != nil {
 				return err
 			}
-			if d.Type != unix.SOCK_STREAM || d.Listening || d.Local != cs.Local || (d.Remote != cs.Remote && d.Remote != cs.Via) {
+			// A connection that ended since has no peer address any more
+			// (getpeername fails): its close is the old process's to
+			// report, and the final part leaves it out.
+			dead := !d.Remote.IsValid()
+			if d.Type != unix.SOCK_STREAM || d.Listening || d.Local != cs.Local || (!dead && d.Remote != cs.Remote && d.Remote != cs.Via) {
 				return fmt.Errorf("conid %d: descriptor is %s-%s, want %s-%s", cs.ID, d.Local, d.Remote, cs.Local, cs.Remote)
 			}
 		}
@@ -1135,7 +1142,9 @@ func (h *inherited) controlListener() (*net.UnixListener, error) {
 		ln.Close()
 		return nil, errors.New("control socket: not a Unix socket")
 	}
-	ul.SetUnlinkOnClose(true) // this process removes it when it stops
+	// Not removed if this process fails before it takes over: the old one
+	// serves on at that path. start sets it once the handover is through.
+	ul.SetUnlinkOnClose(false)
 	return ul, nil
 }
 

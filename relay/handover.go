@@ -364,9 +364,11 @@ func (f *Frozen) Commit() {
 // in the Poller, whose first event says what happened meanwhile.
 func (f *Frozen) Resume() {
 	for _, u := range f.units {
-		for _, l := range u.legs {
-			f.t.Release(l.c)
+		cs := make([]*conn.Conn, len(u.legs))
+		for i, l := range u.legs {
+			cs[i] = l.c
 		}
+		f.t.Release(cs...)
 		f.loose = append(f.loose, u.legs...)
 	}
 	f.units = nil
@@ -508,15 +510,20 @@ func (a *Adopted) drop() {
 // released, directions running where an event came while they were
 // frozen or bytes wait to be written.
 func (a *Adopted) Start() {
+	cs := make([]*conn.Conn, len(a.legs))
 	for i, l := range a.legs {
 		if a.redo[i] {
 			l.c.Readopt(a.states[i])
 		}
-		a.s.table.Release(l.c)
+		cs[i] = l.c
 	}
+	a.s.table.Release(cs...)
 	for _, p := range a.pipes {
+		// p.rest is move's once the direction can run: read it first. An
+		// event that comes before the unfreeze sets missed, read after.
+		waiting := len(p.rest) > 0
 		p.frozen.Store(false)
-		if p.missed.Swap(false) || len(p.rest) > 0 {
+		if p.missed.Swap(false) || waiting {
 			p.notify()
 		}
 	}

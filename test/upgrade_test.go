@@ -343,6 +343,7 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 	newBin := buildVariant(t, "tcpops-next", "github.com/tcpops/tcpops/rpc.BuildVersion=9.9.9-next")
 	refuseBin := buildVariant(t, "tcpops-format99", "github.com/tcpops/tcpops/rpc.BuildVersion=9.9.9-refuse", "github.com/tcpops/tcpops/daemon.handoverFormat=99")
 	crashBin := buildVariant(t, "tcpops-crash", "github.com/tcpops/tcpops/rpc.BuildVersion=9.9.9-crash", "github.com/tcpops/tcpops/daemon.handoverFault=crash")
+	refuseFinalBin := buildVariant(t, "tcpops-refuse-final", "github.com/tcpops/tcpops/rpc.BuildVersion=9.9.9-refuse-final", "github.com/tcpops/tcpops/daemon.handoverFault=refuse-final")
 
 	dir, _ := os.MkdirTemp("", "tcpops")
 	defer os.RemoveAll(dir)
@@ -483,6 +484,9 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 	for _, bad := range []struct{ bin, want string }{
 		{refuseBin, "format 2, this build reads format 99"},
 		{crashBin, "ended during the handover (exit status 3)"},
+		// Refused with the connections frozen: they resume here, and the
+		// control socket stays where it was.
+		{refuseFinalBin, "refusing the final part (test build)"},
 	} {
 		out, err := exec.Command(filepath.Join(binDir, "tcpopsctl"), "-s", socket, "upgrade", "--binary", bad.bin).CombinedOutput()
 		var ee *exec.ExitError

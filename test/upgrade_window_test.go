@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,11 +24,13 @@ import (
 
 // TestUpgradeChangesBetweenTheParts: an upgrade sends the sockets and
 // their state while the old process still relays them, and freezes them
-// only for what changed since. Connections that end, half-close or move
-// bytes in between (here while the new process holds at the end of its
-// check) reach the new process as they are at the freeze: the ended ones
-// are not handed, their peers get their FIN, each has one closed event;
-// the others lose and repeat nothing.
+// only for what changed since. Connections that end (one reset, so that
+// its socket has no peer address left when the new process checks it),
+// half-close or move bytes in between (here while the new process holds
+// before its check) reach the new process as they are at the freeze: the
+// ended ones are not handed, their peers get their FIN, each has one
+// closed event; the others lose and repeat nothing. Metrics are the old
+// process's until the new one has taken over.
 func TestUpgradeChangesBetweenTheParts(t *testing.T) {
 	holdBin := buildVariant(t, "tcpops-hold", "github.com/tcpops/tcpops/rpc.BuildVersion=9.9.9-hold",
 		"github.com/tcpops/tcpops/daemon.handoverFault=hold")
@@ -43,8 +46,13 @@ func TestUpgradeChangesBetweenTheParts(t *testing.T) {
 	relayAddr := "127.0.0.1:" + port
 	socket := filepath.Join(dir, "s")
 	evlog := filepath.Join(dir, "events.log")
+	mport, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsURL := "http://127.0.0.1:" + mport + "/metrics"
 	d := startDaemon(t, socket, "--listen", "tcp://"+relayAddr+"?backend="+backend.ln.Addr().String()+"&name=relay",
-		"--lifetime", "10m", "--event-log", evlog)
+		"--lifetime", "10m", "--event-log", evlog, "--metrics", "127.0.0.1:"+mport)
 	var newPID int
 	t.Cleanup(func() {
 		if newPID > 0 {
@@ -127,7 +135,21 @@ func TestUpgradeChangesBetweenTheParts(t *testing.T) {
 		_, err := os.Stat(marker + ".waiting")
 		return err == nil
 	})
-	closer.Close()
+	// Scrapes while both processes hold the metrics socket: each answer
+	// is the old process's table, never an empty one.
+	for i := range 10 {
+		resp, err := http.Get(metricsURL)
+		if err != nil {
+			t.Fatalf("scrape %d during the upgrade: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), "\ntcpops_connections_accepted_total 5\n") {
+			t.Fatalf("scrape %d during the upgrade: accepted total is not 5:\n%s", i, grepLines(string(body), "accepted_total"))
+		}
+	}
+	closer.(*net.TCPConn).SetLinger(0)
+	closer.Close() // a reset
 	half.(*net.TCPConn).CloseWrite()
 	// The old process still relays: it passes the half-close on (the
 	// backend starts streaming), relays the busy stream, ends the closed
@@ -330,4 +352,15 @@ func testSIGTERMDuringAnUpgrade(t *testing.T, fault string) {
 			t.Errorf("event log has conid %d %d times, want 1", id, byConid[id])
 		}
 	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
