@@ -516,14 +516,18 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 		c.Close()
 		// Gone from the table before the picture below is taken: else it
 		// would be listed there and missed after the upgrade.
-		testutil.WaitFor(t, "the probe connection gone", func() bool {
+		var left rpc.Conn
+		if !testutil.Until(func() bool {
 			for _, cn := range listConns(t, socket) {
 				if cn.Remote == gone {
+					left = cn
 					return false
 				}
 			}
 			return true
-		})
+		}) {
+			t.Fatalf("the probe connection is still listed after %s: %+v", testutil.Timeout, left)
+		}
 	}
 	beforeTaken := time.Now() // before the picture, for the deadlines below
 	before = listConns(t, socket)
