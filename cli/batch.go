@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 
@@ -243,12 +244,19 @@ func splitLine(text string) ([]string, error) {
 	return shlex.Split(text)
 }
 
+// globalValueFlags are the global flags that take a value as the next
+// word (TestGlobalValueFlags keeps the list whole).
+var globalValueFlags = []string{"-s", "--socket", "-o", "--output", "--timeout", "--nats", "--nats-creds", "--nats-tls-ca", "--host"}
+
 // commandName finds the command of a command line: its first word that
-// is neither a global flag nor a global flag's value.
+// is neither a global flag nor a global flag's value ("" when there is
+// none, or when -h, --help or -- comes first).
 func commandName(args []string) string {
 	for i := 0; i < len(args); i++ {
 		switch a := args[i]; {
-		case a == "-s", a == "--socket", a == "-o", a == "--output", a == "--timeout":
+		case a == "--", a == "-h", a == "--help":
+			return ""
+		case slices.Contains(globalValueFlags, a):
 			i++
 		case strings.HasPrefix(a, "-"):
 		default:

@@ -170,7 +170,7 @@ func (o *Options) fanOut(ctx context.Context, args []string) error {
 // runOn runs the command tree for one host, into buffers.
 func (o *Options) runOn(ctx context.Context, host string, args []string) hostResult {
 	out := &hostOutput{}
-	ho := &Options{Stdout: out, Stderr: &out.errs, onHost: host, fleet: o.fleet}
+	ho := &Options{Stdout: out, Stderr: &out.errs, onHost: host, fleet: o.fleet, only: o.only}
 	root := NewRootCmd(ho)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

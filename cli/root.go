@@ -125,7 +125,9 @@ func ExitCode(err error) int {
 	return ExitFailed
 }
 
-// NewRootCmd builds the whole command tree.
+// NewRootCmd builds the whole command tree, or, when o.only names one of
+// its commands, the root with just that one: building every command's
+// flags costs more than a call to the daemon.
 func NewRootCmd(o *Options) *cobra.Command {
 	if o.fleet == nil {
 		o.fleet = &fleetState{}
@@ -223,26 +225,27 @@ TCPOPS_EVENTS stream in JetStream instead (every host, or --host).`,
 		}
 		return usageErr("%v (see '%s --help')", err, cmd.CommandPath())
 	})
-	root.AddGroup(&cobra.Group{ID: "conn", Title: "Connections:"}, &cobra.Group{ID: "daemon", Title: "Daemon:"})
 	groups := []struct {
-		id   string
-		cmds []builder
+		id, title string
+		cmds      []builder
 	}{
-		{"conn", []builder{{"list ls", newListCmd}, {"info", newInfoCmd}, {"alive", newAliveCmd}, {"state", newStateCmd},
+		{"conn", "Connections:", []builder{{"list ls", newListCmd}, {"info", newInfoCmd}, {"alive", newAliveCmd}, {"state", newStateCmd},
 			{"keepalive", newKeepaliveCmd}, {"lifetime", newLifetimeCmd}, {"closed-event", newClosedEventCmd},
 			{"close", newCloseCmd}, {"events", newEventsCmd}}},
-		{"daemon", []builder{{"stats", newStatsCmd}, {"wait", newWaitCmd}, {"call", newCallCmd}, {"methods", newMethodsCmd},
+		{"daemon", "Daemon:", []builder{{"stats", newStatsCmd}, {"wait", newWaitCmd}, {"call", newCallCmd}, {"methods", newMethodsCmd},
 			{"version", newVersionCmd}, {"batch", newBatchCmd}, {"upgrade", newUpgradeCmd}}},
+		{"interactive", "Interactive:", []builder{{"shell", newShellCmd}, {"top", newTopCmd}, {"doctor", newDoctorCmd}}},
 	}
 	only := ""
 	for _, g := range groups {
 		for _, b := range g.cmds {
-			if slices.Contains(strings.Fields(b.names), o.only) {
+			if o.only != "" && slices.Contains(strings.Fields(b.names), o.only) {
 				only = o.only // a name of ours: build just that one
 			}
 		}
 	}
 	for _, g := range groups {
+		root.AddGroup(&cobra.Group{ID: g.id, Title: g.title})
 		for _, b := range g.cmds {
 			if only != "" && !slices.Contains(strings.Fields(b.names), only) {
 				continue
@@ -252,16 +255,17 @@ TCPOPS_EVENTS stream in JetStream instead (every host, or --host).`,
 			root.AddCommand(c)
 		}
 	}
-	root.AddGroup(&cobra.Group{ID: "interactive", Title: "Interactive:"})
-	for _, c := range []*cobra.Command{newShellCmd(o), newTopCmd(o), newDoctorCmd(o)} {
-		c.GroupID = "interactive"
-		root.AddCommand(c)
+	if only == "" { // --version is the root's own flag
+		root.Version = rpc.Build().String()
+		root.SetVersionTemplate("tcpopsctl {{.Version}}\n")
 	}
-	root.Version = rpc.Build().String()
-	root.SetVersionTemplate("tcpopsctl {{.Version}}\n")
 	root.SetOut(o.Stdout)
 	root.SetErr(o.Stderr)
-	addCompletionCmd(root)
+	if only == "" {
+		addCompletionCmd(root)
+	} else {
+		root.CompletionOptions.DisableDefaultCmd = true // and cobra's, added when it runs
+	}
 	return root
 }
 
@@ -307,9 +311,10 @@ func (o *Options) call(cmd *cobra.Command, fn func(ctx context.Context, c *clien
 	return fn(ctx, c)
 }
 
-// Run runs tcpopsctl with args and returns its exit code.
+// Run runs tcpopsctl with args and returns its exit code. Only the
+// command args name is built (help and completion get the whole tree).
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o := &Options{Stdout: stdout, Stderr: stderr, args: args}
+	o := &Options{Stdout: stdout, Stderr: stderr, args: args, only: commandName(args)}
 	root := NewRootCmd(o)
 	root.SetArgs(args)
 	return o.execute(ctx, root)
@@ -383,7 +388,7 @@ func noCommand(args []string) bool {
 // scripts and pipes get the help, as before.
 func Main() int {
 	args := os.Args[1:]
-	if noCommand(args) && isTerminal(os.Stdin) && isTerminal(os.Stdout) {
+	if commandName(args) == "" && isTerminal(os.Stdin) && isTerminal(os.Stdout) && noCommand(args) {
 		args = append(args, "shell")
 	}
 	return Run(context.Background(), args, os.Stdout, os.Stderr)
