@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 )
@@ -24,13 +25,17 @@ var argRules = map[string]string{
 	"INTERVAL": "must be 1..32767 seconds",
 }
 
-var shorthandErr = regexp.MustCompile(`^unknown shorthand flag: '.' in (-\S+)$`)
+// shorthandErr and badValue are compiled when an error needs them: a
+// package-level regexp is compiled at every start of tcpopsctl.
+var shorthandErr = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^unknown shorthand flag: '.' in (-\S+)$`)
+})
 
 // negativeArg explains err when it is the flag parser refusing a negative
 // number given as an argument of cmd; args are the command line's
 // arguments. It returns nil for any other error.
 func negativeArg(cmd *cobra.Command, args []string, err error) error {
-	m := shorthandErr.FindStringSubmatch(err.Error())
+	m := shorthandErr().FindStringSubmatch(err.Error())
 	if m == nil {
 		return nil
 	}
@@ -141,12 +146,14 @@ func takesValue(cmd *cobra.Command, a string) bool {
 	return f != nil && f.NoOptDefVal == "" && len(a) == 2
 }
 
-var badValue = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-., )?(--\S+)" flag: (.*)$`)
+var badValue = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^invalid argument "(.*)" for "(?:-., )?(--\S+)" flag: (.*)$`)
+})
 
 // flagValueErr rewrites pflag's "invalid argument" error to say what the
 // flag takes, or returns nil for any other error.
 func flagValueErr(cmd *cobra.Command, err error) error {
-	m := badValue.FindStringSubmatch(err.Error())
+	m := badValue().FindStringSubmatch(err.Error())
 	if m == nil {
 		return nil
 	}
