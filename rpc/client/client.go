@@ -3,11 +3,12 @@
 package client
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -81,12 +82,11 @@ var ErrNoFollow = errors.New("following events needs the control socket")
 // 10,000 connections cost more than the daemon's whole answer. Calls may
 // be made from several goroutines.
 type Client struct {
-	t     Transport // instead of the socket, when set
-	path  string
-	conn  net.Conn
-	r     *bufio.Reader
-	notes chan notification
-	done  chan struct{} // closed when the read loop ends
+	t    Transport // instead of the socket, when set
+	path string
+	conn net.Conn
+	r    lineReader
+	done chan struct{} // closed when the read loop ends
 	// onProgress gets tcpops.progress notifications (dropped while nil).
 	onProgress atomic.Pointer[func(rpc.Progress)]
 
@@ -96,6 +96,7 @@ type Client struct {
 	mu      sync.Mutex
 	nextID  uint64
 	pending map[uint64]chan *reply
+	notes   chan notification // made when the first notification comes or Follow starts
 }
 
 type notification struct {
@@ -142,8 +143,7 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	if err != nil {
 		return nil, &DialError{Path: path, Err: err}
 	}
-	c := &Client{path: path, conn: nc, r: bufio.NewReaderSize(nc, 64<<10), notes: make(chan notification, 1024),
-		done: make(chan struct{}), pending: map[uint64]chan *reply{}}
+	c := &Client{path: path, conn: nc, r: lineReader{rd: nc}, done: make(chan struct{}), pending: map[uint64]chan *reply{}}
 	go c.read()
 	return c, nil
 }
@@ -160,7 +160,7 @@ func New(t Transport, name string) *Client {
 func (c *Client) read() {
 	defer close(c.done)
 	for {
-		line, err := c.r.ReadBytes('\n') // no cap: a list of 10,000 connections is megabytes
+		line, err := c.r.readLine() // no cap: a list of 10,000 connections is megabytes
 		if err != nil {
 			return
 		}
@@ -174,7 +174,7 @@ func (c *Client) read() {
 				continue
 			}
 			if r.Method != "" {
-				c.notes <- notification{r.Method, r.Params}
+				c.notesChan() <- notification{r.Method, r.Params}
 			}
 			continue
 		}
@@ -184,6 +184,68 @@ func (c *Client) read() {
 		c.mu.Unlock()
 		if ch != nil {
 			ch <- &r
+		}
+	}
+}
+
+// notesChan is the queue of notifications, made when first needed: a
+// client that makes calls only (most) does not pay for it.
+func (c *Client) notesChan() chan notification {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.notes == nil {
+		c.notes = make(chan notification, 1024)
+	}
+	return c.notes
+}
+
+// lineReader reads lines of any length. Its buffer starts small, as most
+// answers are a line of a hundred bytes, and doubles while a line does
+// not fit, so that a list of megabytes takes a few large reads; once
+// empty it shrinks back.
+type lineReader struct {
+	rd   io.Reader
+	buf  []byte
+	r, w int // the unread bytes are buf[r:w]
+	scan int // buf[r:scan] has no newline
+}
+
+const (
+	lineBufMin = 4 << 10
+	lineBufMax = 1 << 20 // kept between lines
+)
+
+// readLine returns the next line with its newline, valid until the next
+// call.
+func (l *lineReader) readLine() ([]byte, error) {
+	for {
+		if i := bytes.IndexByte(l.buf[l.scan:l.w], '\n'); i >= 0 {
+			end := l.scan + i + 1
+			line := l.buf[l.r:end]
+			l.r, l.scan = end, end
+			return line, nil
+		}
+		if l.r == l.w && len(l.buf) > lineBufMax {
+			l.buf = nil
+		}
+		if l.buf == nil {
+			l.buf = make([]byte, lineBufMin)
+			l.r, l.w = 0, 0
+		}
+		if l.r > 0 { // the partial line to the front
+			l.w = copy(l.buf, l.buf[l.r:l.w])
+			l.r = 0
+		}
+		l.scan = l.w
+		if l.w == len(l.buf) {
+			b := make([]byte, 2*len(l.buf))
+			copy(b, l.buf[:l.w])
+			l.buf = b
+		}
+		n, err := l.rd.Read(l.buf[l.w:])
+		l.w += n
+		if n == 0 && err != nil {
+			return nil, err
 		}
 	}
 }
@@ -354,6 +416,7 @@ func (c *Client) Follow(ctx, callCtx context.Context, p rpc.EventsParams, onEven
 		return ErrNoFollow
 	}
 	p.Follow = true
+	notes := c.notesChan()
 	var r rpc.EventsResult
 	if err := c.Call(callCtx, rpc.MethodEvents, p, &r); err != nil {
 		return err
@@ -382,7 +445,7 @@ func (c *Client) Follow(ctx, callCtx context.Context, p rpc.EventsParams, onEven
 	}
 	for {
 		select {
-		case n := <-c.notes:
+		case n := <-notes:
 			if err := handle(n); err != nil {
 				return err
 			}
@@ -390,7 +453,7 @@ func (c *Client) Follow(ctx, callCtx context.Context, p rpc.EventsParams, onEven
 			// Deliver what arrived before the close.
 			for {
 				select {
-				case n := <-c.notes:
+				case n := <-notes:
 					if err := handle(n); err != nil {
 						return err
 					}
