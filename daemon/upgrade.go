@@ -615,10 +615,7 @@ func (d *Daemon) finalDoc(fr *relay.Frozen, firstNext, nextSeq uint64, kept []co
 		}
 	}
 	fin.Draining = d.drainingStates(until)
-	for _, u := range fin.Units {
-		fin.Counts.Entries += len(u)
-	}
-	fin.Counts.Units, fin.Counts.Draining = len(fin.Units), len(fin.Draining)
+	fin.Counts.Units, fin.Counts.Entries, fin.Counts.Draining = fr.Units(), fr.Entries(), len(fin.Draining)
 	return fin
 }
 
@@ -916,9 +913,9 @@ func (h *inherited) final() error {
 }
 
 // merge applies the second part of the state to the first: the units
-// handed (a unit of the first part not among them ended in the old
-// process meanwhile, which reports its close: this process lets go of its
-// descriptors), the entries that changed, the bytes in flight and
+// gone (they ended in the old process meanwhile, which reports their
+// close: this process lets go of its descriptors), the entries that
+// changed, the bytes in flight and
 // half-closes, the table and its events, the draining connections.
 func (h *inherited) merge(fin *finalDoc) error {
 	doc := h.doc
@@ -934,37 +931,39 @@ func (h *inherited) merge(fin *finalDoc) error {
 	for _, hp := range fin.Pipes {
 		pipes[hp.Src] = append(pipes[hp.Src], hp)
 	}
-	kept := make([]bool, len(doc.Conns))
-	conns := make([]handedConn, 0, len(fin.Units))
-	units := make([]*relay.Adopted, 0, len(fin.Units))
-	entries := 0
-	for _, ids := range fin.Units {
-		i, ok := first[ids[0]]
-		if !ok || kept[i] || len(ids) != len(doc.Conns[i].Conns) {
-			return fmt.Errorf("final state: connection %v was not in the first part, or twice", ids)
+	gone := make([]bool, len(doc.Conns))
+	for _, id := range fin.Gone {
+		i, ok := first[id]
+		if !ok || gone[i] {
+			return fmt.Errorf("final state: connection %d not in the first part, or gone twice", id)
 		}
-		kept[i] = true
+		gone[i] = true
+	}
+	conns := make([]handedConn, 0, len(doc.Conns)-len(fin.Gone))
+	units := make([]*relay.Adopted, 0, len(doc.Conns)-len(fin.Gone))
+	entries := 0
+	for i := range doc.Conns {
+		if gone[i] {
+			continue
+		}
 		hc := doc.Conns[i]
 		var hps []relay.HandedPipe
-		for j, id := range ids {
+		for j := range hc.Conns {
 			was := hc.Conns[j]
-			if was.ID != id {
-				return fmt.Errorf("final state: connection %v was %d in the first part", ids, was.ID)
-			}
-			if cs, ok := changed[id]; ok {
+			if cs, ok := changed[was.ID]; ok {
 				if cs.Local != was.Local || cs.Remote != was.Remote {
-					return fmt.Errorf("final state: conid %d changed address", id)
+					return fmt.Errorf("final state: conid %d changed address", was.ID)
 				}
 				hc.Conns[j] = cs
 			}
-			hps = append(hps, pipes[id]...)
-			delete(pipes, id)
+			hps = append(hps, pipes[was.ID]...)
+			delete(pipes, was.ID)
 		}
 		h.units[i].Update(changed, hps)
-		for _, id := range ids {
-			delete(changed, id)
+		for _, cs := range hc.Conns {
+			delete(changed, cs.ID)
 		}
-		entries += len(ids)
+		entries += len(hc.Conns)
 		conns = append(conns, hc)
 		units = append(units, h.units[i])
 	}
@@ -989,7 +988,7 @@ func (h *inherited) merge(fin *finalDoc) error {
 		ids[cs.ID] = true
 	}
 	for i := range doc.Conns {
-		if !kept[i] {
+		if gone[i] {
 			h.units[i].Abandon()
 		}
 	}

@@ -61,8 +61,9 @@ type Frozen struct {
 
 // unit is one handed connection: its legs and their directions.
 type unit struct {
-	legs  []*fdLeg
-	pipes []*fdPipe
+	legs   []*fdLeg
+	pipes  []*fdPipe
+	stamps []conn.Stamp // of legs, when Prepare described them
 }
 
 // legs returns the plain TCP legs the Poller watches, by connection.
@@ -160,7 +161,7 @@ func group(legs map[*conn.Conn]*fdLeg) (units []*unit, loose []*fdLeg) {
 // since has to cross while the connections are frozen.
 type Prepared struct {
 	Handed []*Handed // entries and sockets; no bytes in flight yet
-	stamps map[uint64]conn.Stamp
+	units  []*unit   // the same, with each entry's stamp
 }
 
 // Prepare describes every plain TCP connection for a handover, changing
@@ -172,12 +173,13 @@ func (s *Server) Prepare(ctx context.Context) (*Prepared, error) {
 		return nil, err
 	}
 	units, _ := group(legs)
-	p := &Prepared{stamps: make(map[uint64]conn.Stamp, len(legs))}
+	p := &Prepared{units: units}
 	for _, u := range units {
 		h := &Handed{}
-		for _, l := range u.legs {
+		u.stamps = make([]conn.Stamp, len(u.legs))
+		for i, l := range u.legs {
 			// The stamp first: a change between the two shows as one.
-			p.stamps[l.c.ID] = l.c.Stamp()
+			u.stamps[i] = l.c.Stamp()
 			h.Conns = append(h.Conns, l.c.Export())
 			h.fds = append(h.fds, l.fd)
 		}
@@ -187,27 +189,24 @@ func (s *Server) Prepare(ctx context.Context) (*Prepared, error) {
 }
 
 // Final is what a handover sends once the connections are frozen, against
-// what Prepare sent: the units handed (by conids; a prepared unit not
-// listed ended meanwhile and stays here), the entries that changed since,
-// and the directions with bytes in flight or a FIN passed on.
+// what Prepare sent: the prepared connections not handed (each by its
+// first conid: they ended meanwhile and stay here), the entries that
+// changed since, and the directions with bytes in flight or a FIN passed
+// on. Everything else is as Prepare described it.
 type Final struct {
-	Units   [][]uint64       `json:"units"`
+	Gone    []uint64         `json:"gone,omitempty"`
 	Changed []conn.ConnState `json:"changed,omitempty"`
 	Pipes   []HandedPipe     `json:"pipes,omitempty"`
 }
 
-// add puts a frozen unit in the final: its conids, its entries whose
-// stamp changed since pr, its directions with bytes in flight or a FIN
-// passed on.
-func (fin *Final) add(pr *Prepared, u *unit, pipes []HandedPipe) {
-	ids := make([]uint64, len(u.legs))
+// add puts a frozen unit in the final: its entries whose stamp changed
+// since Prepare, its directions with bytes in flight or a FIN passed on.
+func (fin *Final) add(u *unit, pipes []HandedPipe) {
 	for i, l := range u.legs {
-		ids[i] = l.c.ID
-		if st, ok := pr.stamps[l.c.ID]; !ok || st != l.c.Stamp() {
+		if u.stamps[i] != l.c.Stamp() {
 			fin.Changed = append(fin.Changed, l.c.Export())
 		}
 	}
-	fin.Units = append(fin.Units, ids)
 	for _, hp := range pipes {
 		if len(hp.Pending) > 0 || hp.Finished {
 			fin.Pipes = append(fin.Pipes, hp)
@@ -229,13 +228,27 @@ func (f *Frozen) Final() Final { return f.final }
 // connecting still; the connections are not described again, only what
 // changed since pr (Final).
 func (s *Server) Freeze(ctx context.Context, pr *Prepared) (*Frozen, error) {
-	var legs map[*conn.Conn]*fdLeg
+	// The legs: those Prepare found (none can have come since: the
+	// listeners are stopped and nothing was connecting), else every one.
+	var legs []*fdLeg
+	var units, loose []*unit
 	if pr != nil {
-		legs = s.legs()
+		units = pr.units
+		for _, u := range units {
+			legs = append(legs, u.legs...)
+		}
 	} else {
-		var err error
-		if legs, err = s.settle(ctx); err != nil {
+		m, err := s.settle(ctx)
+		if err != nil {
 			return nil, err
+		}
+		for _, l := range m {
+			legs = append(legs, l)
+		}
+		var ls []*fdLeg
+		units, ls = group(m)
+		if len(ls) > 0 {
+			loose = []*unit{{legs: ls}}
 		}
 	}
 	f := &Frozen{s: s, t: s.table}
@@ -260,8 +273,9 @@ func (s *Server) Freeze(ctx context.Context, pr *Prepared) (*Frozen, error) {
 			}
 		}
 	}
-	units, loose := group(legs)
-	f.loose = loose
+	for _, u := range loose {
+		f.loose = append(f.loose, u.legs...)
+	}
 	for _, u := range units {
 		cs := make([]*conn.Conn, len(u.legs))
 		for i, ul := range u.legs {
@@ -269,6 +283,9 @@ func (s *Server) Freeze(ctx context.Context, pr *Prepared) (*Frozen, error) {
 		}
 		if !s.table.Hold(cs...) {
 			f.loose = append(f.loose, u.legs...)
+			if pr != nil {
+				f.final.Gone = append(f.final.Gone, cs[0].ID)
+			}
 			continue
 		}
 		f.units = append(f.units, u)
@@ -286,7 +303,7 @@ func (s *Server) Freeze(ctx context.Context, pr *Prepared) (*Frozen, error) {
 				Pending: append([]byte(nil), b...), Finished: p.finished.Load()})
 		}
 		if pr != nil {
-			f.final.add(pr, u, h.Pipes)
+			f.final.add(u, h.Pipes)
 			continue
 		}
 		for _, l := range u.legs {
@@ -397,8 +414,17 @@ func (f *Frozen) thaw() {
 // Config returns the Server's configuration.
 func (s *Server) Config() Config { return *s.conf.Load() }
 
-// Units counts the connections frozen for handing over.
+// Units counts the connections frozen for handing over, and Entries
+// their table entries.
 func (f *Frozen) Units() int { return len(f.units) }
+
+func (f *Frozen) Entries() int {
+	n := 0
+	for _, u := range f.units {
+		n += len(u.legs)
+	}
+	return n
+}
 
 // Adopted is a connection taken over from another process before it is
 // relayed here: its entries held (see conn.Table.Hold), its sockets
