@@ -66,9 +66,13 @@ func main() {
 		idle = append(idle, c)
 	}
 	var stop atomic.Bool
+	// Every pause over 20 ms in any busy stream, by when it ended.
+	type gap struct {
+		end time.Time
+		d   time.Duration
+	}
 	var gapMu sync.Mutex
-	var maxGap time.Duration
-	var gapEnd time.Time
+	var gaps []gap
 	var bad atomic.Int64
 	var total atomic.Uint64
 	var wg sync.WaitGroup
@@ -116,30 +120,23 @@ func main() {
 				total.Add(4)
 				if r.Buffered() == 0 {
 					now := time.Now()
-					gapMu.Lock()
-					if g := now.Sub(last); g > maxGap {
-						maxGap, gapEnd = g, now
+					if g := now.Sub(last); g > 20*time.Millisecond {
+						gapMu.Lock()
+						gaps = append(gaps, gap{now, g})
+						gapMu.Unlock()
 					}
-					gapMu.Unlock()
 					last = now
 				}
 			}
 		})
 	}
-	// The same load without an upgrade, for the floor of what a pause
-	// measures here: a busy machine delays a stream on its own.
-	time.Sleep(2 * time.Second)
-	gapMu.Lock()
-	maxGap = 0
-	gapMu.Unlock()
-	time.Sleep(2 * time.Second)
-	gapMu.Lock()
-	floor := maxGap
-	maxGap = 0
-	gapMu.Unlock()
+	// The same load without an upgrade first, for the floor of what a
+	// pause measures here: a busy machine delays a stream on its own.
+	time.Sleep(4 * time.Second)
 	start := time.Now()
 	out, err := exec.Command(*ctl, "-s", *socket, "-o", "json", "upgrade").CombinedOutput()
 	took := time.Since(start)
+	end := time.Now()
 	fmt.Printf("upgrade: %s in %s (err %v)\n", out, took, err)
 	time.Sleep(3 * time.Second)
 	stop.Store(true)
@@ -158,8 +155,25 @@ func main() {
 	fmt.Printf("idle pairs: %d, lost after the upgrade: %d\n", len(idle), lost)
 	fmt.Printf("busy pairs: %d, broken streams (lost, duplicated or reordered bytes, or early end): %d, bytes checked: %d\n", *busyN, bad.Load(), total.Load())
 	gapMu.Lock()
-	fmt.Printf("longest pause in a busy stream around the upgrade: %s, ending %s after the upgrade began\n",
-		maxGap.Round(time.Millisecond), gapEnd.Sub(start).Round(time.Millisecond))
-	fmt.Printf("longest pause in a busy stream in the 2 s before it, same load, no upgrade: %s\n", floor.Round(time.Millisecond))
+	// The longest pause that overlaps the upgrade (from the call to its
+	// answer), and the longest in the 2 s before and in the 2 s after it.
+	var during, before, after gap
+	for _, g := range gaps {
+		from := g.end.Add(-g.d)
+		switch {
+		case g.end.After(start) && from.Before(end):
+			if g.d > during.d {
+				during = g
+			}
+		case !g.end.After(start) && g.end.After(start.Add(-2*time.Second)):
+			before.d = max(before.d, g.d)
+		case !from.Before(end) && from.Before(end.Add(2*time.Second)):
+			after.d = max(after.d, g.d)
+		}
+	}
+	fmt.Printf("longest pause in a busy stream during the upgrade: %s, ending %s after the call (%s)\n",
+		during.d.Round(time.Millisecond), during.end.Sub(start).Round(time.Millisecond), during.end.UTC().Format("15:04:05.000"))
+	fmt.Printf("longest pause in the 2 s before it and in the 2 s after it (same load, no upgrade): %s, %s\n",
+		before.d.Round(time.Millisecond), after.d.Round(time.Millisecond))
 	gapMu.Unlock()
 }
