@@ -42,7 +42,13 @@ type Spec struct {
 	// and before it is visible in the table, so that none is ever seen
 	// without it (and a connection refused by a limit costs no socket
 	// option). If that fails the connection is closed with reason error.
+	// Nothing is read back: the kernel's values are read the first time a
+	// snapshot (List, Info) asks for them.
 	Keepalive *sock.KeepaliveConfig
+	// KeepaliveNow, if set, is the keepalive TCP has now (inherited from
+	// its listening socket, or a new socket's): only what differs from it
+	// is set (sock.SetKeepaliveOver).
+	KeepaliveNow *sock.Keepalive
 }
 
 // Conn is one connection in the table. Its methods are safe for concurrent use.
@@ -79,6 +85,9 @@ type Conn struct {
 	wsCode   int
 	wsReason string
 	ka       *sock.Keepalive // last read back from the kernel
+	// kaUnread says keepalive was set without reading it back: the next
+	// snapshot reads it (keepaliveLocked).
+	kaUnread bool
 	// via is the balancer that named remote in a PROXY protocol header.
 	via netip.AddrPort
 	// countedIP is the address counted for max-conns-per-ip (invalid
@@ -133,12 +142,21 @@ func (c *Conn) Established(tcp syscall.Conn, closer Closer, state State) {
 func (c *Conn) Attach(tcp syscall.Conn, closer Closer) bool {
 	var local, remote netip.AddrPort
 	if tcp != nil {
-		local, remote = sock.Addrs(tcp)
+		c.mu.Lock()
+		// The address a bare socket was connected to, or a client named by
+		// a PROXY protocol header, is kept: no need to ask the kernel.
+		keep := c.via.IsValid() || c.remote.IsValid() && isFD(tcp)
+		c.mu.Unlock()
+		if keep {
+			local = sock.LocalAddr(tcp)
+		} else {
+			local, remote = sock.Addrs(tcp)
+		}
 	}
 	c.mu.Lock()
 	if tcp != nil {
 		c.tcp, c.local = tcp, local
-		if !c.via.IsValid() { // a PROXY protocol header named the client
+		if remote.IsValid() {
 			c.remote = remote
 		}
 	}
@@ -151,6 +169,11 @@ func (c *Conn) Attach(tcp syscall.Conn, closer Closer) bool {
 		closer(c, false)
 	}
 	return !closing
+}
+
+func isFD(tcp syscall.Conn) bool {
+	_, ok := tcp.(*sock.FD)
+	return ok
 }
 
 // Reason is why the connection closed ("" while it is open).
@@ -263,9 +286,45 @@ func (c *Conn) SetKeepalive(k sock.KeepaliveConfig) (sock.Keepalive, error) {
 		return sock.Keepalive{}, err
 	}
 	c.mu.Lock()
-	c.ka = &ka
+	c.ka, c.kaUnread = &ka, false
 	c.mu.Unlock()
 	return ka, nil
+}
+
+// ApplyKeepalive applies k to the socket as Add does, setting only what
+// differs from now when now is known (sock.SetKeepaliveOver), without
+// reading it back: the next snapshot reads what the kernel holds.
+func (c *Conn) ApplyKeepalive(k sock.KeepaliveConfig, now *sock.Keepalive) error {
+	s, err := c.syscallConn()
+	if err != nil {
+		return err
+	}
+	if err := sock.SetKeepaliveOver(s, k, now); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.ka, c.kaUnread = nil, true
+	c.mu.Unlock()
+	return nil
+}
+
+// keepaliveLocked is the keepalive the kernel holds, as last read; when it
+// was set without reading it back (Add, ApplyKeepalive) it is read now
+// and kept: it changes only through this package. c.mu is held.
+func (c *Conn) keepaliveLocked() *sock.Keepalive {
+	if c.kaUnread && c.tcp != nil && !c.closing && c.drain == nil {
+		if ka, err := sock.GetKeepalive(c.tcp); err == nil {
+			c.ka, c.kaUnread = &ka, false
+		}
+	}
+	return c.ka
+}
+
+// Addrs returns the local and remote addresses.
+func (c *Conn) Addrs() (local, remote netip.AddrPort) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.local, c.remote
 }
 
 // TCPInfo reads the kernel's TCP_INFO of the socket.
@@ -453,8 +512,10 @@ type Info struct {
 	ClosedEvent bool
 	BytesIn     uint64
 	BytesOut    uint64
-	// Keepalive is what the kernel reported when keepalive was last set
-	// (nil before that); Conn.Keepalive reads it afresh.
+	// Keepalive is what the kernel holds, read when keepalive was last
+	// set through the table or, for what a connection was given when it
+	// was tabled, by the first snapshot (nil before any was set);
+	// Conn.Keepalive reads it afresh.
 	Keepalive *sock.Keepalive
 	// Via is the balancer's address when a PROXY protocol header named
 	// Remote (invalid otherwise).
@@ -490,7 +551,7 @@ func (c *Conn) info(now int64) Info {
 		Local: c.local, Remote: c.remote,
 		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
 		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
-		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka,
+		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.keepaliveLocked(),
 		Via: c.via, TLS: c.tls, WS: c.ws, Overrides: c.overridesLocked(), Draining: c.drain,
 	}
 	if c.peer != nil {

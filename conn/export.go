@@ -157,7 +157,7 @@ func (c *Conn) Export() ConnState {
 		Local: c.local, Remote: c.remote, Via: c.via, State: c.State(), Handshake: c.handshake,
 		Created: c.Created, LastActive: at(c.lastActive.Load()), Lifetime: c.lifetime, Anchor: at(c.anchor),
 		ClosedEvent: c.closedEvent.Load(), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
-		Keepalive: c.ka, TLS: c.tls, WS: c.ws, Draining: c.drain,
+		Keepalive: c.keepaliveLocked(), TLS: c.tls, WS: c.ws, Draining: c.drain,
 		Overrides: c.exportOverridesLocked(),
 	}
 	if c.peer != nil {

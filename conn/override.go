@@ -185,7 +185,7 @@ func (c *Conn) restoreKeepaliveLocked(k sock.KeepaliveConfig) (sock.Keepalive, e
 	if err != nil {
 		return sock.Keepalive{}, err
 	}
-	c.ka = &ka
+	c.ka, c.kaUnread = &ka, false
 	return ka, nil
 }
 
@@ -228,7 +228,7 @@ func (c *Conn) SetKeepaliveFor(k sock.KeepaliveConfig, ttl time.Duration) (ka so
 	if ka, err = sock.ApplyKeepalive(c.tcp, k); err != nil {
 		return ka, until, err
 	}
-	c.ka = &ka
+	c.ka, c.kaUnread = &ka, false
 	return ka, c.holdLocked(WhatKeepalive, ttl, o), nil
 }
 

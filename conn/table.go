@@ -200,11 +200,10 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 	c.closedEvent.Store(cfg.ClosedEvent == ModeAll)
 	var kaErr error
 	if s.Keepalive != nil && s.TCP != nil {
-		ka, err := sock.ApplyKeepalive(s.TCP, *s.Keepalive)
-		if err != nil {
+		if err := sock.SetKeepaliveOver(s.TCP, *s.Keepalive, s.KeepaliveNow); err != nil {
 			kaErr = fmt.Errorf("keepalive: %w", err)
 		} else {
-			c.ka = &ka
+			c.kaUnread = true
 		}
 	}
 	sh := t.shard(c.ID)

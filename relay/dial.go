@@ -74,8 +74,8 @@ func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
 }
 
 // connected runs on the Poller when a connecting leg has an event.
-func (l *fdLeg) connected(d *dialing) {
-	err := l.fd.ConnectErr()
+func (l *fdLeg) connected(d *dialing, ev uint32) {
+	err := l.fd.Connected(ev)
 	if err == sock.ErrWouldBlock || !l.dialing.CompareAndSwap(d, nil) {
 		return
 	}
@@ -105,8 +105,8 @@ func (l *fdLeg) connected(d *dialing) {
 // any byte of the client's. A fresh socket takes it at once: a short write
 // is an error, as a socket that would block (sock.FD) is.
 func writeProxyHeader(in, out *conn.Conn, version byte, w io.Writer) error {
-	inf := in.Info()
-	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(inf.Remote), net.TCPAddrFromAddrPort(inf.Local))
+	local, remote := in.Addrs()
+	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(remote), net.TCPAddrFromAddrPort(local))
 	b, err := h.Format()
 	if err != nil {
 		return fmt.Errorf("proxy protocol header: %w", err)

@@ -26,7 +26,7 @@ func (l *fdLeg) Ready(ev uint32) {
 		writable = syscall.EPOLLOUT | syscall.EPOLLHUP | syscall.EPOLLERR
 	)
 	if d := l.dialing.Load(); d != nil {
-		l.connected(d)
+		l.connected(d, ev)
 		return
 	}
 	in, out := l.in.Load(), l.out.Load()
@@ -47,7 +47,10 @@ func (l *fdLeg) close(_ *conn.Conn, reset bool) error {
 	if d := l.dialing.Swap(nil); d != nil {
 		d.timer.Stop()
 	}
-	l.s.poller.Remove(l.fd)
+	// The socket's descriptor is its only one (a handover takes sockets
+	// out of the Poller before it duplicates them): closing it takes it
+	// out of the epoll set, with no epoll_ctl of its own.
+	l.s.poller.Forget(l.fd)
 	err := l.fd.Close(reset)
 	if p := l.in.Load(); p != nil {
 		p.notify()
@@ -247,7 +250,7 @@ func (p *fdPipe) eof() {
 	if p.other != nil {
 		other = &p.other.finished
 	}
-	endOfStream(p.src.c, p.dst.c, &p.finished, other, p.dst.fd.CloseWrite)
+	endOfStream(p.src.c, p.dst.c, &p.finished, other, p.dst.fd.CloseWrite, true)
 }
 
 // relayFD starts both directions between plain TCP legs in and out, or

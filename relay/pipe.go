@@ -37,14 +37,21 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 // (closeWrite) and, once the opposite direction has finished too, the
 // connection is done and both legs close with reason eof. For the echo
 // backend (other nil) everything read has been written back already and
-// the connection ends at once.
-func endOfStream(src, dst *conn.Conn, finished, other *atomic.Bool, closeWrite func() error) {
+// the connection ends at once. With closeSends, closing dst sends its FIN
+// as shutting it would (a bare socket whose every byte was read): when the
+// opposite direction has finished already, the connection is closed
+// without shutting dst first.
+func endOfStream(src, dst *conn.Conn, finished, other *atomic.Bool, closeWrite func() error, closeSends bool) {
 	src.SawEOF()
 	if other == nil {
 		src.Close(conn.ReasonEOF, nil)
 		return
 	}
 	finished.Store(true)
+	if closeSends && other.Load() {
+		src.Close(conn.ReasonEOF, nil)
+		return
+	}
 	if err := closeWrite(); err != nil {
 		closeFor(dst, err)
 		return

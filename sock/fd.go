@@ -82,14 +82,16 @@ func NewListener(ln *net.TCPListener) (*Listener, error) {
 }
 
 // Accept takes one pending connection and its peer's address, waiting
-// until there is one (or the Listener is closed: net.ErrClosed).
+// until there is one (or the Listener is closed: net.ErrClosed). The
+// connection has the options of the listening socket, which it inherits:
+// its keepalive (ListeningKeepalive) and TCP_NODELAY (see NoDelay).
 func (l *Listener) Accept() (*FD, netip.AddrPort, error) {
 	nfd := -1
-	var sa unix.Sockaddr
-	var aerr error
+	var remote netip.AddrPort
+	var aerr unix.Errno
 	err := l.rc.Read(func(fd uintptr) bool {
 		for {
-			nfd, sa, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			nfd, remote, aerr = accept4(int(fd))
 			switch aerr {
 			case unix.EINTR:
 				continue
@@ -104,13 +106,36 @@ func (l *Listener) Accept() (*FD, netip.AddrPort, error) {
 		return nil, netip.AddrPort{}, net.ErrClosed
 	case err != nil:
 		return nil, netip.AddrPort{}, err
-	case aerr != nil:
+	case aerr != 0:
 		return nil, netip.AddrPort{}, os.NewSyscallError("accept4", aerr)
 	}
-	// As Go does for its own TCP connections: no Nagle delay on what the
-	// relay passes on.
-	unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	return NewFD(nfd), sockaddrPort(sa), nil
+	return NewFD(nfd), remote, nil
+}
+
+// SetNoDelay switches Nagle's delay off (TCP_NODELAY), as Go does for its
+// own TCP connections: what the relay passes on goes at once. A socket
+// for listening takes it before it listens (a ListenConfig's Control):
+// the kernel copies it to every connection accepted from it, which then
+// needs no call of its own.
+func SetNoDelay(fd uintptr) error {
+	return os.NewSyscallError("setsockopt TCP_NODELAY", unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
+}
+
+// NoDelay reads TCP_NODELAY of c (a listening socket: whether the
+// connections accepted from it have it).
+func NoDelay(c syscall.Conn) (bool, error) {
+	var v int
+	err := control(c, func(fd int) error {
+		var err error
+		v, err = unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+		return os.NewSyscallError("getsockopt TCP_NODELAY", err)
+	})
+	return v != 0, err
+}
+
+// SetNoDelay is SetNoDelay on the socket.
+func (f *FD) SetNoDelay() error {
+	return f.do(func(fd int) error { return SetNoDelay(uintptr(fd)) })
 }
 
 // Close closes the duplicate descriptor.
@@ -215,28 +240,21 @@ func (f *FD) Close(reset bool) error {
 func (f *FD) LocalAddr() (netip.AddrPort, error) {
 	var local netip.AddrPort
 	err := f.do(func(fd int) error {
-		sa, err := unix.Getsockname(fd)
-		if err != nil {
-			return os.NewSyscallError("getsockname", err)
-		}
-		local = sockaddrPort(sa)
-		return nil
+		var err error
+		local, err = getsockname(fd)
+		return err
 	})
 	return local, err
 }
 
 // Addrs returns the socket's local and remote addresses.
 func (f *FD) Addrs() (local, remote netip.AddrPort, err error) {
-	if local, err = f.LocalAddr(); err != nil {
-		return local, remote, err
-	}
 	err = f.do(func(fd int) error {
-		sa, err := unix.Getpeername(fd)
-		if err != nil {
-			return os.NewSyscallError("getpeername", err)
+		if local, err = getsockname(fd); err != nil {
+			return err
 		}
-		remote = sockaddrPort(sa)
-		return nil
+		remote, err = getpeername(fd)
+		return err
 	})
 	return local, remote, err
 }
@@ -289,7 +307,7 @@ func Connect(addr netip.AddrPort) (*FD, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	SetNoDelay(uintptr(fd))
 	for {
 		err = unix.Connect(fd, sa)
 		if err != unix.EINTR {
@@ -317,9 +335,20 @@ func (f *FD) ConnectErr() error {
 		}
 		// Writable with no error may still be a connect in progress
 		// only if nothing happened yet: a peer name says it is done.
-		if _, err := unix.Getpeername(fd); err == unix.ENOTCONN {
+		if _, e := addrCall(unix.SYS_GETPEERNAME, fd); e == unix.ENOTCONN {
 			return ErrWouldBlock
 		}
 		return nil
 	})
+}
+
+// Connected is ConnectErr for the events the Poller reported (ev): a
+// socket reported writable without an error or hang-up has connected
+// (a TCP socket still connecting is never writable), and no system call
+// is needed to know it; anything else asks the kernel.
+func (f *FD) Connected(ev uint32) error {
+	if ev&unix.EPOLLOUT != 0 && ev&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+		return nil
+	}
+	return f.ConnectErr()
 }

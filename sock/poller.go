@@ -117,6 +117,22 @@ func (p *Poller) Remove(f *FD) {
 	})
 }
 
+// Forget stops watching f without asking the kernel: for a socket about
+// to be closed whose descriptor is its only one (not duplicated, not
+// handed to another process), which closing takes out of the epoll set.
+// An event already reported for it reaches nobody, as after Remove.
+func (p *Poller) Forget(f *FD) {
+	f.do(func(fd int) error {
+		p.mu.Lock()
+		if fd < len(p.slots) && p.slots[fd].h != nil {
+			p.slots[fd] = slot{}
+			p.watched--
+		}
+		p.mu.Unlock()
+		return nil
+	})
+}
+
 func (p *Poller) forget(fd int, seq uint32) {
 	p.mu.Lock()
 	if fd < len(p.slots) && p.slots[fd].seq == seq && p.slots[fd].h != nil {

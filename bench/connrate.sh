@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Connection rate: new relayed connections per second and the relay's CPU
+# per connection, tcpops and HAProxy (a plain TCP relay, 2 threads) side by
+# side, rounds alternated, in front of the same HTTP backend (HAProxy in
+# http mode answering 200 itself). Every connection is one HTTP/1.0
+# request: accept, backend connect, first bytes both ways, close.
+#   bench/connrate.sh [rate|strace]       (default rate)
+#   ROUNDS=3 N=20000 C=32 bench/connrate.sh
+# rate: ab -n N -c C through each relay, ROUNDS alternated rounds; prints
+#   conn/s (ab's requests per second) and the relay's CPU ticks
+#   (utime+stime from /proc, 100 a second) for the N connections.
+# strace: strace -c -f on tcpops for 2,000 connections (ab -n 2000 -c 8),
+#   syscalls per relayed connection.
+# Needs haproxy and ab (apache2-utils); uses ports 7400-7402 on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-rate}
+ROUNDS=${ROUNDS:-3}
+N=${N:-20000}
+C=${C:-32}
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+export CGO_ENABLED=0
+go build -o "$work/tcpops" ./cmd/tcpops
+
+cat > "$work/backend.cfg" <<CFG
+global
+    maxconn 9000
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend web
+    bind 127.0.0.1:7400
+    http-request return status 200 content-type text/plain string ok
+CFG
+cat > "$work/relay.cfg" <<CFG
+global
+    maxconn 9950
+    nbthread 2
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+listen relay
+    bind 127.0.0.1:7402
+    server backend 127.0.0.1:7400
+CFG
+haproxy -f "$work/backend.cfg" -db >/dev/null 2>&1 &
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/7400) 2>/dev/null && break; sleep 0.05; done
+"$work/tcpops" --socket "$work/s" --log-level warn --listen 'tcp://127.0.0.1:7401?backend=127.0.0.1:7400' &
+tp=$!
+haproxy -f "$work/relay.cfg" -db >/dev/null 2>&1 &
+hp=$!
+for _ in $(seq 100); do [ -S "$work/s" ] && break; sleep 0.05; done
+sleep 0.5
+
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r), $(go version | cut -d' ' -f3)"
+
+if [ "$what" = strace ]; then
+	ab -q -n 500 -c 8 http://127.0.0.1:7401/ >/dev/null # warm up: pipes, goroutines
+	strace -c -f -q -p $tp -o "$work/strace" &
+	st=$!
+	sleep 1
+	ab -q -n 2000 -c 8 http://127.0.0.1:7401/ | grep -E 'Complete|Failed'
+	sleep 0.5
+	kill -INT $st; wait $st || true
+	cat "$work/strace"
+	awk '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ {printf "%-16s %6.2f per connection\n", $NF, $4/2000}' "$work/strace"
+	exit 0
+fi
+
+run() { # name port pid
+	local t0 t1 out
+	t0=$(ticks "$3")
+	out=$(ab -q -n "$N" -c "$C" "http://127.0.0.1:$2/" 2>&1)
+	t1=$(ticks "$3")
+	printf '%-8s %9s conn/s  %4d ticks  failed %s  load %s\n' "$1" \
+		"$(awk '/Requests per second/{print $4}' <<<"$out")" $((t1 - t0)) \
+		"$(awk '/Failed requests/{print $3}' <<<"$out")" "$(cut -d' ' -f1 /proc/loadavg)"
+}
+ab -q -n 2000 -c "$C" http://127.0.0.1:7401/ >/dev/null
+ab -q -n 2000 -c "$C" http://127.0.0.1:7402/ >/dev/null
+for round in $(seq "$ROUNDS"); do
+	echo "== round $round"
+	run tcpops 7401 $tp
+	run haproxy 7402 $hp
+done
