@@ -6,6 +6,8 @@
 # request: accept, backend connect, first bytes both ways, close.
 #   bench/connrate.sh [rate|strace]       (default rate)
 #   ROUNDS=3 N=20000 C=32 bench/connrate.sh
+#   OTHER=/path/to/tcpops bench/connrate.sh   (a second tcpops build, e.g.
+#   an earlier commit's, in the same rounds, port 7403)
 # rate: ab -n N -c C through each relay, ROUNDS alternated rounds; prints
 #   conn/s (ab's requests per second) and the relay's CPU ticks
 #   (utime+stime from /proc, 100 a second) for the N connections.
@@ -55,6 +57,11 @@ for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/7400) 2>/dev/null && break; 
 tp=$!
 haproxy -f "$work/relay.cfg" -db >/dev/null 2>&1 &
 hp=$!
+if [ -n "${OTHER:-}" ]; then
+	"$OTHER" --socket "$work/s2" --log-level warn --listen 'tcp://127.0.0.1:7403?backend=127.0.0.1:7400' &
+	op=$!
+	for _ in $(seq 100); do [ -S "$work/s2" ] && break; sleep 0.05; done
+fi
 for _ in $(seq 100); do [ -S "$work/s" ] && break; sleep 0.05; done
 sleep 0.5
 
@@ -85,8 +92,10 @@ run() { # name port pid
 }
 ab -q -n 2000 -c "$C" http://127.0.0.1:7401/ >/dev/null
 ab -q -n 2000 -c "$C" http://127.0.0.1:7402/ >/dev/null
+[ -n "${OTHER:-}" ] && ab -q -n 2000 -c "$C" http://127.0.0.1:7403/ >/dev/null
 for round in $(seq "$ROUNDS"); do
 	echo "== round $round"
 	run tcpops 7401 $tp
 	run haproxy 7402 $hp
+	[ -n "${OTHER:-}" ] && run other 7403 $op
 done

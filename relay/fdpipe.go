@@ -17,6 +17,10 @@ type fdLeg struct {
 	in, out atomic.Pointer[fdPipe]
 	// dialing is set while an outbound leg connects.
 	dialing atomic.Pointer[dialing]
+	// hup is set once the Poller reported the peer's FIN, a hang-up or an
+	// error: a read that did not fill the buffer no longer means there is
+	// nothing more to read (the FIN is read as a read of 0, later).
+	hup atomic.Bool
 }
 
 // Ready wakes the directions a socket event concerns.
@@ -28,6 +32,9 @@ func (l *fdLeg) Ready(ev uint32) {
 	if d := l.dialing.Load(); d != nil {
 		l.connected(d, ev)
 		return
+	}
+	if ev&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+		l.hup.Store(true)
 	}
 	in, out := l.in.Load(), l.out.Load()
 	r := ev&readable != 0 && in != nil
@@ -78,9 +85,10 @@ type fdPipe struct {
 
 	// Owned by the goroutine running move.
 	done    bool
+	bulk    bool   // a read filled the buffer: splice from now on
 	kp      *kpipe // holds pending bytes read but not written yet
 	pending int
-	rest    []byte // the same, when no kernel pipe was free
+	rest    []byte // the same, read through a buffer
 }
 
 const (
@@ -150,6 +158,17 @@ func (p *fdPipe) move() {
 			continue
 		}
 		p.blocked.Store(false)
+		if !p.bulk {
+			// Until a read fills the buffer, bytes are read into it and
+			// written from it: for the few bytes of a request or an answer
+			// that is cheaper than two splices, and a read that did not
+			// fill it emptied the socket, so no read waits for EAGAIN (the
+			// Poller reports bytes that arrive later).
+			if p.copyOnce() {
+				return
+			}
+			continue
+		}
 		if p.kp == nil {
 			p.kp = getPipe()
 		}
@@ -177,9 +196,14 @@ func (p *fdPipe) move() {
 	}
 }
 
-// copyOnce reads once through a pooled buffer (every kernel pipe is in
-// use) and writes what it can; the rest is kept. It reports whether to
-// stop: nothing to read, EOF or an error.
+// copyOnce reads once through a pooled buffer (before the direction is
+// bulk, or when every kernel pipe is in use) and writes what it can; the
+// rest is kept. It reports whether to stop: nothing to read, EOF, an
+// error, or a read that did not fill the buffer and was written whole
+// (the socket had no more, and the Poller reports what comes next; not
+// after a FIN was reported, which is read as a read of 0 and comes with
+// no event of its own). A read that fills the buffer makes the direction
+// bulk.
 func (p *fdPipe) copyOnce() bool {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -206,8 +230,13 @@ func (p *fdPipe) copyOnce() bool {
 	}
 	if w < n {
 		p.rest = append([]byte(nil), b[w:]...)
+		return false
 	}
-	return false
+	if n == len(*bp) {
+		p.bulk = true
+		return false
+	}
+	return !p.src.hup.Load()
 }
 
 // wait handles the error of a write: true to stop (it would block, and
