@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -118,7 +119,7 @@ func (l *Listener) Accept() (*FD, netip.AddrPort, error) {
 // the kernel copies it to every connection accepted from it, which then
 // needs no call of its own.
 func SetNoDelay(fd uintptr) error {
-	return os.NewSyscallError("setsockopt TCP_NODELAY", unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
+	return os.NewSyscallError("setsockopt TCP_NODELAY", rawSetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
 }
 
 // NoDelay reads TCP_NODELAY of c (a listening socket: whether the
@@ -178,21 +179,20 @@ func (f *FD) once(op string, call func(fd int) (int, error)) (int, error) {
 
 // Read reads what is there: (0, nil) at EOF, ErrWouldBlock when nothing is.
 func (f *FD) Read(b []byte) (int, error) {
-	return f.once("read", func(fd int) (int, error) { return unix.Read(fd, b) })
+	return f.once("read", func(fd int) (int, error) { return rawRead(fd, b) })
 }
 
 // Write writes what the socket takes now; ErrWouldBlock when it takes
 // nothing.
 func (f *FD) Write(b []byte) (int, error) {
-	return f.once("write", func(fd int) (int, error) { return unix.Write(fd, b) })
+	return f.once("write", func(fd int) (int, error) { return rawWrite(fd, b) })
 }
 
 // SpliceTo moves up to max bytes from the socket into the pipe whose
 // write end is pw: (0, nil) at EOF, ErrWouldBlock when nothing is there.
 func (f *FD) SpliceTo(pw, max int) (int, error) {
 	return f.once("splice", func(fd int) (int, error) {
-		n, err := unix.Splice(fd, nil, pw, nil, max, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		return int(n), err
+		return rawSplice(fd, pw, max)
 	})
 }
 
@@ -203,8 +203,7 @@ func (f *FD) SpliceFrom(pr, n int) (int, error) {
 	done := 0
 	for done < n {
 		m, err := f.once("splice", func(fd int) (int, error) {
-			m, err := unix.Splice(pr, nil, fd, nil, n-done, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			return int(m), err
+			return rawSplice(pr, fd, n-done)
 		})
 		done += m
 		if err != nil {
@@ -217,7 +216,7 @@ func (f *FD) SpliceFrom(pr, n int) (int, error) {
 // CloseWrite sends FIN (shutdown SHUT_WR).
 func (f *FD) CloseWrite() error {
 	return f.do(func(fd int) error {
-		return os.NewSyscallError("shutdown", unix.Shutdown(fd, unix.SHUT_WR))
+		return os.NewSyscallError("shutdown", rawShutdown(fd, unix.SHUT_WR))
 	})
 }
 
@@ -233,7 +232,7 @@ func (f *FD) Close(reset bool) error {
 	if reset {
 		unix.SetsockoptLinger(f.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	}
-	return os.NewSyscallError("close", unix.Close(f.fd))
+	return os.NewSyscallError("close", rawClose(f.fd))
 }
 
 // LocalAddr returns the socket's local address.
@@ -295,27 +294,36 @@ func (r rawFD) Write(fn func(fd uintptr) bool) error { return r.Read(fn) }
 // at once; the Poller reports the outcome as the socket's first
 // writable or error event, and ConnectErr reads it.
 func Connect(addr netip.AddrPort) (*FD, error) {
-	var sa unix.Sockaddr
+	var sa4 unix.RawSockaddrInet4
+	var sa6 unix.RawSockaddrInet6
+	var sa unsafe.Pointer
+	var salen uintptr
 	family := unix.AF_INET6
 	if a := addr.Addr(); a.Is4() || a.Is4In6() {
 		family = unix.AF_INET
-		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: a.Unmap().As4()}
+		sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.Unmap().As4()}
+		p := (*[2]byte)(unsafe.Pointer(&sa4.Port))
+		p[0], p[1] = byte(addr.Port()>>8), byte(addr.Port())
+		sa, salen = unsafe.Pointer(&sa4), unix.SizeofSockaddrInet4
 	} else {
-		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: a.As16()}
+		sa6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.As16()}
+		p := (*[2]byte)(unsafe.Pointer(&sa6.Port))
+		p[0], p[1] = byte(addr.Port()>>8), byte(addr.Port())
+		sa, salen = unsafe.Pointer(&sa6), unix.SizeofSockaddrInet6
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := rawSocket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
 	SetNoDelay(uintptr(fd))
 	for {
-		err = unix.Connect(fd, sa)
+		err = rawConnect(fd, sa, salen)
 		if err != unix.EINTR {
 			break
 		}
 	}
 	if err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
+		rawClose(fd)
 		return nil, os.NewSyscallError("connect", err)
 	}
 	return NewFD(fd), nil

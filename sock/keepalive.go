@@ -138,7 +138,7 @@ func control(c syscall.Conn, fn func(fd int) error) error {
 }
 
 func setInt(fd, level, opt int, name string, v int) error {
-	if err := unix.SetsockoptInt(fd, level, opt, v); err != nil {
+	if err := rawSetsockoptInt(fd, level, opt, v); err != nil {
 		return &OpError{Op: fmt.Sprintf("setsockopt %s=%d", name, v), Err: os.NewSyscallError("setsockopt", err)}
 	}
 	return nil

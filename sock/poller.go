@@ -89,7 +89,7 @@ func (p *Poller) Add(f *FD, h Handler) error {
 		// meanwhile reaches nobody instead of the new socket's handler.
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd), Pad: int32(seq)}
 		var err error
-		p.ctl(func(epfd int) { err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev) })
+		p.ctl(func(epfd int) { err = rawEpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev) })
 		if err != nil {
 			p.forget(fd, seq)
 			return &OpError{Op: "epoll_ctl", Err: os.NewSyscallError("epoll_ctl", err)}
@@ -112,7 +112,7 @@ func (p *Poller) Remove(f *FD) {
 			p.watched--
 		}
 		p.mu.Unlock()
-		p.ctl(func(epfd int) { unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, fd, nil) })
+		p.ctl(func(epfd int) { rawEpollCtl(epfd, unix.EPOLL_CTL_DEL, fd, nil) })
 		return nil
 	})
 }
@@ -155,7 +155,7 @@ func (p *Poller) Run() error {
 	hs := make([]Handler, len(events))
 	err := p.rc.Read(func(epfd uintptr) bool {
 		for {
-			n, err := unix.EpollWait(int(epfd), events, 0)
+			n, err := rawEpollWait(int(epfd), events)
 			if err == unix.EINTR {
 				continue
 			}
