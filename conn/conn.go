@@ -464,20 +464,21 @@ func (c *Conn) close(r Reason, err error, reset bool) bool {
 	return true
 }
 
-// event builds the closed event; c.mu must not be held.
-func (c *Conn) event(now time.Time) Event {
+// event builds the closed event, its addresses apart (the ring keeps
+// them without making strings); c.mu must not be held.
+func (c *Conn) event(now time.Time) (Event, evAddrs) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := Event{
 		Time: now, Reason: c.reason, ConnID: c.ID, Proto: c.Proto, Direction: c.Direction,
-		Listener: c.Listener, Local: addrString(c.local), Remote: addrString(c.remote), Via: addrString(c.via),
+		Listener: c.Listener, Via: addrString(c.via),
 		Duration: now.Sub(c.Created), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
 		Error: c.errText, WSCloseCode: c.wsCode, WSCloseReason: c.wsReason, Reset: c.reset,
 	}
 	if c.peer != nil {
 		e.Peer = c.peer.ID
 	}
-	return e
+	return e, evAddrs{local: c.local, remote: c.remote}
 }
 
 // RemoteAddr returns the remote address (invalid while an outbound leg to

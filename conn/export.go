@@ -346,7 +346,7 @@ func (r *Events) Seal(forward func(Event)) (nextSeq uint64, kept []Event) {
 	r.forward = forward
 	from := r.oldestLocked()
 	for s := from; s < r.next; s++ {
-		kept = append(kept, *r.slot(s))
+		kept = append(kept, r.get(s))
 	}
 	return r.next, kept
 }
@@ -361,7 +361,7 @@ func (r *Events) Unseal(pending func() []Event) {
 	for _, e := range pending() {
 		e.Seq = r.next
 		r.next++
-		*r.slot(e.Seq) = e
+		r.put(e.Seq, &e, parseAddrs(&e))
 	}
 	if r.waiting {
 		close(r.wake)
@@ -377,7 +377,7 @@ func (r *Events) Restore(next uint64, kept []Event) {
 	defer r.mu.Unlock()
 	for _, e := range kept {
 		if e.Seq >= r.next && e.Seq < next {
-			*r.slot(e.Seq) = e
+			r.put(e.Seq, &e, parseAddrs(&e))
 		}
 	}
 	if next > r.next {

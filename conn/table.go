@@ -299,7 +299,8 @@ func (t *Table) remove(c *Conn) {
 		t.release(ip, c.Listener)
 	}
 	if t.cfg.Load().ClosedEvent != ModeOff && c.closedEvent.Load() {
-		t.events.Publish(c.event(time.Now()))
+		e, a := c.event(time.Now())
+		t.events.publish(&e, a)
 	}
 	// Counted last: a close that shows in the counters has its event out.
 	in, out := c.bytesIn.Load(), c.bytesOut.Load()
