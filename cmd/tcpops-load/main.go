@@ -9,6 +9,7 @@
 //	tcpops-load fleetlist -nats URL -addrs A,B,C [-n 3000] [-ctl tcpopsctl]
 //	tcpops-load burst -addr A -socket S [-n 10000] [-nats URL -host H]
 //	tcpops-load bulk -addr 127.0.0.1:7001 -socket S [-n 9000] [-rate 1000]
+//	tcpops-load reconnect -addr 127.0.0.1:7000 [-n 9000]
 package main
 
 import (
@@ -28,6 +29,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpops/tcpops/internal/proc"
 	"github.com/tcpops/tcpops/rpc"
@@ -52,6 +55,8 @@ func main() {
 		err = burst(os.Args[2:])
 	case "bulk":
 		err = bulk(os.Args[2:])
+	case "reconnect":
+		err = reconnect(os.Args[2:])
 	default:
 		usage()
 	}
@@ -68,7 +73,8 @@ func usage() {
   tcpops-load relay -addr ADDR [-bytes N] [-streams 1,64] [-msgs N] [-size N]
   tcpops-load fleetlist -nats URL -addrs A,B,C [-n N] [-ctl PATH] [-rounds N]
   tcpops-load burst -addr ADDR -socket PATH [-n N] [-nats URL -host NAME]
-  tcpops-load bulk  -addr ADDR -socket PATH [-n N] [-sources K] [-rate R]`)
+  tcpops-load bulk  -addr ADDR -socket PATH [-n N] [-sources K] [-rate R]
+  tcpops-load reconnect -addr ADDR [-n N] [-sources K] [-timeout DUR]`)
 	os.Exit(2)
 }
 
@@ -144,7 +150,17 @@ func cpu(pid int) time.Duration {
 // dialFrom connects from source 127.0.0.(k+1), spreading connections over
 // several source addresses where one runs out of ports.
 func dialFrom(addr string, k int) (*net.TCPConn, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(k+1))}, Timeout: 10 * time.Second}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(k+1))}, Timeout: 10 * time.Second,
+		// The port is chosen at connect, per destination, as without a
+		// source address: bind(2) alone would want a port no other
+		// socket holds, and runs out after a few bursts (TIME_WAIT).
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var err error
+			rc.Control(func(fd uintptr) {
+				err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+			})
+			return err
+		}}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
