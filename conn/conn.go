@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -52,21 +53,33 @@ type Spec struct {
 }
 
 // Conn is one connection in the table. Its methods are safe for concurrent use.
+// Its fields are ordered to leave no padding: every idle connection
+// carries one.
 type Conn struct {
 	ID        uint64
 	Proto     Proto
-	Direction Direction
 	Listener  string
-	Created   time.Time
+	created   int64 // table clock (ns since its epoch, monotonic): Created
+	Direction Direction
+
+	handshake bool // set at Add: Established, not the first read, makes it usable
+	// Guarded by mu (below), here for the layout.
+	timed    bool // the table's lifetimes time it (or will again: Release)
+	closing  bool
+	reset    bool // closed by an RST of ours
+	kaUnread bool // keepalive was set without reading it back: keepaliveLocked
+	// hidx is c's place in the heap of the table's lifetimes + 1 (0: not
+	// in it), guarded by lifetimes.mu, as due is.
+	hidx int32
 
 	t *Table
 
 	state       atomic.Int32
-	handshake   bool // set at Add: Established, not the first read, makes it usable
+	closedEvent atomic.Bool
 	bytesIn     atomic.Uint64
 	bytesOut    atomic.Uint64
 	lastActive  atomic.Int64 // table clock, ns
-	closedEvent atomic.Bool
+	due         int64        // table clock when the lifetimes look at it
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -77,28 +90,57 @@ type Conn struct {
 	peer     *Conn
 	lifetime time.Duration
 	anchor   int64 // table clock when the lifetime was last set
-	timer    *time.Timer
-	closing  bool
 	reason   Reason
-	reset    bool // closed by an RST of ours
-	errText  string
-	wsCode   int
-	wsReason string
 	ka       *sock.Keepalive // last read back from the kernel
-	// kaUnread says keepalive was set without reading it back: the next
-	// snapshot reads it (keepaliveLocked).
-	kaUnread bool
-	// via is the balancer that named remote in a PROXY protocol header.
-	via netip.AddrPort
 	// countedIP is the address counted for max-conns-per-ip (invalid
 	// while none is).
 	countedIP netip.Addr
-	tls       *TLSInfo
-	ws        *WSInfo
-	ov        *overrides // settings changed for a while (nil: none yet)
-	drain     *Draining  // served by the old process after an upgrade
+	// x holds what few connections have (nil: none of it); x() reads it.
+	x *connExt
 
 	rate rateSample // bytes per second, for views that ask
+}
+
+// Created is when the connection was accepted or dialled.
+func (c *Conn) Created() time.Time {
+	if c.created == noCreated {
+		return time.Time{}
+	}
+	return c.t.epoch.Add(time.Duration(c.created))
+}
+
+const noCreated = math.MinInt64
+
+// connExt is what few connections have, apart so that the others do not
+// carry it (an idle connection's memory is mostly its Conn).
+type connExt struct {
+	// via is the balancer that named remote in a PROXY protocol header.
+	via      netip.AddrPort
+	tls      *TLSInfo
+	ws       *WSInfo
+	ov       *overrides // settings changed for a while (nil: none yet)
+	drain    *Draining  // served by the old process after an upgrade
+	errText  string
+	wsCode   int
+	wsReason string
+}
+
+var noExt connExt
+
+// ext is c.x for reading: an empty one when there is none; c.mu held.
+func (c *Conn) ext() *connExt {
+	if c.x == nil {
+		return &noExt
+	}
+	return c.x
+}
+
+// extW is c.x for writing, made when there is none; c.mu held.
+func (c *Conn) extW() *connExt {
+	if c.x == nil {
+		c.x = &connExt{}
+	}
+	return c.x
 }
 
 // State returns the current state.
@@ -145,7 +187,7 @@ func (c *Conn) Attach(tcp syscall.Conn, closer Closer) bool {
 		c.mu.Lock()
 		// The address a bare socket was connected to, or a client named by
 		// a PROXY protocol header, is kept: no need to ask the kernel.
-		keep := c.via.IsValid() || c.remote.IsValid() && isFD(tcp)
+		keep := c.ext().via.IsValid() || c.remote.IsValid() && isFD(tcp)
 		c.mu.Unlock()
 		if keep {
 			local = sock.LocalAddr(tcp)
@@ -245,7 +287,8 @@ func (c *Conn) Closing() bool {
 // SetWSClose records a WebSocket close code and reason for the event.
 func (c *Conn) SetWSClose(code int, reason string) {
 	c.mu.Lock()
-	c.wsCode, c.wsReason = code, reason
+	x := c.extW()
+	x.wsCode, x.wsReason = code, reason
 	c.mu.Unlock()
 }
 
@@ -256,7 +299,7 @@ func (c *Conn) syscallConn() (syscall.Conn, error) {
 	if c.closing {
 		return nil, ErrClosed
 	}
-	if c.drain != nil {
+	if c.ext().drain != nil {
 		return nil, ErrDraining
 	}
 	if c.tcp == nil {
@@ -312,7 +355,7 @@ func (c *Conn) ApplyKeepalive(k sock.KeepaliveConfig, now *sock.Keepalive) error
 // was set without reading it back (Add, ApplyKeepalive) it is read now
 // and kept: it changes only through this package. c.mu is held.
 func (c *Conn) keepaliveLocked() *sock.Keepalive {
-	if c.kaUnread && c.tcp != nil && !c.closing && c.drain == nil {
+	if c.kaUnread && c.tcp != nil && !c.closing && c.ext().drain == nil {
 		if ka, err := sock.GetKeepalive(c.tcp); err == nil {
 			c.ka, c.kaUnread = &ka, false
 		}
@@ -376,7 +419,7 @@ func (c *Conn) SetLifetime(d time.Duration) (expiresIn time.Duration, err error)
 	if c.closing {
 		return 0, ErrClosed
 	}
-	if c.drain != nil {
+	if c.ext().drain != nil {
 		return 0, ErrDraining
 	}
 	c.setLifetimeLocked(d)
@@ -387,35 +430,10 @@ func (c *Conn) setLifetimeLocked(d time.Duration) {
 	c.lifetime = d
 	c.anchor = c.t.clock()
 	if d == 0 {
-		if c.timer != nil {
-			c.timer.Stop()
-		}
+		c.untimeLocked(false)
 		return
 	}
-	if c.timer == nil {
-		c.timer = time.AfterFunc(d, c.lifetimeFired)
-	} else {
-		c.timer.Reset(d)
-	}
-}
-
-// lifetimeFired runs when the timer fires; the timer is set for the
-// earliest possible expiry, and traffic since then only pushes it on, so
-// an active connection costs one timer run per lifetime, not per packet.
-func (c *Conn) lifetimeFired() {
-	c.mu.Lock()
-	if c.closing || c.lifetime == 0 {
-		c.mu.Unlock()
-		return
-	}
-	left := c.expiresInLocked(c.t.clock())
-	if left > 0 {
-		c.timer.Reset(left)
-		c.mu.Unlock()
-		return
-	}
-	c.mu.Unlock()
-	c.Close(ReasonLifetime, nil)
+	c.timeLocked(d)
 }
 
 // Close closes the connection for reason r (err carries the socket error
@@ -437,10 +455,10 @@ func (c *Conn) close(r Reason, err error, reset bool) bool {
 	c.reason = r
 	c.reset = reset
 	if err != nil {
-		c.errText = err.Error()
+		c.extW().errText = err.Error()
 	}
-	if c.timer != nil {
-		c.timer.Stop()
+	if c.timed {
+		c.untimeLocked(false)
 	}
 	c.stopOverridesLocked()
 	closer, peer := c.closer, c.peer
@@ -471,9 +489,9 @@ func (c *Conn) event(now time.Time) (Event, evAddrs) {
 	defer c.mu.Unlock()
 	e := Event{
 		Time: now, Reason: c.reason, ConnID: c.ID, Proto: c.Proto, Direction: c.Direction,
-		Listener: c.Listener, Via: addrString(c.via),
-		Duration: now.Sub(c.Created), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
-		Error: c.errText, WSCloseCode: c.wsCode, WSCloseReason: c.wsReason, Reset: c.reset,
+		Listener: c.Listener, Via: addrString(c.ext().via),
+		Duration: now.Sub(c.Created()), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
+		Error: c.ext().errText, WSCloseCode: c.ext().wsCode, WSCloseReason: c.ext().wsReason, Reset: c.reset,
 	}
 	if c.peer != nil {
 		e.Peer = c.peer.ID
@@ -550,15 +568,15 @@ func (c *Conn) info(now int64) Info {
 	in := Info{
 		ID: c.ID, Proto: c.Proto, Direction: c.Direction, Listener: c.Listener,
 		Local: c.local, Remote: c.remote,
-		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
+		State: c.State(), Created: c.Created(), Idle: time.Duration(now - c.lastActive.Load()),
 		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.keepaliveLocked(),
-		Via: c.via, TLS: c.tls, WS: c.ws, Overrides: c.overridesLocked(), Draining: c.drain,
+		Via: c.ext().via, TLS: c.ext().tls, WS: c.ext().ws, Overrides: c.overridesLocked(), Draining: c.ext().drain,
 	}
 	if c.peer != nil {
 		in.Peer = c.peer.ID
-	} else if c.drain != nil {
-		in.Peer = c.drain.Peer
+	} else if c.ext().drain != nil {
+		in.Peer = c.ext().drain.Peer
 	}
 	return in
 }

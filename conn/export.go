@@ -105,8 +105,8 @@ func (t *Table) Hold(cs ...*Conn) bool {
 		// A hold is a close without a reason: every close path stops at
 		// closing, and Release can tell it from a real one.
 		c.closing = true
-		if c.timer != nil {
-			c.timer.Stop()
+		if c.timed {
+			c.untimeLocked(true)
 		}
 	}
 	return true
@@ -121,8 +121,8 @@ func (t *Table) Release(c *Conn) {
 		return
 	}
 	c.closing = false
-	if c.lifetime > 0 && c.timer != nil {
-		c.timer.Reset(max(c.expiresInLocked(t.clock()), 0))
+	if c.lifetime > 0 && c.timed {
+		c.timeLocked(c.expiresInLocked(t.clock()))
 	}
 }
 
@@ -154,10 +154,10 @@ func (c *Conn) Export() ConnState {
 	at := func(clock int64) time.Time { return wall.Add(time.Duration(clock - now)) }
 	s := ConnState{
 		ID: c.ID, Proto: c.Proto, Direction: c.Direction, Listener: c.Listener,
-		Local: c.local, Remote: c.remote, Via: c.via, State: c.State(), Handshake: c.handshake,
-		Created: c.Created, LastActive: at(c.lastActive.Load()), Lifetime: c.lifetime, Anchor: at(c.anchor),
+		Local: c.local, Remote: c.remote, Via: c.ext().via, State: c.State(), Handshake: c.handshake,
+		Created: c.Created(), LastActive: at(c.lastActive.Load()), Lifetime: c.lifetime, Anchor: at(c.anchor),
 		ClosedEvent: c.closedEvent.Load(), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
-		Keepalive: c.keepaliveLocked(), TLS: c.tls, WS: c.ws, Draining: c.drain,
+		Keepalive: c.keepaliveLocked(), TLS: c.ext().tls, WS: c.ext().ws, Draining: c.ext().drain,
 		Overrides: c.exportOverridesLocked(),
 	}
 	if c.peer != nil {
@@ -225,9 +225,15 @@ func (t *Table) Adopt(s ConnState, tcp syscall.Conn, closer Closer) (*Conn, erro
 		return now - int64(wall.Sub(at))
 	}
 	c := &Conn{
-		ID: s.ID, Proto: s.Proto, Direction: s.Direction, Listener: s.Listener, Created: s.Created,
-		t: t, handshake: s.Handshake, local: s.Local, remote: s.Remote, via: s.Via,
-		tcp: tcp, closer: closer, ka: s.Keepalive, tls: s.TLS, ws: s.WS, drain: s.Draining,
+		ID: s.ID, Proto: s.Proto, Direction: s.Direction, Listener: s.Listener, created: noCreated,
+		t: t, handshake: s.Handshake, local: s.Local, remote: s.Remote,
+		tcp: tcp, closer: closer, ka: s.Keepalive,
+	}
+	if s.Via.IsValid() || s.TLS != nil || s.WS != nil || s.Draining != nil {
+		c.x = &connExt{via: s.Via, tls: s.TLS, ws: s.WS, drain: s.Draining}
+	}
+	if !s.Created.IsZero() {
+		c.created = int64(s.Created.Sub(t.epoch))
 	}
 	c.state.Store(int32(s.State))
 	c.bytesIn.Store(s.BytesIn)
@@ -260,7 +266,7 @@ func (t *Table) Adopt(s ConnState, tcp syscall.Conn, closer Closer) (*Conn, erro
 		c.mu.Lock()
 		c.lifetime, c.anchor = s.Lifetime, clock(s.Anchor)
 		if s.Draining == nil { // the old process times it out
-			c.timer = time.AfterFunc(max(c.expiresInLocked(now), 0), c.lifetimeFired)
+			c.timeLocked(c.expiresInLocked(now))
 		}
 		c.mu.Unlock()
 	}
@@ -276,7 +282,7 @@ func (t *Table) Adopt(s ConnState, tcp syscall.Conn, closer Closer) (*Conn, erro
 func (c *Conn) Draining() *Draining {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.drain
+	return c.ext().drain
 }
 
 // SetCounters sets the byte counters of a draining entry to what the old
@@ -301,11 +307,14 @@ func (t *Table) EndDraining(e Event) bool {
 	publish := t.cfg.Load().ClosedEvent != ModeOff
 	if c, ok := t.Get(e.ConnID); ok {
 		c.mu.Lock()
-		if c.closing || c.drain == nil {
+		if c.closing || c.ext().drain == nil {
 			c.mu.Unlock()
 			return false
 		}
-		c.closing, c.reason, c.errText = true, e.Reason, e.Error
+		c.closing, c.reason = true, e.Reason
+		if e.Error != "" {
+			c.extW().errText = e.Error
+		}
 		ip := c.countedIP
 		c.mu.Unlock()
 		c.SetCounters(e.BytesIn, e.BytesOut)

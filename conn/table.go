@@ -58,6 +58,7 @@ type Table struct {
 	epoch  time.Time
 	events *Events
 	nextID atomic.Uint64
+	life   lifetimes
 
 	shards [shards]shard
 
@@ -111,6 +112,7 @@ func NewTable(cfg Config) *Table {
 	for i := range t.shards {
 		t.shards[i].m = make(map[uint64]*Conn)
 	}
+	t.life.t = t
 	t.cfg.Store(&cfg)
 	return t
 }
@@ -192,7 +194,7 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 	now := t.clock()
 	c := &Conn{
 		ID: t.nextID.Add(1), Proto: s.Proto, Direction: s.Direction, Listener: s.Listener,
-		Created: time.Now(), t: t, handshake: s.Handshake,
+		created: now, t: t, handshake: s.Handshake,
 		local: s.Local, remote: s.Remote, tcp: s.TCP, closer: s.Close, countedIP: ip,
 	}
 	c.state.Store(int32(s.State))
@@ -308,7 +310,7 @@ func (t *Table) remove(c *Conn) {
 		t.closed[i].Add(1)
 	}
 	if t.onClose != nil {
-		t.onClose(Closed{Proto: c.Proto, Direction: c.Direction, Reason: r, Duration: time.Since(c.Created), BytesIn: in, BytesOut: out})
+		t.onClose(Closed{Proto: c.Proto, Direction: c.Direction, Reason: r, Duration: time.Since(c.Created()), BytesIn: in, BytesOut: out})
 	}
 	t.open.Add(-1)
 }

@@ -12,20 +12,25 @@ import (
 // collector allows before it runs again) and gives it back to the kernel
 // only slowly and only above that goal: a daemon that has relayed a burst
 // of short connections and gone quiet holds the burst's peak for good.
-// Every releaseEvery, if the heap holds at least releaseFree bytes that
-// are free and the daemon allocated less than releaseQuiet bytes since
-// the last look (no burst going on), the free memory goes back to the
+// Every releaseEvery, if the heap holds at least releaseFree bytes more
+// than the live heap of the last collection (free memory, and garbage
+// that no collection has freed yet: an idle daemon allocates too little
+// to start one) and the daemon allocated less than releaseQuiet bytes
+// since the last look (no burst going on), that memory goes back to the
 // kernel (debug.FreeOSMemory: one collection, then every free page
-// returned). A busy or idle daemon is left alone.
+// returned). A busy daemon is left alone, and so is an idle one once it
+// has given back.
 const (
 	releaseEvery = 5 * time.Second
-	releaseFree  = 4 << 20
+	releaseFree  = 1 << 20
 	releaseQuiet = 1 << 20
 )
 
 var memSamples = []metrics.Sample{
 	{Name: "/memory/classes/heap/free:bytes"},
 	{Name: "/gc/heap/allocs:bytes"},
+	{Name: "/memory/classes/heap/objects:bytes"},
+	{Name: "/gc/heap/live:bytes"},
 }
 
 // giveBackMemory runs until ctx ends.
@@ -51,11 +56,13 @@ func releaseNow(last *uint64) bool {
 	s := make([]metrics.Sample, len(memSamples))
 	copy(s, memSamples)
 	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
-		return false
+	for i := range s {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return false
+		}
 	}
-	free, allocs := s[0].Value.Uint64(), s[1].Value.Uint64()
+	free, allocs, objects, live := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64(), s[3].Value.Uint64()
 	quiet := allocs-*last < releaseQuiet
 	*last = allocs
-	return quiet && free >= releaseFree
+	return quiet && free+objects >= live+releaseFree
 }

@@ -83,11 +83,11 @@ type fdPipe struct {
 	// not start again, and a running move stops at its next round.
 	frozen atomic.Bool
 
-	// Owned by the goroutine running move.
+	// Owned by the goroutine running move (ordered for 80 bytes in all).
 	done    bool
-	bulk    bool   // a read filled the buffer: splice from now on
-	kp      *kpipe // holds pending bytes read but not written yet
-	pending int
+	bulk    bool  // a read filled the buffer: splice from now on
+	pending int32 // bytes in kp, read but not written yet
+	kp      *kpipe
 	rest    []byte // the same, read through a buffer
 }
 
@@ -133,8 +133,8 @@ func (p *fdPipe) move() {
 		switch {
 		case p.pending > 0:
 			p.blocked.Store(true)
-			n, err := p.dst.fd.SpliceFrom(p.kp.r, p.pending)
-			p.pending -= n
+			n, err := p.dst.fd.SpliceFrom(p.kp.r, int(p.pending))
+			p.pending -= int32(n)
 			if n > 0 {
 				p.dst.c.Touch(0, n)
 			}
@@ -192,7 +192,7 @@ func (p *fdPipe) move() {
 			return
 		}
 		p.src.c.Touch(n, 0)
-		p.pending = n
+		p.pending = int32(n)
 	}
 }
 
