@@ -202,6 +202,12 @@ func idle(args []string) error {
 	time.Sleep(*hold)
 	used := cpu(*pid) - c0
 	fmt.Printf("idle: CPU over %s holding them: %s (%.2f%%)\n", *hold, used, 100*used.Seconds()/hold.Seconds())
+	// Again once they have been idle that long: what the process keeps
+	// for them once the garbage of opening them is collected and given
+	// back.
+	rss2, pss2 := memory(*pid)
+	fmt.Printf("idle: after holding them: RSS %.1f MiB (+%.0f B/conn), PSS +%.0f B/conn\n",
+		mib(rss2), float64(rss2-rss0)/float64(*n), float64(pss2-pss0)/float64(*n))
 	var follow *follower
 	if *sock != "" {
 		if err := listTimes(*sock, *ctl, *rounds); err != nil {
