@@ -27,26 +27,26 @@ type dialing struct {
 }
 
 // dialFD starts connecting the backend of in.
-func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
+func (s *Server) dialFD(in *fdLeg, l *Listener, addr netip.AddrPort) {
 	fd, cerr := sock.Connect(addr)
 	lg := &fdLeg{fd: fd, s: s}
 	spec := conn.Spec{Remote: addr}
 	if fd != nil {
 		spec.Close = lg.close
 	}
-	out, ok := s.tableOut(in.c, l, spec)
+	out, ok := s.tableOut(in.c, *l, spec)
 	if !ok {
 		return
 	}
 	lg.c = out
 	if cerr != nil {
 		err := fmt.Errorf("dial %s: %w", l.Backend, cerr)
-		s.backends.failed(s.log, &l, err)
+		s.backends.failed(s.log, l, err)
 		out.Close(conn.ReasonError, err)
 		return
 	}
 	timeout := s.conf.Load().DialTimeout
-	d := &dialing{in: in, l: &l}
+	d := &dialing{in: in, l: l}
 	// The timer exists before d is visible to close, and starts counting
 	// once it is: firing earlier would find nothing to time out.
 	d.timer = time.AfterFunc(time.Hour, func() {
@@ -54,7 +54,7 @@ func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
 		// at that moment) is no backend's failure.
 		if lg.dialing.CompareAndSwap(d, nil) && !out.Closing() {
 			err := fmt.Errorf("dial %s: no answer within %s", l.Backend, timeout)
-			s.backends.failed(s.log, &l, err)
+			s.backends.failed(s.log, l, err)
 			out.Close(conn.ReasonError, err)
 		}
 	})

@@ -308,9 +308,9 @@ func (s *Server) startFD(in, out *fdLeg) {
 
 // pipeFD makes the two directions between in and out.
 func (s *Server) pipeFD(in, out *fdLeg) (up, down *fdPipe) {
-	up = &fdPipe{src: in, dst: out}
-	down = &fdPipe{src: out, dst: in, other: up}
-	up.other = down
+	both := &[2]fdPipe{{src: in, dst: out}, {src: out, dst: in}}
+	up, down = &both[0], &both[1]
+	up.other, down.other = down, up
 	in.in.Store(up)
 	out.out.Store(up)
 	out.in.Store(down)

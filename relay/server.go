@@ -269,18 +269,19 @@ func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, remote netip.AddrPor
 		return
 	}
 	lg.c = in
-	s.relayIn(ctx, lg, l)
+	s.relayIn(ctx, lg, &b.l)
 }
 
-// relayIn relays a plain TCP connection to its listener's backend.
-func (s *Server) relayIn(ctx context.Context, lg *fdLeg, l Listener) {
+// relayIn relays a plain TCP connection to its listener's backend (l is
+// not changed, and may be shared by every connection of the listener).
+func (s *Server) relayIn(ctx context.Context, lg *fdLeg, l *Listener) {
 	switch ap, literal := netipAddrPort(l.Backend); {
 	case l.Backend == Echo:
 		s.relayFD(lg, nil)
 	case literal:
 		s.dialFD(lg, l, ap)
 	default: // a host name: resolved and dialled on the dialling goroutines
-		s.queueDial(dialJob{ctx: ctx, c: lg.c, fd: lg, l: l})
+		s.queueDial(dialJob{ctx: ctx, c: lg.c, fd: lg, l: *l})
 	}
 }
 
@@ -325,7 +326,7 @@ func (s *Server) handshakeIn(ctx context.Context, sc *sockConn, l Listener, hand
 		if in.Closing() {
 			return
 		}
-		s.relayIn(ctx, lg, l)
+		s.relayIn(ctx, lg, &l)
 	case conn.ProtoTLS:
 		go s.serveTLS(ctx, sc, l)
 	case conn.ProtoWS:

@@ -60,6 +60,12 @@ type Listener struct {
 	f      *os.File
 	rc     syscall.RawConn
 	closed atomic.Bool
+	// The call Accept waits with, made once, and what it found: Accept
+	// is called by one goroutine at a time.
+	try    func(fd uintptr) bool
+	nfd    int
+	remote netip.AddrPort
+	aerr   unix.Errno
 }
 
 // NewListener makes a Listener on the socket of ln.
@@ -79,21 +85,11 @@ func NewListener(ln *net.TCPListener) (*Listener, error) {
 		f.Close()
 		return nil, err
 	}
-	return &Listener{f: f, rc: rc}, nil
-}
-
-// Accept takes one pending connection and its peer's address, waiting
-// until there is one (or the Listener is closed: net.ErrClosed). The
-// connection has the options of the listening socket, which it inherits:
-// its keepalive (ListeningKeepalive) and TCP_NODELAY (see NoDelay).
-func (l *Listener) Accept() (*FD, netip.AddrPort, error) {
-	nfd := -1
-	var remote netip.AddrPort
-	var aerr unix.Errno
-	err := l.rc.Read(func(fd uintptr) bool {
+	l := &Listener{f: f, rc: rc}
+	l.try = func(fd uintptr) bool {
 		for {
-			nfd, remote, aerr = accept4(int(fd))
-			switch aerr {
+			l.nfd, l.remote, l.aerr = accept4(int(fd))
+			switch l.aerr {
 			case unix.EINTR:
 				continue
 			case unix.EAGAIN:
@@ -101,7 +97,19 @@ func (l *Listener) Accept() (*FD, netip.AddrPort, error) {
 			}
 			return true
 		}
-	})
+	}
+	return l, nil
+}
+
+// Accept takes one pending connection and its peer's address, waiting
+// until there is one (or the Listener is closed: net.ErrClosed); one
+// goroutine at a time. The
+// connection has the options of the listening socket, which it inherits:
+// its keepalive (ListeningKeepalive) and TCP_NODELAY (see NoDelay).
+func (l *Listener) Accept() (*FD, netip.AddrPort, error) {
+	l.nfd, l.aerr = -1, 0
+	err := l.rc.Read(l.try)
+	nfd, remote, aerr := l.nfd, l.remote, l.aerr
 	switch {
 	case err != nil && l.closed.Load():
 		return nil, netip.AddrPort{}, net.ErrClosed

@@ -3,6 +3,7 @@ package sock
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -126,6 +127,13 @@ func (e *OpError) Unwrap() error { return e.Err }
 // control runs fn on the socket's descriptor and returns fn's error, or the
 // error of reaching the descriptor (a closed socket).
 func control(c syscall.Conn, fn func(fd int) error) error {
+	if f, ok := c.(*FD); ok { // no RawConn, no closure on the heap
+		if err := f.do(fn); err == net.ErrClosed {
+			return &OpError{Op: "control", Err: err}
+		} else {
+			return err
+		}
+	}
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return &OpError{Op: "syscallconn", Err: err}
@@ -236,8 +244,23 @@ func SetKeepaliveOver(c syscall.Conn, k KeepaliveConfig, now *Keepalive) error {
 	if n == 0 {
 		return nil
 	}
+	if f, ok := c.(*FD); ok { // the relay's sockets: nothing on the heap
+		err := f.do(func(fd int) error {
+			for _, o := range set[:n] {
+				if err := setInt(fd, o.level, o.opt, o.name, o.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == net.ErrClosed {
+			return &OpError{Op: "control", Err: err}
+		}
+		return err
+	}
+	opts := append([]opt(nil), set[:n]...) // a copy: set stays on the stack
 	return control(c, func(fd int) error {
-		for _, o := range set[:n] {
+		for _, o := range opts {
 			if err := setInt(fd, o.level, o.opt, o.name, o.v); err != nil {
 				return err
 			}
