@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
@@ -52,7 +53,7 @@ func rawBackend(b *testing.B) netip.AddrPort {
 func BenchmarkConnRate(b *testing.B) {
 	be := rawBackend(b)
 	tb := conn.NewTable(conn.Config{})
-	srv, err := NewServer(tb, Config{Keepalive: sock.KeepaliveConfig{Enable: true, UserTimeoutMs: -1}}, nil)
+	srv, err := NewServer(tb, Config{Keepalive: sock.KeepaliveConfig{Enable: true, UserTimeoutMs: -1}}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
