@@ -8,6 +8,7 @@
 #   ROUNDS=3 N=20000 C=32 bench/connrate.sh
 #   OTHER=/path/to/tcpops bench/connrate.sh   (a second tcpops build, e.g.
 #   an earlier commit's, in the same rounds, port 7403)
+#   TCPOPS=/path/to/tcpops bench/connrate.sh strace   (count that build)
 # rate: ab -n N -c C through each relay, ROUNDS alternated rounds; prints
 #   conn/s (ab's requests per second) and the relay's CPU ticks
 #   (utime+stime from /proc, 100 a second) for the N connections.
@@ -23,7 +24,11 @@ C=${C:-32}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 export CGO_ENABLED=0
-go build -o "$work/tcpops" ./cmd/tcpops
+if [ -n "${TCPOPS:-}" ]; then # a given build instead of this tree's
+	cp "$TCPOPS" "$work/tcpops"
+else
+	go build -o "$work/tcpops" ./cmd/tcpops
+fi
 
 cat > "$work/backend.cfg" <<CFG
 global
