@@ -4,7 +4,7 @@
 # side, rounds alternated, in front of the same HTTP backend (HAProxy in
 # http mode answering 200 itself). Every connection is one HTTP/1.0
 # request: accept, backend connect, first bytes both ways, close.
-#   bench/connrate.sh [rate|strace]       (default rate)
+#   bench/connrate.sh [rate|strace|ring|burst]       (default rate)
 #   ROUNDS=3 N=20000 C=32 bench/connrate.sh
 #   OTHER=/path/to/tcpops bench/connrate.sh   (a second tcpops build, e.g.
 #   an earlier commit's, in the same rounds, port 7403)
@@ -14,7 +14,12 @@
 #   (utime+stime from /proc, 100 a second) for the N connections.
 # strace: strace -c -f on tcpops for 2,000 connections (ab -n 2000 -c 8),
 #   syscalls per relayed connection.
-# Needs haproxy and ab (apache2-utils); uses ports 7400-7402 on 127.0.0.1.
+# ring: RSS of a fresh tcpops before and after 50,000 connections through
+#   it (100,000 closed events: a full ring of 65,536), 3 s and 33 s after.
+# burst: tcpops-load reconnect: 9,000 connections at once through tcpops to
+#   the load tool's echo backend, 3 times, with the kernel's listen queue
+#   overflows (/proc/net/netstat) during each.
+# Needs haproxy and ab (apache2-utils); uses ports 7100 and 7400-7404 on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-rate}
@@ -72,6 +77,35 @@ sleep 0.5
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r), $(go version | cut -d' ' -f3)"
+
+if [ "$what" = ring ]; then
+	"$work/tcpops" --socket "$work/s4" --log-level warn --listen 'tcp://127.0.0.1:7404?backend=127.0.0.1:7400' &
+	rp=$!
+	for _ in $(seq 100); do [ -S "$work/s4" ] && break; sleep 0.05; done
+	rss() { awk '/VmRSS/{print $2}' "/proc/$rp/status"; }
+	echo "ring: RSS at start $(rss) kB"
+	ab -q -n 50000 -c "$C" http://127.0.0.1:7404/ | grep -E 'Complete|Failed'
+	sleep 3
+	echo "ring: 3 s after 50,000 connections: $(rss) kB"
+	sleep 30
+	echo "ring: 33 s after: $(rss) kB"
+	exit 0
+fi
+
+if [ "$what" = burst ]; then
+	go build -o "$work/load" ./cmd/tcpops-load
+	"$work/load" serve -listen 127.0.0.1:7100 >/dev/null &
+	"$work/tcpops" --socket "$work/s5" --log-level warn --listen 'tcp://127.0.0.1:7405?backend=127.0.0.1:7100' &
+	for _ in $(seq 100); do [ -S "$work/s5" ] && break; sleep 0.05; done
+	overflows() { awk '/^TcpExt:/{if(!h){split($0,k);h=1}else{split($0,v);for(i=2;i<=NF;i++)if(k[i]=="ListenOverflows")print v[i]}}' /proc/net/netstat; }
+	echo "burst: listen backlog $(ss -ltn 'sport = :7405' | awk 'NR==2{print $3}') (net.core.somaxconn $(cat /proc/sys/net/core/somaxconn))"
+	for round in 1 2 3; do
+		o0=$(overflows)
+		"$work/load" reconnect -addr 127.0.0.1:7405 -n 9000 || true
+		echo "burst: listen queue overflows during it: $(($(overflows) - o0)); load $(cut -d' ' -f1 /proc/loadavg)"
+	done
+	exit 0
+fi
 
 if [ "$what" = strace ]; then
 	ab -q -n 500 -c 8 http://127.0.0.1:7401/ >/dev/null # warm up: pipes, goroutines
