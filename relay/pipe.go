@@ -16,8 +16,10 @@ import (
 // descriptor and the few structs below. When a socket changes (data, room
 // to write, FIN, error) the Poller wakes the direction concerned, which
 // runs on a goroutine of its own until a read or write would block, and
-// leaves. Between two sockets bytes move by splice(2) through a kernel
-// pipe held only while they flow. A receiver that stops reading stops its
+// leaves. A direction's first bytes (a request, an answer) are read into a
+// pooled buffer and written from it; once a read fills the buffer the
+// direction is bulk, and bytes move by splice(2) through a kernel pipe
+// held only while they flow. A receiver that stops reading stops its
 // sender's reads (backpressure): a direction reads again only once what it
 // read has been written.
 //
