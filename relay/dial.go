@@ -97,7 +97,7 @@ func (l *fdLeg) connected(d *dialing, ev uint32) {
 			return
 		}
 	}
-	l.s.startFD(d.in, l)
+	l.s.startFD(d.in, l, ev)
 }
 
 // writeProxyHeader sends the PROXY protocol header naming in's client and

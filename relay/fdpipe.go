@@ -29,12 +29,14 @@ func (l *fdLeg) Ready(ev uint32) {
 		readable = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
 		writable = syscall.EPOLLOUT | syscall.EPOLLHUP | syscall.EPOLLERR
 	)
+	// First: a backend may send its bytes and FIN with the connect's
+	// outcome, in the one event a connecting leg gets.
+	if ev&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+		l.hup.Store(true)
+	}
 	if d := l.dialing.Load(); d != nil {
 		l.connected(d, ev)
 		return
-	}
-	if ev&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-		l.hup.Store(true)
 	}
 	in, out := l.in.Load(), l.out.Load()
 	r := ev&readable != 0 && in != nil
@@ -299,10 +301,14 @@ func (s *Server) relayFD(in, out *fdLeg) {
 }
 
 // startFD starts relaying between in and out, which is watched already
-// (it was connecting): what it may have sent meanwhile is read now.
-func (s *Server) startFD(in, out *fdLeg) {
+// (it was connecting), on the Poller's goroutine as out's first event ev
+// is handled: what out sent with it is read now. What it sends later is
+// a later event, handled once this one is done and the pipes exist.
+func (s *Server) startFD(in, out *fdLeg, ev uint32) {
 	_, down := s.pipeFD(in, out)
-	down.notify()
+	if ev&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+		down.notify()
+	}
 	s.watch(in)
 }
 

@@ -1,7 +1,10 @@
 package relay
 
 import (
+	"io"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/tcpops/tcpops/conn"
 	"github.com/tcpops/tcpops/internal/testutil"
@@ -72,5 +75,32 @@ func TestKeepaliveKernelTruth(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBackendSpeaksFirst: a backend that sends its bytes and its FIN as
+// soon as it accepts (a banner, a refusal) has both passed on, whether
+// they come with the connect's outcome or after it.
+func TestBackendSpeaksFirst(t *testing.T) {
+	// Held before its backend socket is watched, the relay finds the
+	// backend's line and FIN there with the connect's outcome.
+	testHookBeforePair = func(in, out *conn.Conn) { time.Sleep(20 * time.Millisecond) }
+	t.Cleanup(func() { testHookBeforePair = nil })
+	for _, delay := range []time.Duration{0, 50 * time.Millisecond} {
+		be := backend(t, func(c *net.TCPConn) {
+			time.Sleep(delay)
+			c.Write([]byte("554 go away\r\n"))
+			c.Close()
+		})
+		e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend="+be)
+		for range 20 {
+			c := e.dial()
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b, err := io.ReadAll(c)
+			if string(b) != "554 go away\r\n" || err != nil {
+				t.Fatalf("backend after %s: read %q, %v; want its line and EOF", delay, b, err)
+			}
+			c.Close()
+		}
 	}
 }
