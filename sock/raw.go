@@ -23,12 +23,16 @@ func errnoErr(e unix.Errno) error {
 	return e
 }
 
+// rawRead and rawWrite are recvfrom and sendto on a socket: read(2) and
+// write(2) would go through the file layer first (fdget_pos, vfs_read) to
+// reach the same socket calls. sendto also says MSG_NOSIGNAL: a peer gone
+// is EPIPE, never SIGPIPE.
 func rawRead(fd int, b []byte) (int, error) {
 	var p unsafe.Pointer
 	if len(b) > 0 {
 		p = unsafe.Pointer(&b[0])
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(p), uintptr(len(b)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
@@ -40,7 +44,7 @@ func rawWrite(fd int, b []byte) (int, error) {
 	if len(b) > 0 {
 		p = unsafe.Pointer(&b[0])
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(p), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
