@@ -112,8 +112,8 @@ func (t *Table) Hold(cs ...*Conn) bool {
 	return true
 }
 
-// Release gives a held connection back to this table, its lifetime timer
-// running again for what was left.
+// Release gives a held connection back to this table, its lifetime timed
+// again for what was left.
 func (t *Table) Release(c *Conn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
