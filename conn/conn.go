@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -42,25 +43,43 @@ type Spec struct {
 	// and before it is visible in the table, so that none is ever seen
 	// without it (and a connection refused by a limit costs no socket
 	// option). If that fails the connection is closed with reason error.
+	// Nothing is read back: the kernel's values are read the first time a
+	// snapshot (List, Info) asks for them.
 	Keepalive *sock.KeepaliveConfig
+	// KeepaliveNow, if set, is the keepalive TCP has now (inherited from
+	// its listening socket, or a new socket's): only what differs from it
+	// is set (sock.SetKeepaliveOver).
+	KeepaliveNow *sock.Keepalive
 }
 
 // Conn is one connection in the table. Its methods are safe for concurrent use.
+// Its fields are ordered to leave no padding: every idle connection
+// carries one.
 type Conn struct {
 	ID        uint64
 	Proto     Proto
-	Direction Direction
 	Listener  string
-	Created   time.Time
+	created   int64 // table clock (ns since its epoch, monotonic): Created
+	Direction Direction
+
+	handshake bool // set at Add: Established, not the first read, makes it usable
+	// Guarded by mu (below), here for the layout.
+	timed    bool // the table's lifetimes time it (or will again: Release)
+	closing  bool
+	reset    bool // closed by an RST of ours
+	kaUnread bool // keepalive was set without reading it back: keepaliveLocked
+	// hidx is c's place in the heap of the table's lifetimes + 1 (0: not
+	// in it), guarded by lifetimes.mu, as due is.
+	hidx int32
 
 	t *Table
 
 	state       atomic.Int32
-	handshake   bool // set at Add: Established, not the first read, makes it usable
+	closedEvent atomic.Bool
 	bytesIn     atomic.Uint64
 	bytesOut    atomic.Uint64
 	lastActive  atomic.Int64 // table clock, ns
-	closedEvent atomic.Bool
+	due         int64        // table clock when the lifetimes look at it
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -71,25 +90,57 @@ type Conn struct {
 	peer     *Conn
 	lifetime time.Duration
 	anchor   int64 // table clock when the lifetime was last set
-	timer    *time.Timer
-	closing  bool
 	reason   Reason
-	reset    bool // closed by an RST of ours
-	errText  string
-	wsCode   int
-	wsReason string
 	ka       *sock.Keepalive // last read back from the kernel
-	// via is the balancer that named remote in a PROXY protocol header.
-	via netip.AddrPort
 	// countedIP is the address counted for max-conns-per-ip (invalid
 	// while none is).
 	countedIP netip.Addr
-	tls       *TLSInfo
-	ws        *WSInfo
-	ov        *overrides // settings changed for a while (nil: none yet)
-	drain     *Draining  // served by the old process after an upgrade
+	// x holds what few connections have (nil: none of it); x() reads it.
+	x *connExt
 
 	rate rateSample // bytes per second, for views that ask
+}
+
+// Created is when the connection was accepted or dialled.
+func (c *Conn) Created() time.Time {
+	if c.created == noCreated {
+		return time.Time{}
+	}
+	return c.t.epoch.Add(time.Duration(c.created))
+}
+
+const noCreated = math.MinInt64
+
+// connExt is what few connections have, apart so that the others do not
+// carry it (an idle connection's memory is mostly its Conn).
+type connExt struct {
+	// via is the balancer that named remote in a PROXY protocol header.
+	via      netip.AddrPort
+	tls      *TLSInfo
+	ws       *WSInfo
+	ov       *overrides // settings changed for a while (nil: none yet)
+	drain    *Draining  // served by the old process after an upgrade
+	errText  string
+	wsCode   int
+	wsReason string
+}
+
+var noExt connExt
+
+// ext is c.x for reading: an empty one when there is none; c.mu held.
+func (c *Conn) ext() *connExt {
+	if c.x == nil {
+		return &noExt
+	}
+	return c.x
+}
+
+// extW is c.x for writing, made when there is none; c.mu held.
+func (c *Conn) extW() *connExt {
+	if c.x == nil {
+		c.x = &connExt{}
+	}
+	return c.x
 }
 
 // State returns the current state.
@@ -133,12 +184,21 @@ func (c *Conn) Established(tcp syscall.Conn, closer Closer, state State) {
 func (c *Conn) Attach(tcp syscall.Conn, closer Closer) bool {
 	var local, remote netip.AddrPort
 	if tcp != nil {
-		local, remote = sock.Addrs(tcp)
+		c.mu.Lock()
+		// The address a bare socket was connected to, or a client named by
+		// a PROXY protocol header, is kept: no need to ask the kernel.
+		keep := c.ext().via.IsValid() || c.remote.IsValid() && isFD(tcp)
+		c.mu.Unlock()
+		if keep {
+			local = sock.LocalAddr(tcp)
+		} else {
+			local, remote = sock.Addrs(tcp)
+		}
 	}
 	c.mu.Lock()
 	if tcp != nil {
 		c.tcp, c.local = tcp, local
-		if !c.via.IsValid() { // a PROXY protocol header named the client
+		if remote.IsValid() {
 			c.remote = remote
 		}
 	}
@@ -151,6 +211,11 @@ func (c *Conn) Attach(tcp syscall.Conn, closer Closer) bool {
 		closer(c, false)
 	}
 	return !closing
+}
+
+func isFD(tcp syscall.Conn) bool {
+	_, ok := tcp.(*sock.FD)
+	return ok
 }
 
 // Reason is why the connection closed ("" while it is open).
@@ -222,7 +287,8 @@ func (c *Conn) Closing() bool {
 // SetWSClose records a WebSocket close code and reason for the event.
 func (c *Conn) SetWSClose(code int, reason string) {
 	c.mu.Lock()
-	c.wsCode, c.wsReason = code, reason
+	x := c.extW()
+	x.wsCode, x.wsReason = code, reason
 	c.mu.Unlock()
 }
 
@@ -233,7 +299,7 @@ func (c *Conn) syscallConn() (syscall.Conn, error) {
 	if c.closing {
 		return nil, ErrClosed
 	}
-	if c.drain != nil {
+	if c.ext().drain != nil {
 		return nil, ErrDraining
 	}
 	if c.tcp == nil {
@@ -263,9 +329,45 @@ func (c *Conn) SetKeepalive(k sock.KeepaliveConfig) (sock.Keepalive, error) {
 		return sock.Keepalive{}, err
 	}
 	c.mu.Lock()
-	c.ka = &ka
+	c.ka, c.kaUnread = &ka, false
 	c.mu.Unlock()
 	return ka, nil
+}
+
+// ApplyKeepalive applies k to the socket as Add does, setting only what
+// differs from now when now is known (sock.SetKeepaliveOver), without
+// reading it back: the next snapshot reads what the kernel holds.
+func (c *Conn) ApplyKeepalive(k sock.KeepaliveConfig, now *sock.Keepalive) error {
+	s, err := c.syscallConn()
+	if err != nil {
+		return err
+	}
+	if err := sock.SetKeepaliveOver(s, k, now); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.ka, c.kaUnread = nil, true
+	c.mu.Unlock()
+	return nil
+}
+
+// keepaliveLocked is the keepalive the kernel holds, as last read; when it
+// was set without reading it back (Add, ApplyKeepalive) it is read now
+// and kept: it changes only through this package. c.mu is held.
+func (c *Conn) keepaliveLocked() *sock.Keepalive {
+	if c.kaUnread && c.tcp != nil && !c.closing && c.ext().drain == nil {
+		if ka, err := sock.GetKeepalive(c.tcp); err == nil {
+			c.ka, c.kaUnread = &ka, false
+		}
+	}
+	return c.ka
+}
+
+// Addrs returns the local and remote addresses.
+func (c *Conn) Addrs() (local, remote netip.AddrPort) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.local, c.remote
 }
 
 // TCPInfo reads the kernel's TCP_INFO of the socket.
@@ -317,7 +419,7 @@ func (c *Conn) SetLifetime(d time.Duration) (expiresIn time.Duration, err error)
 	if c.closing {
 		return 0, ErrClosed
 	}
-	if c.drain != nil {
+	if c.ext().drain != nil {
 		return 0, ErrDraining
 	}
 	c.setLifetimeLocked(d)
@@ -328,35 +430,10 @@ func (c *Conn) setLifetimeLocked(d time.Duration) {
 	c.lifetime = d
 	c.anchor = c.t.clock()
 	if d == 0 {
-		if c.timer != nil {
-			c.timer.Stop()
-		}
+		c.untimeLocked(false)
 		return
 	}
-	if c.timer == nil {
-		c.timer = time.AfterFunc(d, c.lifetimeFired)
-	} else {
-		c.timer.Reset(d)
-	}
-}
-
-// lifetimeFired runs when the timer fires; the timer is set for the
-// earliest possible expiry, and traffic since then only pushes it on, so
-// an active connection costs one timer run per lifetime, not per packet.
-func (c *Conn) lifetimeFired() {
-	c.mu.Lock()
-	if c.closing || c.lifetime == 0 {
-		c.mu.Unlock()
-		return
-	}
-	left := c.expiresInLocked(c.t.clock())
-	if left > 0 {
-		c.timer.Reset(left)
-		c.mu.Unlock()
-		return
-	}
-	c.mu.Unlock()
-	c.Close(ReasonLifetime, nil)
+	c.timeLocked(d)
 }
 
 // Close closes the connection for reason r (err carries the socket error
@@ -378,10 +455,10 @@ func (c *Conn) close(r Reason, err error, reset bool) bool {
 	c.reason = r
 	c.reset = reset
 	if err != nil {
-		c.errText = err.Error()
+		c.extW().errText = err.Error()
 	}
-	if c.timer != nil {
-		c.timer.Stop()
+	if c.timed {
+		c.untimeLocked(false)
 	}
 	c.stopOverridesLocked()
 	closer, peer := c.closer, c.peer
@@ -405,20 +482,21 @@ func (c *Conn) close(r Reason, err error, reset bool) bool {
 	return true
 }
 
-// event builds the closed event; c.mu must not be held.
-func (c *Conn) event(now time.Time) Event {
+// event builds the closed event, its addresses apart (the ring keeps
+// them without making strings); c.mu must not be held.
+func (c *Conn) event(now time.Time) (Event, evAddrs) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := Event{
 		Time: now, Reason: c.reason, ConnID: c.ID, Proto: c.Proto, Direction: c.Direction,
-		Listener: c.Listener, Local: addrString(c.local), Remote: addrString(c.remote), Via: addrString(c.via),
-		Duration: now.Sub(c.Created), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
-		Error: c.errText, WSCloseCode: c.wsCode, WSCloseReason: c.wsReason, Reset: c.reset,
+		Listener: c.Listener, Via: addrString(c.ext().via),
+		Duration: now.Sub(c.Created()), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
+		Error: c.ext().errText, WSCloseCode: c.ext().wsCode, WSCloseReason: c.ext().wsReason, Reset: c.reset,
 	}
 	if c.peer != nil {
 		e.Peer = c.peer.ID
 	}
-	return e
+	return e, evAddrs{local: c.local, remote: c.remote}
 }
 
 // RemoteAddr returns the remote address (invalid while an outbound leg to
@@ -453,8 +531,10 @@ type Info struct {
 	ClosedEvent bool
 	BytesIn     uint64
 	BytesOut    uint64
-	// Keepalive is what the kernel reported when keepalive was last set
-	// (nil before that); Conn.Keepalive reads it afresh.
+	// Keepalive is what the kernel holds, read when keepalive was last
+	// set through the table or, for what a connection was given when it
+	// was tabled, by the first snapshot (nil before any was set);
+	// Conn.Keepalive reads it afresh.
 	Keepalive *sock.Keepalive
 	// Via is the balancer's address when a PROXY protocol header named
 	// Remote (invalid otherwise).
@@ -488,15 +568,15 @@ func (c *Conn) info(now int64) Info {
 	in := Info{
 		ID: c.ID, Proto: c.Proto, Direction: c.Direction, Listener: c.Listener,
 		Local: c.local, Remote: c.remote,
-		State: c.State(), Created: c.Created, Idle: time.Duration(now - c.lastActive.Load()),
+		State: c.State(), Created: c.Created(), Idle: time.Duration(now - c.lastActive.Load()),
 		Lifetime: c.lifetime, ExpiresIn: c.expiresInLocked(now), ClosedEvent: c.closedEvent.Load(),
-		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.ka,
-		Via: c.via, TLS: c.tls, WS: c.ws, Overrides: c.overridesLocked(), Draining: c.drain,
+		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Keepalive: c.keepaliveLocked(),
+		Via: c.ext().via, TLS: c.ext().tls, WS: c.ext().ws, Overrides: c.overridesLocked(), Draining: c.ext().drain,
 	}
 	if c.peer != nil {
 		in.Peer = c.peer.ID
-	} else if c.drain != nil {
-		in.Peer = c.drain.Peer
+	} else if c.ext().drain != nil {
+		in.Peer = c.ext().drain.Peer
 	}
 	return in
 }

@@ -10,7 +10,7 @@ type WSInfo struct {
 // SetWS records the WebSocket details of an upgraded connection.
 func (c *Conn) SetWS(ws WSInfo) {
 	c.mu.Lock()
-	c.ws = &ws
+	c.extW().ws = &ws
 	c.mu.Unlock()
 }
 
@@ -26,6 +26,6 @@ type TLSInfo struct {
 // SetTLS records the TLS session of the connection after its handshake.
 func (c *Conn) SetTLS(t TLSInfo) {
 	c.mu.Lock()
-	c.tls = &t
+	c.extW().tls = &t
 	c.mu.Unlock()
 }

@@ -52,8 +52,11 @@ type Events struct {
 
 	// mu guards the fields below.
 	mu      sync.Mutex
-	size    uint64        // events kept
-	chunks  [][]Event     // the ring, in chunks made as the first events reach them
+	size    uint64            // events kept
+	chunks  [][]record        // the ring, in chunks made as the first events reach them
+	extras  map[uint64]*extra // what records leave out, by position
+	names   []string          // listener names of the records; 0 is ""
+	nameIdx map[string]uint32
 	next    uint64        // seq the next event gets; the first is 1
 	wake    chan struct{} // closed on publish when someone waits
 	waiting bool
@@ -67,7 +70,7 @@ func NewEvents(size int) *Events {
 		size = 1
 	}
 	n := (size + ringChunk - 1) / ringChunk
-	return &Events{size: uint64(size), chunks: make([][]Event, n), next: 1, wake: make(chan struct{})}
+	return &Events{size: uint64(size), chunks: make([][]record, n), next: 1, wake: make(chan struct{})}
 }
 
 // ringChunk is how many events a chunk of the ring holds. A daemon that
@@ -75,28 +78,38 @@ func NewEvents(size int) *Events {
 // all of them stay.
 const ringChunk = 1024
 
-// slot is where seq lives in the ring; r.mu held.
-func (r *Events) slot(seq uint64) *Event {
+// rec is where seq lives in the ring; r.mu held.
+func (r *Events) rec(seq uint64) *record {
 	i := seq % r.size
 	c := r.chunks[i/ringChunk]
 	if c == nil {
-		c = make([]Event, min(ringChunk, r.size-i/ringChunk*ringChunk))
+		c = make([]record, min(ringChunk, r.size-i/ringChunk*ringChunk))
 		r.chunks[i/ringChunk] = c
 	}
 	return &c[i%ringChunk]
 }
 
 // Publish assigns e the next seq and stores it.
-func (r *Events) Publish(e Event) uint64 {
+func (r *Events) Publish(e Event) uint64 { return r.publish(&e, parseAddrs(&e)) }
+
+// publish is Publish of an event whose addresses are in a (a connection's:
+// no strings made for the ring).
+func (r *Events) publish(e *Event, a evAddrs) uint64 {
 	r.mu.Lock()
 	if r.forward != nil {
-		r.forward(e)
+		if e.Local == "" {
+			e.Local = addrString(a.local)
+		}
+		if e.Remote == "" {
+			e.Remote = addrString(a.remote)
+		}
+		r.forward(*e)
 		r.mu.Unlock()
 		return 0
 	}
 	e.Seq = r.next
 	r.next++
-	*r.slot(e.Seq) = e
+	r.put(e.Seq, e, a)
 	if r.waiting {
 		close(r.wake)
 		r.wake = make(chan struct{})
@@ -135,7 +148,7 @@ func (r *Events) Since(since uint64) ([]Event, uint64) {
 	from := max(since+1, r.oldestLocked())
 	out := make([]Event, 0, r.next-min(from, r.next))
 	for s := from; s < r.next; s++ {
-		out = append(out, *r.slot(s))
+		out = append(out, r.get(s))
 	}
 	return out, r.next - 1
 }
@@ -184,7 +197,7 @@ func (s *Subscription) Next(ctx context.Context, max int) ([]Event, *Lost, error
 			out := make([]Event, n)
 			for i := range out {
 				s.cursor++
-				out[i] = *r.slot(s.cursor)
+				out[i] = r.get(s.cursor)
 			}
 			r.mu.Unlock()
 			return out, nil, nil

@@ -107,8 +107,8 @@ func (t *Table) Hold(cs ...*Conn) bool {
 		// A hold is a close without a reason: every close path stops at
 		// closing, and Release can tell it from a real one.
 		c.closing = true
-		if c.timer != nil {
-			c.timer.Stop()
+		if c.timed {
+			c.untimeLocked(true)
 		}
 	}
 	return true
@@ -136,14 +136,11 @@ func (t *Table) Release(cs ...*Conn) {
 			continue
 		}
 		c.closing = false
-		switch {
-		case c.lifetime > 0 && c.timer != nil:
-			c.timer.Reset(max(c.expiresInLocked(now), 0))
-		case c.lifetime > 0: // adopted held
-			c.timer = time.AfterFunc(max(c.expiresInLocked(now), 0), c.lifetimeFired)
+		if c.lifetime > 0 && c.timed {
+			c.timeLocked(c.expiresInLocked(now))
 		}
-		if c.ov != nil {
-			for _, o := range c.ov {
+		if ov := c.ext().ov; ov != nil {
+			for _, o := range ov {
 				if o != nil {
 					o.timer.Reset(max(time.Until(o.until), 0))
 				}
@@ -191,9 +188,12 @@ func (c *Conn) Readopt(s ConnState) {
 	c.lastActive.Store(clock(s.LastActive))
 	c.closedEvent.Store(s.ClosedEvent && c.t.cfg.Load().ClosedEvent != ModeOff)
 	c.lifetime, c.anchor = s.Lifetime, clock(s.Anchor)
-	c.ka = s.Keepalive
+	c.timed = c.lifetime > 0 // timed from Release
+	c.ka, c.kaUnread = s.Keepalive, false
 	c.stopOverridesLocked()
-	c.ov = nil
+	if c.x != nil {
+		c.x.ov = nil
+	}
 	c.adoptOverridesLocked(s.Overrides)
 }
 
@@ -238,17 +238,20 @@ type Stamp struct {
 func (c *Conn) Stamp() Stamp {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	x := c.ext()
 	s := Stamp{state: c.state.Load(), closedEvent: c.closedEvent.Load(), bytesIn: c.bytesIn.Load(),
 		bytesOut: c.bytesOut.Load(), lastActive: c.lastActive.Load(), anchor: c.anchor, lifetime: c.lifetime,
-		tls: c.tls != nil, ws: c.ws != nil, drain: c.drain != nil}
+		tls: x.tls != nil, ws: x.ws != nil, drain: x.drain != nil}
 	if c.peer != nil {
 		s.peer = c.peer.ID
 	}
-	if c.ka != nil {
-		s.ka, s.kaSet = *c.ka, true
+	// As Export reports it: read from the kernel the first time (so the
+	// stamp Prepare takes and the one taken at the freeze agree).
+	if ka := c.keepaliveLocked(); ka != nil {
+		s.ka, s.kaSet = *ka, true
 	}
-	if c.ov != nil {
-		s.ov = *c.ov
+	if ov := c.ext().ov; ov != nil {
+		s.ov = *ov
 	}
 	return s
 }
@@ -261,10 +264,10 @@ func (c *Conn) Export() ConnState {
 	at := func(clock int64) time.Time { return wall.Add(time.Duration(clock - now)) }
 	s := ConnState{
 		ID: c.ID, Proto: c.Proto, Direction: c.Direction, Listener: c.Listener,
-		Local: c.local, Remote: c.remote, Via: c.via, State: c.State(), Handshake: c.handshake,
-		Created: c.Created, LastActive: at(c.lastActive.Load()), Lifetime: c.lifetime, Anchor: at(c.anchor),
+		Local: c.local, Remote: c.remote, Via: c.ext().via, State: c.State(), Handshake: c.handshake,
+		Created: c.Created(), LastActive: at(c.lastActive.Load()), Lifetime: c.lifetime, Anchor: at(c.anchor),
 		ClosedEvent: c.closedEvent.Load(), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
-		Keepalive: c.ka, TLS: c.tls, WS: c.ws, Draining: c.drain,
+		Keepalive: c.keepaliveLocked(), TLS: c.ext().tls, WS: c.ext().ws, Draining: c.ext().drain,
 		Overrides: c.exportOverridesLocked(),
 	}
 	if c.peer != nil {
@@ -343,9 +346,15 @@ func (t *Table) adopt(s ConnState, tcp syscall.Conn, closer Closer, held bool) (
 		return now - int64(wall.Sub(at))
 	}
 	c := &Conn{
-		ID: s.ID, Proto: s.Proto, Direction: s.Direction, Listener: s.Listener, Created: s.Created,
-		t: t, handshake: s.Handshake, local: s.Local, remote: s.Remote, via: s.Via,
-		tcp: tcp, closer: closer, ka: s.Keepalive, tls: s.TLS, ws: s.WS, drain: s.Draining,
+		ID: s.ID, Proto: s.Proto, Direction: s.Direction, Listener: s.Listener, created: noCreated,
+		t: t, handshake: s.Handshake, local: s.Local, remote: s.Remote,
+		tcp: tcp, closer: closer, ka: s.Keepalive,
+	}
+	if s.Via.IsValid() || s.TLS != nil || s.WS != nil || s.Draining != nil {
+		c.x = &connExt{via: s.Via, tls: s.TLS, ws: s.WS, drain: s.Draining}
+	}
+	if !s.Created.IsZero() {
+		c.created = int64(s.Created.Sub(t.epoch))
 	}
 	c.state.Store(int32(s.State))
 	c.bytesIn.Store(s.BytesIn)
@@ -378,6 +387,7 @@ func (t *Table) adopt(s ConnState, tcp syscall.Conn, closer Closer, held bool) (
 		c.mu.Lock()
 		c.closing = true
 		c.lifetime, c.anchor = s.Lifetime, clock(s.Anchor)
+		c.timed = c.lifetime > 0 // timed from Release
 		c.mu.Unlock()
 		return c, nil
 	}
@@ -385,7 +395,7 @@ func (t *Table) adopt(s ConnState, tcp syscall.Conn, closer Closer, held bool) (
 		c.mu.Lock()
 		c.lifetime, c.anchor = s.Lifetime, clock(s.Anchor)
 		if s.Draining == nil { // the old process times it out
-			c.timer = time.AfterFunc(max(c.expiresInLocked(now), 0), c.lifetimeFired)
+			c.timeLocked(c.expiresInLocked(now))
 		}
 		c.mu.Unlock()
 	}
@@ -401,7 +411,7 @@ func (t *Table) adopt(s ConnState, tcp syscall.Conn, closer Closer, held bool) (
 func (c *Conn) Draining() *Draining {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.drain
+	return c.ext().drain
 }
 
 // SetCounters sets the byte counters of a draining entry to what the old
@@ -426,11 +436,14 @@ func (t *Table) EndDraining(e Event) bool {
 	publish := t.cfg.Load().ClosedEvent != ModeOff
 	if c, ok := t.Get(e.ConnID); ok {
 		c.mu.Lock()
-		if c.closing || c.drain == nil {
+		if c.closing || c.ext().drain == nil {
 			c.mu.Unlock()
 			return false
 		}
-		c.closing, c.reason, c.errText = true, e.Reason, e.Error
+		c.closing, c.reason = true, e.Reason
+		if e.Error != "" {
+			c.extW().errText = e.Error
+		}
 		ip := c.countedIP
 		c.mu.Unlock()
 		c.SetCounters(e.BytesIn, e.BytesOut)
@@ -471,7 +484,7 @@ func (r *Events) Seal(forward func(Event)) (nextSeq uint64, kept []Event) {
 	r.forward = forward
 	from := r.oldestLocked()
 	for s := from; s < r.next; s++ {
-		kept = append(kept, *r.slot(s))
+		kept = append(kept, r.get(s))
 	}
 	return r.next, kept
 }
@@ -486,7 +499,7 @@ func (r *Events) Unseal(pending func() []Event) {
 	for _, e := range pending() {
 		e.Seq = r.next
 		r.next++
-		*r.slot(e.Seq) = e
+		r.put(e.Seq, &e, parseAddrs(&e))
 	}
 	if r.waiting {
 		close(r.wake)
@@ -502,7 +515,7 @@ func (r *Events) Restore(next uint64, kept []Event) {
 	defer r.mu.Unlock()
 	for _, e := range kept {
 		if e.Seq >= r.next && e.Seq < next {
-			*r.slot(e.Seq) = e
+			r.put(e.Seq, &e, parseAddrs(&e))
 		}
 	}
 	if next > r.next {

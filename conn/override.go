@@ -64,10 +64,10 @@ type override struct {
 
 // overrideLocked returns the pending override of w, or nil; c.mu is held.
 func (c *Conn) overrideLocked(w What) *override {
-	if c.ov == nil {
+	if c.ext().ov == nil {
 		return nil
 	}
-	return c.ov[w]
+	return c.ext().ov[w]
 }
 
 // holdLocked makes the setting w, just changed, an override for ttl (a
@@ -79,7 +79,7 @@ func (c *Conn) holdLocked(w What, ttl time.Duration, o *override) time.Time {
 	if ttl <= 0 {
 		if old != nil {
 			old.timer.Stop()
-			c.ov[w] = nil
+			c.ext().ov[w] = nil
 		}
 		return time.Time{}
 	}
@@ -90,28 +90,28 @@ func (c *Conn) holdLocked(w What, ttl time.Duration, o *override) time.Time {
 		old.timer.Stop()
 		o.keepalive, o.lifetime, o.closedEvent = old.keepalive, old.lifetime, old.closedEvent
 	}
-	if c.ov == nil {
-		c.ov = &overrides{}
+	if c.ext().ov == nil {
+		c.extW().ov = &overrides{}
 	}
 	o.what = w
 	o.until = time.Now().Add(ttl)
 	// A timer that fires after a later call replaced it finds another
 	// override in its place and does nothing.
 	o.timer = time.AfterFunc(ttl, func() { c.restore(o) })
-	c.ov[w] = o
+	c.ext().ov[w] = o
 	return o.until
 }
 
 // stopOverridesLocked stops every pending restore of a closing connection;
 // c.mu is held.
 func (c *Conn) stopOverridesLocked() {
-	if c.ov == nil {
+	if c.ext().ov == nil {
 		return
 	}
-	for w, o := range c.ov {
+	for w, o := range c.ext().ov {
 		if o != nil {
 			o.timer.Stop()
-			c.ov[w] = nil
+			c.ext().ov[w] = nil
 		}
 	}
 }
@@ -124,11 +124,11 @@ func (c *Conn) Overrides() []Override {
 }
 
 func (c *Conn) overridesLocked() []Override {
-	if c.ov == nil {
+	if c.ext().ov == nil {
 		return nil
 	}
 	var out []Override
-	for _, o := range c.ov {
+	for _, o := range c.ext().ov {
 		if o != nil {
 			out = append(out, Override{What: o.what, Until: o.until})
 		}
@@ -145,7 +145,7 @@ func (c *Conn) restore(o *override) {
 		c.mu.Unlock()
 		return
 	}
-	c.ov[o.what] = nil
+	c.ext().ov[o.what] = nil
 	r := Restored{ConnID: c.ID, What: o.what}
 	switch o.what {
 	case WhatKeepalive:
@@ -185,7 +185,7 @@ func (c *Conn) restoreKeepaliveLocked(k sock.KeepaliveConfig) (sock.Keepalive, e
 	if err != nil {
 		return sock.Keepalive{}, err
 	}
-	c.ka = &ka
+	c.ka, c.kaUnread = &ka, false
 	return ka, nil
 }
 
@@ -211,7 +211,7 @@ func (c *Conn) SetKeepaliveFor(k sock.KeepaliveConfig, ttl time.Duration) (ka so
 	switch {
 	case c.closing:
 		return ka, until, ErrClosed
-	case c.drain != nil:
+	case c.ext().drain != nil:
 		return ka, until, ErrDraining
 	case c.tcp == nil:
 		return ka, until, ErrNoSocket
@@ -228,7 +228,7 @@ func (c *Conn) SetKeepaliveFor(k sock.KeepaliveConfig, ttl time.Duration) (ka so
 	if ka, err = sock.ApplyKeepalive(c.tcp, k); err != nil {
 		return ka, until, err
 	}
-	c.ka = &ka
+	c.ka, c.kaUnread = &ka, false
 	return ka, c.holdLocked(WhatKeepalive, ttl, o), nil
 }
 
@@ -244,7 +244,7 @@ func (c *Conn) SetLifetimeFor(d, ttl time.Duration) (expiresIn time.Duration, un
 	if c.closing {
 		return 0, until, ErrClosed
 	}
-	if c.drain != nil {
+	if c.ext().drain != nil {
 		return 0, until, ErrDraining
 	}
 	o := &override{lifetime: c.lifetime}
@@ -282,11 +282,11 @@ type OverrideState struct {
 
 // exportOverridesLocked describes the pending overrides; c.mu is held.
 func (c *Conn) exportOverridesLocked() []OverrideState {
-	if c.ov == nil {
+	if c.ext().ov == nil {
 		return nil
 	}
 	var out []OverrideState
-	for _, o := range c.ov {
+	for _, o := range c.ext().ov {
 		if o != nil {
 			out = append(out, OverrideState{What: o.what, Until: o.until, Keepalive: o.keepalive, Lifetime: o.lifetime, ClosedEvent: o.closedEvent})
 		}
@@ -303,11 +303,11 @@ func (c *Conn) adoptOverridesLocked(states []OverrideState) {
 			continue
 		}
 		o := &override{keepalive: s.Keepalive, lifetime: s.Lifetime, closedEvent: s.ClosedEvent}
-		if c.ov == nil {
-			c.ov = &overrides{}
+		if c.ext().ov == nil {
+			c.extW().ov = &overrides{}
 		}
 		o.what, o.until = s.What, s.Until
 		o.timer = time.AfterFunc(max(time.Until(s.Until), 0), func() { c.restore(o) })
-		c.ov[s.What] = o
+		c.ext().ov[s.What] = o
 	}
 }

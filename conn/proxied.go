@@ -16,7 +16,8 @@ func (c *Conn) SetClient(client, via netip.AddrPort) error {
 	if c.closing {
 		return ErrClosed
 	}
-	c.remote, c.via = client, via
+	c.remote = client
+	c.extW().via = via
 	if c.Direction == DirIn && !c.countedIP.IsValid() {
 		ip := client.Addr().Unmap()
 		c.t.limMu.Lock()

@@ -58,6 +58,7 @@ type Table struct {
 	epoch  time.Time
 	events *Events
 	nextID atomic.Uint64
+	life   lifetimes
 
 	shards [shards]shard
 
@@ -111,6 +112,7 @@ func NewTable(cfg Config) *Table {
 	for i := range t.shards {
 		t.shards[i].m = make(map[uint64]*Conn)
 	}
+	t.life.t = t
 	t.cfg.Store(&cfg)
 	return t
 }
@@ -192,7 +194,7 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 	now := t.clock()
 	c := &Conn{
 		ID: t.nextID.Add(1), Proto: s.Proto, Direction: s.Direction, Listener: s.Listener,
-		Created: time.Now(), t: t, handshake: s.Handshake,
+		created: now, t: t, handshake: s.Handshake,
 		local: s.Local, remote: s.Remote, tcp: s.TCP, closer: s.Close, countedIP: ip,
 	}
 	c.state.Store(int32(s.State))
@@ -200,11 +202,10 @@ func (t *Table) Add(s Spec) (*Conn, error) {
 	c.closedEvent.Store(cfg.ClosedEvent == ModeAll)
 	var kaErr error
 	if s.Keepalive != nil && s.TCP != nil {
-		ka, err := sock.ApplyKeepalive(s.TCP, *s.Keepalive)
-		if err != nil {
+		if err := sock.SetKeepaliveOver(s.TCP, *s.Keepalive, s.KeepaliveNow); err != nil {
 			kaErr = fmt.Errorf("keepalive: %w", err)
 		} else {
-			c.ka = &ka
+			c.kaUnread = true
 		}
 	}
 	sh := t.shard(c.ID)
@@ -300,7 +301,8 @@ func (t *Table) remove(c *Conn) {
 		t.release(ip, c.Listener)
 	}
 	if t.cfg.Load().ClosedEvent != ModeOff && c.closedEvent.Load() {
-		t.events.Publish(c.event(time.Now()))
+		e, a := c.event(time.Now())
+		t.events.publish(&e, a)
 	}
 	// Counted last: a close that shows in the counters has its event out.
 	in, out := c.bytesIn.Load(), c.bytesOut.Load()
@@ -308,7 +310,7 @@ func (t *Table) remove(c *Conn) {
 		t.closed[i].Add(1)
 	}
 	if t.onClose != nil {
-		t.onClose(Closed{Proto: c.Proto, Direction: c.Direction, Reason: r, Duration: time.Since(c.Created), BytesIn: in, BytesOut: out})
+		t.onClose(Closed{Proto: c.Proto, Direction: c.Direction, Reason: r, Duration: time.Since(c.Created()), BytesIn: in, BytesOut: out})
 	}
 	t.open.Add(-1)
 }

@@ -88,7 +88,7 @@ func (t *Table) sampleRates(now int64) {
 			var r float64
 			if at := c.rate.at.Load(); at != 0 && now > at {
 				r = float64(b-c.rate.bytes.Load()) / time.Duration(now-at).Seconds()
-			} else if age := wall.Sub(c.Created).Seconds(); age > 0 {
+			} else if age := wall.Sub(c.Created()).Seconds(); age > 0 {
 				r = float64(b) / age // first sample: the average so far
 			}
 			c.rate.bps.Store(math.Float64bits(r))
@@ -176,7 +176,7 @@ func (t *Table) ListView(f Filter) (infos []Info, next uint64, total int) {
 		case SortRate:
 			return math.Float64frombits(c.rate.bps.Load())
 		case SortAge:
-			return -float64(c.Created.UnixNano())
+			return -float64(c.Created().UnixNano())
 		}
 		return 0
 	}

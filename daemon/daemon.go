@@ -61,6 +61,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, reload func() (*Con
 	if err := notify(ready); err != nil {
 		log.Warn("sd_notify failed", "err", err)
 	}
+	memCtx, stopMem := context.WithCancel(ctx)
+	defer stopMem()
+	go giveBackMemory(memCtx)
 	for {
 		select {
 		case <-d.up.handedOff:

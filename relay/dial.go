@@ -27,26 +27,26 @@ type dialing struct {
 }
 
 // dialFD starts connecting the backend of in.
-func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
+func (s *Server) dialFD(in *fdLeg, l *Listener, addr netip.AddrPort) {
 	fd, cerr := sock.Connect(addr)
 	lg := &fdLeg{fd: fd, s: s}
 	spec := conn.Spec{Remote: addr}
 	if fd != nil {
 		spec.Close = lg.close
 	}
-	out, ok := s.tableOut(in.c, l, spec)
+	out, ok := s.tableOut(in.c, *l, spec)
 	if !ok {
 		return
 	}
 	lg.c = out
 	if cerr != nil {
 		err := fmt.Errorf("dial %s: %w", l.Backend, cerr)
-		s.backends.failed(s.log, &l, err)
+		s.backends.failed(s.log, l, err)
 		out.Close(conn.ReasonError, err)
 		return
 	}
 	timeout := s.conf.Load().DialTimeout
-	d := &dialing{in: in, l: &l}
+	d := &dialing{in: in, l: l}
 	// The timer exists before d is visible to close, and starts counting
 	// once it is: firing earlier would find nothing to time out.
 	d.timer = time.AfterFunc(time.Hour, func() {
@@ -54,7 +54,7 @@ func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
 		// at that moment) is no backend's failure.
 		if lg.dialing.CompareAndSwap(d, nil) && !out.Closing() {
 			err := fmt.Errorf("dial %s: no answer within %s", l.Backend, timeout)
-			s.backends.failed(s.log, &l, err)
+			s.backends.failed(s.log, l, err)
 			out.Close(conn.ReasonError, err)
 		}
 	})
@@ -74,8 +74,8 @@ func (s *Server) dialFD(in *fdLeg, l Listener, addr netip.AddrPort) {
 }
 
 // connected runs on the Poller when a connecting leg has an event.
-func (l *fdLeg) connected(d *dialing) {
-	err := l.fd.ConnectErr()
+func (l *fdLeg) connected(d *dialing, ev uint32) {
+	err := l.fd.Connected(ev)
 	if err == sock.ErrWouldBlock || !l.dialing.CompareAndSwap(d, nil) {
 		return
 	}
@@ -97,7 +97,7 @@ func (l *fdLeg) connected(d *dialing) {
 			return
 		}
 	}
-	l.s.startFD(d.in, l)
+	l.s.startFD(d.in, l, ev)
 }
 
 // writeProxyHeader sends the PROXY protocol header naming in's client and
@@ -105,8 +105,8 @@ func (l *fdLeg) connected(d *dialing) {
 // any byte of the client's. A fresh socket takes it at once: a short write
 // is an error, as a socket that would block (sock.FD) is.
 func writeProxyHeader(in, out *conn.Conn, version byte, w io.Writer) error {
-	inf := in.Info()
-	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(inf.Remote), net.TCPAddrFromAddrPort(inf.Local))
+	local, remote := in.Addrs()
+	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(remote), net.TCPAddrFromAddrPort(local))
 	b, err := h.Format()
 	if err != nil {
 		return fmt.Errorf("proxy protocol header: %w", err)

@@ -17,6 +17,10 @@ type fdLeg struct {
 	in, out atomic.Pointer[fdPipe]
 	// dialing is set while an outbound leg connects.
 	dialing atomic.Pointer[dialing]
+	// hup is set once the Poller reported the peer's FIN, a hang-up or an
+	// error: a read that did not fill the buffer no longer means there is
+	// nothing more to read (the FIN is read as a read of 0, later).
+	hup atomic.Bool
 }
 
 // Ready wakes the directions a socket event concerns.
@@ -25,8 +29,13 @@ func (l *fdLeg) Ready(ev uint32) {
 		readable = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
 		writable = syscall.EPOLLOUT | syscall.EPOLLHUP | syscall.EPOLLERR
 	)
+	// First: a backend may send its bytes and FIN with the connect's
+	// outcome, in the one event a connecting leg gets.
+	if ev&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+		l.hup.Store(true)
+	}
 	if d := l.dialing.Load(); d != nil {
-		l.connected(d)
+		l.connected(d, ev)
 		return
 	}
 	in, out := l.in.Load(), l.out.Load()
@@ -47,7 +56,12 @@ func (l *fdLeg) close(_ *conn.Conn, reset bool) error {
 	if d := l.dialing.Swap(nil); d != nil {
 		d.timer.Stop()
 	}
-	l.s.poller.Remove(l.fd)
+	// Closing the descriptor takes the socket out of the epoll set, with
+	// no epoll_ctl of its own, when it is the socket's only one. During an
+	// upgrade the other process may hold a copy: the registration then
+	// lasts until that copy closes too, and the Poller drops its events
+	// (the slot's generation has moved on).
+	l.s.poller.Forget(l.fd)
 	err := l.fd.Close(reset)
 	if p := l.in.Load(); p != nil {
 		p.notify()
@@ -75,11 +89,12 @@ type fdPipe struct {
 	// missed is set when an event came while frozen (adopted, handover.go).
 	missed atomic.Bool
 
-	// Owned by the goroutine running move.
+	// Owned by the goroutine running move (ordered for 80 bytes in all).
 	done    bool
-	kp      *kpipe // holds pending bytes read but not written yet
-	pending int
-	rest    []byte // the same, when no kernel pipe was free
+	bulk    bool  // a read filled the buffer: splice from now on
+	pending int32 // bytes in kp, read but not written yet
+	kp      *kpipe
+	rest    []byte // the same, read through a buffer
 }
 
 const (
@@ -127,8 +142,8 @@ func (p *fdPipe) move() {
 		switch {
 		case p.pending > 0:
 			p.blocked.Store(true)
-			n, err := p.dst.fd.SpliceFrom(p.kp.r, p.pending)
-			p.pending -= n
+			n, err := p.dst.fd.SpliceFrom(p.kp.r, int(p.pending))
+			p.pending -= int32(n)
 			if n > 0 {
 				p.dst.c.Touch(0, n)
 			}
@@ -152,6 +167,17 @@ func (p *fdPipe) move() {
 			continue
 		}
 		p.blocked.Store(false)
+		if !p.bulk {
+			// Until a read fills the buffer, bytes are read into it and
+			// written from it: for the few bytes of a request or an answer
+			// that is cheaper than two splices, and a read that did not
+			// fill it emptied the socket, so no read waits for EAGAIN (the
+			// Poller reports bytes that arrive later).
+			if p.copyOnce() {
+				return
+			}
+			continue
+		}
 		if p.kp == nil {
 			p.kp = getPipe()
 		}
@@ -175,13 +201,18 @@ func (p *fdPipe) move() {
 			return
 		}
 		p.src.c.Touch(n, 0)
-		p.pending = n
+		p.pending = int32(n)
 	}
 }
 
-// copyOnce reads once through a pooled buffer (every kernel pipe is in
-// use) and writes what it can; the rest is kept. It reports whether to
-// stop: nothing to read, EOF or an error.
+// copyOnce reads once through a pooled buffer (before the direction is
+// bulk, or when every kernel pipe is in use) and writes what it can; the
+// rest is kept. It reports whether to stop: nothing to read, EOF, an
+// error, or a read that did not fill the buffer and was written whole
+// (the socket had no more, and the Poller reports what comes next; not
+// after a FIN was reported, which is read as a read of 0 and comes with
+// no event of its own). A read that fills the buffer makes the direction
+// bulk.
 func (p *fdPipe) copyOnce() bool {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -208,8 +239,13 @@ func (p *fdPipe) copyOnce() bool {
 	}
 	if w < n {
 		p.rest = append([]byte(nil), b[w:]...)
+		return false
 	}
-	return false
+	if n == len(*bp) {
+		p.bulk = true
+		return false
+	}
+	return !p.src.hup.Load()
 }
 
 // wait handles the error of a write: true to stop (it would block, and
@@ -252,7 +288,7 @@ func (p *fdPipe) eof() {
 	if p.other != nil {
 		other = &p.other.finished
 	}
-	endOfStream(p.src.c, p.dst.c, &p.finished, other, p.dst.fd.CloseWrite)
+	endOfStream(p.src.c, p.dst.c, &p.finished, other, p.dst.fd.CloseWrite, true)
 }
 
 // relayFD starts both directions between plain TCP legs in and out, or
@@ -272,18 +308,22 @@ func (s *Server) relayFD(in, out *fdLeg) {
 }
 
 // startFD starts relaying between in and out, which is watched already
-// (it was connecting): what it may have sent meanwhile is read now.
-func (s *Server) startFD(in, out *fdLeg) {
+// (it was connecting), on the Poller's goroutine as out's first event ev
+// is handled: what out sent with it is read now. What it sends later is
+// a later event, handled once this one is done and the pipes exist.
+func (s *Server) startFD(in, out *fdLeg, ev uint32) {
 	_, down := s.pipeFD(in, out)
-	down.notify()
+	if ev&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+		down.notify()
+	}
 	s.watch(in)
 }
 
 // pipeFD makes the two directions between in and out.
 func (s *Server) pipeFD(in, out *fdLeg) (up, down *fdPipe) {
-	up = &fdPipe{src: in, dst: out}
-	down = &fdPipe{src: out, dst: in, other: up}
-	up.other = down
+	both := &[2]fdPipe{{src: in, dst: out}, {src: out, dst: in}}
+	up, down = &both[0], &both[1]
+	up.other, down.other = down, up
 	in.in.Store(up)
 	out.out.Store(up)
 	out.in.Store(down)

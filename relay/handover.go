@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -579,7 +580,13 @@ func (s *Server) ListenFile(l Listener, f *os.File) (*Bound, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener %s from a handed socket: %w", l.Name, err)
 	}
-	return &Bound{s: s, l: l, ln: ln}, nil
+	// A process before this one may have listened without TCP_NODELAY:
+	// then each accepted connection is given it.
+	noDelay := false
+	if sc, ok := ln.(syscall.Conn); ok {
+		noDelay, _ = sock.NoDelay(sc)
+	}
+	return &Bound{s: s, l: l, ln: ln, noDelay: noDelay}, nil
 }
 
 // CheckListener loads what serving l needs besides its socket (the TLS

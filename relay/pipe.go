@@ -16,8 +16,10 @@ import (
 // descriptor and the few structs below. When a socket changes (data, room
 // to write, FIN, error) the Poller wakes the direction concerned, which
 // runs on a goroutine of its own until a read or write would block, and
-// leaves. Between two sockets bytes move by splice(2) through a kernel
-// pipe held only while they flow. A receiver that stops reading stops its
+// leaves. A direction's first bytes (a request, an answer) are read into a
+// pooled buffer and written from it; once a read fills the buffer the
+// direction is bulk, and bytes move by splice(2) through a kernel pipe
+// held only while they flow. A receiver that stops reading stops its
 // sender's reads (backpressure): a direction reads again only once what it
 // read has been written.
 //
@@ -37,14 +39,21 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 // (closeWrite) and, once the opposite direction has finished too, the
 // connection is done and both legs close with reason eof. For the echo
 // backend (other nil) everything read has been written back already and
-// the connection ends at once.
-func endOfStream(src, dst *conn.Conn, finished, other *atomic.Bool, closeWrite func() error) {
+// the connection ends at once. With closeSends, closing dst sends its FIN
+// as shutting it would (a bare socket whose every byte was read): when the
+// opposite direction has finished already, the connection is closed
+// without shutting dst first.
+func endOfStream(src, dst *conn.Conn, finished, other *atomic.Bool, closeWrite func() error, closeSends bool) {
 	src.SawEOF()
 	if other == nil {
 		src.Close(conn.ReasonEOF, nil)
 		return
 	}
 	finished.Store(true)
+	if closeSends && other.Load() {
+		src.Close(conn.ReasonEOF, nil)
+		return
+	}
 	if err := closeWrite(); err != nil {
 		closeFor(dst, err)
 		return

@@ -114,6 +114,14 @@ type Bound struct {
 	s  *Server
 	l  Listener
 	ln net.Listener
+	// Known at Serve, for its connections: the local address when the
+	// socket is bound to one address (not a wildcard), and the keepalive
+	// every accepted socket inherits from the listening one.
+	local  netip.AddrPort
+	kaBase *sock.Keepalive
+	// noDelay says the listening socket had TCP_NODELAY before it
+	// listened, so that every connection accepted from it has it too.
+	noDelay bool
 }
 
 // Listen opens the listening socket of l, loading its certificate for
@@ -128,12 +136,19 @@ func (s *Server) Listen(ctx context.Context, l Listener) (*Bound, error) {
 		}
 		l.tlsConfig = cfg
 	}
-	lc := net.ListenConfig{KeepAlive: -1}
+	// TCP_NODELAY before listen(2): every connection accepted inherits it.
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		if cerr := rc.Control(func(fd uintptr) { err = sock.SetNoDelay(fd) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
 	ln, err := lc.Listen(ctx, "tcp", l.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w%s", l.Name, err, privilegedPortHint(l.Addr, err))
 	}
-	return &Bound{s: s, l: l, ln: ln}, nil
+	return &Bound{s: s, l: l, ln: ln, noDelay: true}, nil
 }
 
 // Addr is the address the socket is bound to (a port 0 resolved).
@@ -177,6 +192,14 @@ func (b *Bound) Serve(ctx context.Context) error {
 		defer context.AfterFunc(ctx, func() { fl.Close() })()
 	}
 	defer ln.Close()
+	if a := sock.AddrPort(ln.Addr()); a.IsValid() && !a.Addr().IsUnspecified() && a.Addr().Zone() == "" {
+		b.local = a
+	}
+	if sc, ok := ln.(syscall.Conn); ok {
+		if ka, err := sock.ListeningKeepalive(sc); err == nil {
+			b.kaBase = &ka
+		}
+	}
 	var backoff time.Duration
 	for {
 		var err error
@@ -185,14 +208,14 @@ func (b *Bound) Serve(ctx context.Context) error {
 			var remote netip.AddrPort
 			if fd, remote, err = fl.Accept(); err == nil {
 				backoff = 0
-				s.acceptFD(ctx, fd, remote, l)
+				s.acceptFD(ctx, fd, remote, b)
 				continue
 			}
 		} else {
 			var c net.Conn
 			if c, err = ln.Accept(); err == nil {
 				backoff = 0
-				s.accept(ctx, c.(*net.TCPConn), l, hand)
+				s.accept(ctx, c.(*net.TCPConn), b, hand)
 				continue
 			}
 		}
@@ -225,42 +248,51 @@ func temporary(err error) bool {
 
 // acceptFD puts an accepted plain TCP connection in the table and starts
 // relaying it.
-func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, remote netip.AddrPort, l Listener) {
-	local, err := fd.LocalAddr()
-	if err != nil {
-		// Reset by the client before we got to it: counted, not tabled.
-		s.acceptErrors.Add(1)
-		s.log.Debug("accepted connection already gone", "listener", l.Name, "err", err)
-		fd.Close(false)
-		return
+func (s *Server) acceptFD(ctx context.Context, fd *sock.FD, remote netip.AddrPort, b *Bound) {
+	l := b.l
+	local := b.local // the address the listener is bound to, else the kernel's
+	if !local.IsValid() {
+		var err error
+		if local, err = fd.LocalAddr(); err != nil {
+			s.acceptErrors.Add(1)
+			s.log.Debug("accepted connection already gone", "listener", l.Name, "err", err)
+			fd.Close(false)
+			return
+		}
+	}
+	if !b.noDelay {
+		fd.SetNoDelay() // a listening socket handed over without it
 	}
 	lg := &fdLeg{fd: fd, s: s}
-	in, ok := s.tableIn(l, conn.Spec{Local: local, Remote: remote, TCP: fd, Close: lg.close})
+	in, ok := s.tableIn(l, conn.Spec{Local: local, Remote: remote, TCP: fd, Close: lg.close, KeepaliveNow: b.kaBase})
 	if !ok {
 		return
 	}
 	lg.c = in
-	s.relayIn(ctx, lg, l)
+	s.relayIn(ctx, lg, &b.l)
 }
 
-// relayIn relays a plain TCP connection to its listener's backend.
-func (s *Server) relayIn(ctx context.Context, lg *fdLeg, l Listener) {
+// relayIn relays a plain TCP connection to its listener's backend (l is
+// not changed, and may be shared by every connection of the listener).
+func (s *Server) relayIn(ctx context.Context, lg *fdLeg, l *Listener) {
 	switch ap, literal := netipAddrPort(l.Backend); {
 	case l.Backend == Echo:
 		s.relayFD(lg, nil)
 	case literal:
 		s.dialFD(lg, l, ap)
 	default: // a host name: resolved and dialled on the dialling goroutines
-		s.queueDial(dialJob{ctx: ctx, c: lg.c, fd: lg, l: l})
+		s.queueDial(dialJob{ctx: ctx, c: lg.c, fd: lg, l: *l})
 	}
 }
 
 // accept puts an accepted TLS or WebSocket connection, or any connection
 // of an accept_proxy listener, in the table and starts its handshake.
-func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, l Listener, hand *chanListener) {
+func (s *Server) accept(ctx context.Context, tcp *net.TCPConn, b *Bound, hand *chanListener) {
+	l := b.l
 	in, ok := s.tableIn(l, conn.Spec{
 		Local: sock.AddrPort(tcp.LocalAddr()), Remote: sock.AddrPort(tcp.RemoteAddr()),
 		TCP: tcp, Close: closeSocket, Handshake: true, AwaitClient: l.AcceptProxy != ProxyOff,
+		KeepaliveNow: b.kaBase,
 	})
 	if !ok {
 		return
@@ -294,7 +326,7 @@ func (s *Server) handshakeIn(ctx context.Context, sc *sockConn, l Listener, hand
 		if in.Closing() {
 			return
 		}
-		s.relayIn(ctx, lg, l)
+		s.relayIn(ctx, lg, &l)
 	case conn.ProtoTLS:
 		go s.serveTLS(ctx, sc, l)
 	case conn.ProtoWS:
@@ -506,11 +538,17 @@ func (s *Server) dial(j dialJob) {
 
 // establish gives a dialled leg its socket, the listener's keepalive, and
 // then state ok; false when it was closed meanwhile or keepalive failed.
+// The socket is a new one: only what differs from a new socket's
+// keepalive is set.
 func (s *Server) establish(out *conn.Conn, tcp syscall.Conn, closer conn.Closer, l Listener) bool {
 	if !out.Attach(tcp, closer) {
 		return false
 	}
-	if _, err := out.SetKeepalive(*s.keepaliveFor(&l)); err != nil {
+	var now *sock.Keepalive
+	if ka, ok := sock.NewSocketKeepalive(); ok {
+		now = &ka
+	}
+	if err := out.ApplyKeepalive(*s.keepaliveFor(&l), now); err != nil {
 		out.Close(conn.ReasonError, err)
 		return false
 	}

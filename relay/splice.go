@@ -6,8 +6,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Between two plain TCP sockets bytes move with splice(2) through a pipe,
-// never through user memory. A pipe is held only while data flows: an idle
+// Between two plain TCP sockets a bulk direction (one whose read filled
+// the buffer once) moves bytes with splice(2) through a pipe, never
+// through user memory. A pipe is held only while data flows: an idle
 // relayed connection holds no descriptor beyond its two sockets.
 
 // kpipe is a kernel pipe used for splicing.

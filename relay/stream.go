@@ -110,7 +110,7 @@ func (p *streamPipe) eof() {
 	if p.other != nil {
 		other = &p.other.finished
 	}
-	endOfStream(p.src.c, p.dst.c, &p.finished, other, p.dst.closeWrite)
+	endOfStream(p.src.c, p.dst.c, &p.finished, other, p.dst.closeWrite, false)
 }
 
 // relayStream starts both directions between in and out on goroutines, or

@@ -27,3 +27,16 @@ func Addrs(c syscall.Conn) (local, remote netip.AddrPort) {
 	}
 	return local, remote
 }
+
+// LocalAddr returns the local address of a *net.TCPConn or an *FD
+// (invalid for anything else).
+func LocalAddr(c syscall.Conn) netip.AddrPort {
+	switch c := c.(type) {
+	case *FD:
+		local, _ := c.LocalAddr()
+		return local
+	case net.Conn:
+		return AddrPort(c.LocalAddr())
+	}
+	return netip.AddrPort{}
+}

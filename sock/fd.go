@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,7 +22,7 @@ import (
 // a number is never used after close(2) has given it to a new socket.
 type FD struct {
 	mu     sync.RWMutex
-	fd     int
+	fd     int32 // 32 bytes in all: one an idle connection's socket costs
 	closed bool
 }
 
@@ -30,7 +31,7 @@ type FD struct {
 var ErrWouldBlock = errors.New("operation would block")
 
 // NewFD takes ownership of fd, a nonblocking stream socket.
-func NewFD(fd int) *FD { return &FD{fd: fd} }
+func NewFD(fd int) *FD { return &FD{fd: int32(fd)} }
 
 // TakeConn moves the socket of c to an FD and closes c: a duplicate of
 // the descriptor (F_DUPFD_CLOEXEC; the nonblocking flag is shared) outlives
@@ -59,6 +60,12 @@ type Listener struct {
 	f      *os.File
 	rc     syscall.RawConn
 	closed atomic.Bool
+	// The call Accept waits with, made once, and what it found: Accept
+	// is called by one goroutine at a time.
+	try    func(fd uintptr) bool
+	nfd    int
+	remote netip.AddrPort
+	aerr   unix.Errno
 }
 
 // NewListener makes a Listener on the socket of ln.
@@ -78,19 +85,11 @@ func NewListener(ln *net.TCPListener) (*Listener, error) {
 		f.Close()
 		return nil, err
 	}
-	return &Listener{f: f, rc: rc}, nil
-}
-
-// Accept takes one pending connection and its peer's address, waiting
-// until there is one (or the Listener is closed: net.ErrClosed).
-func (l *Listener) Accept() (*FD, netip.AddrPort, error) {
-	nfd := -1
-	var sa unix.Sockaddr
-	var aerr error
-	err := l.rc.Read(func(fd uintptr) bool {
+	l := &Listener{f: f, rc: rc}
+	l.try = func(fd uintptr) bool {
 		for {
-			nfd, sa, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-			switch aerr {
+			l.nfd, l.remote, l.aerr = accept4(int(fd))
+			switch l.aerr {
 			case unix.EINTR:
 				continue
 			case unix.EAGAIN:
@@ -98,19 +97,54 @@ func (l *Listener) Accept() (*FD, netip.AddrPort, error) {
 			}
 			return true
 		}
-	})
+	}
+	return l, nil
+}
+
+// Accept takes one pending connection and its peer's address, waiting
+// until there is one (or the Listener is closed: net.ErrClosed); one
+// goroutine at a time. The
+// connection has the options of the listening socket, which it inherits:
+// its keepalive (ListeningKeepalive) and TCP_NODELAY (see NoDelay).
+func (l *Listener) Accept() (*FD, netip.AddrPort, error) {
+	l.nfd, l.aerr = -1, 0
+	err := l.rc.Read(l.try)
+	nfd, remote, aerr := l.nfd, l.remote, l.aerr
 	switch {
 	case err != nil && l.closed.Load():
 		return nil, netip.AddrPort{}, net.ErrClosed
 	case err != nil:
 		return nil, netip.AddrPort{}, err
-	case aerr != nil:
+	case aerr != 0:
 		return nil, netip.AddrPort{}, os.NewSyscallError("accept4", aerr)
 	}
-	// As Go does for its own TCP connections: no Nagle delay on what the
-	// relay passes on.
-	unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	return NewFD(nfd), sockaddrPort(sa), nil
+	return NewFD(nfd), remote, nil
+}
+
+// SetNoDelay switches Nagle's delay off (TCP_NODELAY), as Go does for its
+// own TCP connections: what the relay passes on goes at once. A socket
+// for listening takes it before it listens (a ListenConfig's Control):
+// the kernel copies it to every connection accepted from it, which then
+// needs no call of its own.
+func SetNoDelay(fd uintptr) error {
+	return os.NewSyscallError("setsockopt TCP_NODELAY", rawSetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
+}
+
+// NoDelay reads TCP_NODELAY of c (a listening socket: whether the
+// connections accepted from it have it).
+func NoDelay(c syscall.Conn) (bool, error) {
+	var v int
+	err := control(c, func(fd int) error {
+		var err error
+		v, err = unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+		return os.NewSyscallError("getsockopt TCP_NODELAY", err)
+	})
+	return v != 0, err
+}
+
+// SetNoDelay is SetNoDelay on the socket.
+func (f *FD) SetNoDelay() error {
+	return f.do(func(fd int) error { return SetNoDelay(uintptr(fd)) })
 }
 
 // Close closes the duplicate descriptor.
@@ -126,7 +160,7 @@ func (f *FD) do(fn func(fd int) error) error {
 	if f.closed {
 		return net.ErrClosed
 	}
-	return fn(f.fd)
+	return fn(int(f.fd))
 }
 
 // once makes one nonblocking call on the descriptor (again after EINTR):
@@ -138,7 +172,7 @@ func (f *FD) once(op string, call func(fd int) (int, error)) (int, error) {
 		return 0, net.ErrClosed
 	}
 	for {
-		n, err := call(f.fd)
+		n, err := call(int(f.fd))
 		switch err {
 		case nil:
 			return n, nil
@@ -153,21 +187,20 @@ func (f *FD) once(op string, call func(fd int) (int, error)) (int, error) {
 
 // Read reads what is there: (0, nil) at EOF, ErrWouldBlock when nothing is.
 func (f *FD) Read(b []byte) (int, error) {
-	return f.once("read", func(fd int) (int, error) { return unix.Read(fd, b) })
+	return f.once("read", func(fd int) (int, error) { return rawRead(fd, b) })
 }
 
 // Write writes what the socket takes now; ErrWouldBlock when it takes
 // nothing.
 func (f *FD) Write(b []byte) (int, error) {
-	return f.once("write", func(fd int) (int, error) { return unix.Write(fd, b) })
+	return f.once("write", func(fd int) (int, error) { return rawWrite(fd, b) })
 }
 
 // SpliceTo moves up to max bytes from the socket into the pipe whose
 // write end is pw: (0, nil) at EOF, ErrWouldBlock when nothing is there.
 func (f *FD) SpliceTo(pw, max int) (int, error) {
 	return f.once("splice", func(fd int) (int, error) {
-		n, err := unix.Splice(fd, nil, pw, nil, max, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		return int(n), err
+		return rawSplice(fd, pw, max)
 	})
 }
 
@@ -178,8 +211,7 @@ func (f *FD) SpliceFrom(pr, n int) (int, error) {
 	done := 0
 	for done < n {
 		m, err := f.once("splice", func(fd int) (int, error) {
-			m, err := unix.Splice(pr, nil, fd, nil, n-done, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			return int(m), err
+			return rawSplice(pr, fd, n-done)
 		})
 		done += m
 		if err != nil {
@@ -192,7 +224,7 @@ func (f *FD) SpliceFrom(pr, n int) (int, error) {
 // CloseWrite sends FIN (shutdown SHUT_WR).
 func (f *FD) CloseWrite() error {
 	return f.do(func(fd int) error {
-		return os.NewSyscallError("shutdown", unix.Shutdown(fd, unix.SHUT_WR))
+		return os.NewSyscallError("shutdown", rawShutdown(fd, unix.SHUT_WR))
 	})
 }
 
@@ -206,37 +238,30 @@ func (f *FD) Close(reset bool) error {
 	}
 	f.closed = true
 	if reset {
-		unix.SetsockoptLinger(f.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		unix.SetsockoptLinger(int(f.fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	}
-	return os.NewSyscallError("close", unix.Close(f.fd))
+	return os.NewSyscallError("close", rawClose(int(f.fd)))
 }
 
 // LocalAddr returns the socket's local address.
 func (f *FD) LocalAddr() (netip.AddrPort, error) {
 	var local netip.AddrPort
 	err := f.do(func(fd int) error {
-		sa, err := unix.Getsockname(fd)
-		if err != nil {
-			return os.NewSyscallError("getsockname", err)
-		}
-		local = sockaddrPort(sa)
-		return nil
+		var err error
+		local, err = getsockname(fd)
+		return err
 	})
 	return local, err
 }
 
 // Addrs returns the socket's local and remote addresses.
 func (f *FD) Addrs() (local, remote netip.AddrPort, err error) {
-	if local, err = f.LocalAddr(); err != nil {
-		return local, remote, err
-	}
 	err = f.do(func(fd int) error {
-		sa, err := unix.Getpeername(fd)
-		if err != nil {
-			return os.NewSyscallError("getpeername", err)
+		if local, err = getsockname(fd); err != nil {
+			return err
 		}
-		remote = sockaddrPort(sa)
-		return nil
+		remote, err = getpeername(fd)
+		return err
 	})
 	return local, remote, err
 }
@@ -277,27 +302,36 @@ func (r rawFD) Write(fn func(fd uintptr) bool) error { return r.Read(fn) }
 // at once; the Poller reports the outcome as the socket's first
 // writable or error event, and ConnectErr reads it.
 func Connect(addr netip.AddrPort) (*FD, error) {
-	var sa unix.Sockaddr
+	var sa4 unix.RawSockaddrInet4
+	var sa6 unix.RawSockaddrInet6
+	var sa unsafe.Pointer
+	var salen uintptr
 	family := unix.AF_INET6
 	if a := addr.Addr(); a.Is4() || a.Is4In6() {
 		family = unix.AF_INET
-		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: a.Unmap().As4()}
+		sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.Unmap().As4()}
+		p := (*[2]byte)(unsafe.Pointer(&sa4.Port))
+		p[0], p[1] = byte(addr.Port()>>8), byte(addr.Port())
+		sa, salen = unsafe.Pointer(&sa4), unix.SizeofSockaddrInet4
 	} else {
-		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: a.As16()}
+		sa6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.As16()}
+		p := (*[2]byte)(unsafe.Pointer(&sa6.Port))
+		p[0], p[1] = byte(addr.Port()>>8), byte(addr.Port())
+		sa, salen = unsafe.Pointer(&sa6), unix.SizeofSockaddrInet6
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := rawSocket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	SetNoDelay(uintptr(fd))
 	for {
-		err = unix.Connect(fd, sa)
+		err = rawConnect(fd, sa, salen)
 		if err != unix.EINTR {
 			break
 		}
 	}
 	if err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
+		rawClose(fd)
 		return nil, os.NewSyscallError("connect", err)
 	}
 	return NewFD(fd), nil
@@ -317,9 +351,20 @@ func (f *FD) ConnectErr() error {
 		}
 		// Writable with no error may still be a connect in progress
 		// only if nothing happened yet: a peer name says it is done.
-		if _, err := unix.Getpeername(fd); err == unix.ENOTCONN {
+		if _, e := addrCall(unix.SYS_GETPEERNAME, fd); e == unix.ENOTCONN {
 			return ErrWouldBlock
 		}
 		return nil
 	})
+}
+
+// Connected is ConnectErr for the events the Poller reported (ev): a
+// socket reported writable without an error or hang-up has connected
+// (a TCP socket still connecting is never writable), and no system call
+// is needed to know it; anything else asks the kernel.
+func (f *FD) Connected(ev uint32) error {
+	if ev&unix.EPOLLOUT != 0 && ev&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+		return nil
+	}
+	return f.ConnectErr()
 }

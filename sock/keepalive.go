@@ -1,7 +1,9 @@
 package sock
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -125,6 +127,13 @@ func (e *OpError) Unwrap() error { return e.Err }
 // control runs fn on the socket's descriptor and returns fn's error, or the
 // error of reaching the descriptor (a closed socket).
 func control(c syscall.Conn, fn func(fd int) error) error {
+	if f, ok := c.(*FD); ok { // no RawConn, no closure on the heap
+		if err := f.do(fn); err == net.ErrClosed {
+			return &OpError{Op: "control", Err: err}
+		} else {
+			return err
+		}
+	}
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return &OpError{Op: "syscallconn", Err: err}
@@ -137,7 +146,7 @@ func control(c syscall.Conn, fn func(fd int) error) error {
 }
 
 func setInt(fd, level, opt int, name string, v int) error {
-	if err := unix.SetsockoptInt(fd, level, opt, v); err != nil {
+	if err := rawSetsockoptInt(fd, level, opt, v); err != nil {
 		return &OpError{Op: fmt.Sprintf("setsockopt %s=%d", name, v), Err: os.NewSyscallError("setsockopt", err)}
 	}
 	return nil
@@ -181,6 +190,100 @@ func SetKeepalive(c syscall.Conn, k KeepaliveConfig) error {
 	})
 }
 
+// SetKeepaliveOver applies k to a socket whose keepalive is known to be
+// now (read from the kernel for this socket, for the listening socket it
+// was accepted from, which it inherits, or for a new socket; a user
+// timeout of -1 is not known): only the
+// options whose value differs are set, in SetKeepalive's order. With now
+// nil it is SetKeepalive. The kernel holds exactly what a setsockopt that
+// succeeded gave it, so nothing is read back.
+func SetKeepaliveOver(c syscall.Conn, k KeepaliveConfig, now *Keepalive) error {
+	if now == nil {
+		return SetKeepalive(c, k)
+	}
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	type opt struct {
+		level, opt int
+		name       string
+		v          int
+	}
+	var set [5]opt
+	n := 0
+	if k.Enable {
+		idle, count, intvl := k.Idle, k.Count, k.Interval
+		if idle == 0 {
+			idle, count, intvl = kernelKeepalive()
+		}
+		if idle != now.Idle {
+			set[n] = opt{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, "TCP_KEEPIDLE", idle}
+			n++
+		}
+		if count != now.Count {
+			set[n] = opt{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, "TCP_KEEPCNT", count}
+			n++
+		}
+		if intvl != now.Interval {
+			set[n] = opt{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, "TCP_KEEPINTVL", intvl}
+			n++
+		}
+	}
+	if k.Enable != now.Enabled {
+		v := 0
+		if k.Enable {
+			v = 1
+		}
+		set[n] = opt{unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE", v}
+		n++
+	}
+	if k.UserTimeoutMs >= 0 && (now.UserTimeoutMs < 0 || k.UserTimeoutMs != now.UserTimeoutMs) {
+		set[n] = opt{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", k.UserTimeoutMs}
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	if f, ok := c.(*FD); ok { // the relay's sockets: nothing on the heap
+		err := f.do(func(fd int) error {
+			for _, o := range set[:n] {
+				if err := setInt(fd, o.level, o.opt, o.name, o.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == net.ErrClosed {
+			return &OpError{Op: "control", Err: err}
+		}
+		return err
+	}
+	opts := append([]opt(nil), set[:n]...) // a copy: set stays on the stack
+	return control(c, func(fd int) error {
+		for _, o := range opts {
+			if err := setInt(fd, o.level, o.opt, o.name, o.v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// NewSocketKeepalive is the keepalive a new TCP socket of this process
+// starts with (read once from one made for the purpose); false when it
+// could not be read.
+func NewSocketKeepalive() (Keepalive, bool) { return newSocketKeepalive() }
+
+var newSocketKeepalive = sync.OnceValues(func() (Keepalive, bool) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return Keepalive{}, false
+	}
+	defer unix.Close(fd)
+	k, err := getKeepaliveFD(fd)
+	return k, err == nil
+})
+
 // ApplyKeepalive sets k and returns what the kernel holds afterwards.
 func ApplyKeepalive(c syscall.Conn, k KeepaliveConfig) (Keepalive, error) {
 	if err := SetKeepalive(c, k); err != nil {
@@ -193,27 +296,62 @@ func ApplyKeepalive(c syscall.Conn, k KeepaliveConfig) (Keepalive, error) {
 func GetKeepalive(c syscall.Conn) (Keepalive, error) {
 	var k Keepalive
 	err := control(c, func(fd int) error {
-		var vals [5]int
-		for i, o := range []struct {
-			level, opt int
-			name       string
-		}{
-			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE"},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, "TCP_KEEPIDLE"},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, "TCP_KEEPCNT"},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, "TCP_KEEPINTVL"},
-			{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT"},
-		} {
-			v, err := unix.GetsockoptInt(fd, o.level, o.opt)
-			if err != nil {
-				return &OpError{Op: "getsockopt " + o.name, Err: os.NewSyscallError("getsockopt", err)}
-			}
-			vals[i] = v
-		}
-		k = Keepalive{Enabled: vals[0] != 0, Idle: vals[1], Count: vals[2], Interval: vals[3], UserTimeoutMs: vals[4]}
-		return nil
+		var err error
+		k, err = getKeepaliveFD(fd)
+		return err
 	})
 	return k, err
+}
+
+// ListeningKeepalive reads the keepalive of a listening socket: what every
+// connection accepted from it starts with. The kernel does not say the
+// user timeout of a listening socket (EOPNOTSUPP): UserTimeoutMs is then
+// -1, unknown, and SetKeepaliveOver sets any user timeout asked for.
+func ListeningKeepalive(c syscall.Conn) (Keepalive, error) {
+	var k Keepalive
+	err := control(c, func(fd int) error {
+		var err error
+		k, err = getKeepaliveFD(fd)
+		if err != nil && errors.Is(err, unix.EOPNOTSUPP) {
+			v, e := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+			if e != nil {
+				return err
+			}
+			k = Keepalive{Enabled: v != 0, UserTimeoutMs: -1}
+			for _, o := range []struct {
+				opt int
+				p   *int
+			}{{unix.TCP_KEEPIDLE, &k.Idle}, {unix.TCP_KEEPCNT, &k.Count}, {unix.TCP_KEEPINTVL, &k.Interval}} {
+				if *o.p, e = unix.GetsockoptInt(fd, unix.IPPROTO_TCP, o.opt); e != nil {
+					return err
+				}
+			}
+			err = nil
+		}
+		return err
+	})
+	return k, err
+}
+
+func getKeepaliveFD(fd int) (Keepalive, error) {
+	var vals [5]int
+	for i, o := range []struct {
+		level, opt int
+		name       string
+	}{
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE"},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, "TCP_KEEPIDLE"},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, "TCP_KEEPCNT"},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, "TCP_KEEPINTVL"},
+		{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT"},
+	} {
+		v, err := unix.GetsockoptInt(fd, o.level, o.opt)
+		if err != nil {
+			return Keepalive{}, &OpError{Op: "getsockopt " + o.name, Err: os.NewSyscallError("getsockopt", err)}
+		}
+		vals[i] = v
+	}
+	return Keepalive{Enabled: vals[0] != 0, Idle: vals[1], Count: vals[2], Interval: vals[3], UserTimeoutMs: vals[4]}, nil
 }
 
 // kernelDefaults holds the sysctl keepalive defaults, read once; they are

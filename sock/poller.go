@@ -18,8 +18,9 @@ import (
 // ordinary netpoller wake-up of the goroutine running Run: no thread of
 // its own, no extra hand-off between threads.
 type Poller struct {
-	ep *os.File
-	rc syscall.RawConn
+	ep   *os.File
+	rc   syscall.RawConn
+	epfd int // ep's descriptor, for epoll_ctl under mu (Close closes it under mu)
 
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -61,7 +62,7 @@ func NewPoller() (*Poller, error) {
 		ep.Close()
 		return nil, err
 	}
-	return &Poller{ep: ep, rc: rc}, nil
+	return &Poller{ep: ep, rc: rc, epfd: epfd}, nil
 }
 
 // Add watches f and reports to h. Events may reach h before Add returns.
@@ -81,25 +82,20 @@ func (p *Poller) Add(f *FD, h Handler) error {
 			p.watched++
 		}
 		p.slots[fd] = slot{seq: seq, h: h}
-		p.mu.Unlock()
 		// The kernel hands back epoll_event.data as it was given: in
 		// golang.org/x/sys/unix that 64-bit union is Fd (low half) and Pad
 		// (high half). Pad carries the watch's generation, so that an event
 		// still queued for a descriptor number that was closed and reused
 		// meanwhile reaches nobody instead of the new socket's handler.
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd), Pad: int32(seq)}
-		var err error
-		p.ctl(func(epfd int) { err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev) })
+		err := rawEpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+		p.mu.Unlock()
 		if err != nil {
 			p.forget(fd, seq)
 			return &OpError{Op: "epoll_ctl", Err: os.NewSyscallError("epoll_ctl", err)}
 		}
 		return nil
 	})
-}
-
-func (p *Poller) ctl(fn func(epfd int)) {
-	p.rc.Control(func(fd uintptr) { fn(int(fd)) })
 }
 
 // Remove stops watching f. Call it before closing f (the kernel drops a
@@ -111,8 +107,26 @@ func (p *Poller) Remove(f *FD) {
 			p.slots[fd] = slot{}
 			p.watched--
 		}
+		if !p.closed {
+			rawEpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		}
 		p.mu.Unlock()
-		p.ctl(func(epfd int) { unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, fd, nil) })
+		return nil
+	})
+}
+
+// Forget stops watching f without asking the kernel: for a socket about
+// to be closed whose descriptor is its only one (not duplicated, not
+// handed to another process), which closing takes out of the epoll set.
+// An event already reported for it reaches nobody, as after Remove.
+func (p *Poller) Forget(f *FD) {
+	f.do(func(fd int) error {
+		p.mu.Lock()
+		if fd < len(p.slots) && p.slots[fd].h != nil {
+			p.slots[fd] = slot{}
+			p.watched--
+		}
+		p.mu.Unlock()
 		return nil
 	})
 }
@@ -139,7 +153,7 @@ func (p *Poller) Run() error {
 	hs := make([]Handler, len(events))
 	err := p.rc.Read(func(epfd uintptr) bool {
 		for {
-			n, err := unix.EpollWait(int(epfd), events, 0)
+			n, err := rawEpollWait(int(epfd), events)
 			if err == unix.EINTR {
 				continue
 			}
@@ -181,5 +195,7 @@ func (p *Poller) Close() error {
 	p.mu.Lock()
 	p.slots, p.closed = nil, true
 	p.mu.Unlock()
+	// Not under mu: closing waits for Run's wait to end, and Run takes mu.
+	// No epoll_ctl uses the descriptor once closed is set.
 	return p.ep.Close()
 }

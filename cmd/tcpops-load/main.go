@@ -10,6 +10,7 @@
 //	tcpops-load burst -addr A -socket S [-n 10000] [-nats URL -host H]
 //	tcpops-load bulk -addr 127.0.0.1:7001 -socket S [-n 9000] [-rate 1000]
 //	tcpops-load tlsrate -addr 127.0.0.1:7650 [-c 16] [-d 5s] [-pid PID]
+//	tcpops-load reconnect -addr 127.0.0.1:7000 [-n 9000]
 package main
 
 import (
@@ -29,6 +30,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpops/tcpops/internal/proc"
 	"github.com/tcpops/tcpops/rpc"
@@ -55,6 +58,8 @@ func main() {
 		err = bulk(os.Args[2:])
 	case "tlsrate":
 		err = tlsRate(os.Args[2:])
+	case "reconnect":
+		err = reconnect(os.Args[2:])
 	default:
 		usage()
 	}
@@ -72,7 +77,8 @@ func usage() {
   tcpops-load fleetlist -nats URL -addrs A,B,C [-n N] [-ctl PATH] [-rounds N]
   tcpops-load burst -addr ADDR -socket PATH [-n N] [-nats URL -host NAME]
   tcpops-load bulk  -addr ADDR -socket PATH [-n N] [-sources K] [-rate R]
-  tcpops-load tlsrate -addr ADDR [-c K] [-d DUR] [-pid PID]`)
+  tcpops-load tlsrate -addr ADDR [-c K] [-d DUR] [-pid PID]
+  tcpops-load reconnect -addr ADDR [-n N] [-sources K] [-timeout DUR]`)
 	os.Exit(2)
 }
 
@@ -148,7 +154,17 @@ func cpu(pid int) time.Duration {
 // dialFrom connects from source 127.0.0.(k+1), spreading connections over
 // several source addresses where one runs out of ports.
 func dialFrom(addr string, k int) (*net.TCPConn, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(k+1))}, Timeout: 10 * time.Second}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(k+1))}, Timeout: 10 * time.Second,
+		// The port is chosen at connect, per destination, as without a
+		// source address: bind(2) alone would want a port no other
+		// socket holds, and runs out after a few bursts (TIME_WAIT).
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var err error
+			rc.Control(func(fd uintptr) {
+				err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+			})
+			return err
+		}}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -190,6 +206,12 @@ func idle(args []string) error {
 	time.Sleep(*hold)
 	used := cpu(*pid) - c0
 	fmt.Printf("idle: CPU over %s holding them: %s (%.2f%%)\n", *hold, used, 100*used.Seconds()/hold.Seconds())
+	// Again once they have been idle that long: what the process keeps
+	// for them once the garbage of opening them is collected and given
+	// back.
+	rss2, pss2 := memory(*pid)
+	fmt.Printf("idle: after holding them: RSS %.1f MiB (+%.0f B/conn), PSS +%.0f B/conn\n",
+		mib(rss2), float64(rss2-rss0)/float64(*n), float64(pss2-pss0)/float64(*n))
 	var follow *follower
 	if *sock != "" {
 		if err := listTimes(*sock, *ctl, *rounds); err != nil {
@@ -240,7 +262,9 @@ func listTimes(sock, ctl string, rounds int) error {
 		rt = append(rt, time.Since(t))
 		size = len(raw)
 	}
-	fmt.Printf("list: tcpops.list round trip (%d KiB): median %s\n", size>>10, median(rt))
+	// The first also reads each connection's keepalive from the kernel
+	// (the daemon reads it when a snapshot first asks).
+	fmt.Printf("list: tcpops.list round trip (%d KiB): first %s, median %s\n", size>>10, rt[0].Round(time.Microsecond), median(rt))
 	if ctl == "" {
 		return nil
 	}

@@ -290,6 +290,19 @@ func TestListAndInfo(t *testing.T) {
 	if k == nil || !k.Enabled {
 		t.Fatalf("list keepalive = %+v", k)
 	}
+	// Set without reading back, read when list first asks: what the
+	// kernel holds, for every connection.
+	for _, lc := range all.Connections {
+		cn, ok := d.Table.Get(lc.ConnID)
+		if !ok {
+			t.Fatalf("conid %d not in the table", lc.ConnID)
+		}
+		kk, err := sock.GetKeepalive(cn.TCP())
+		want := rpc.Keepalive{Enabled: kk.Enabled, IdleS: kk.Idle, Count: kk.Count, IntervalS: kk.Interval, UserTimeoutMs: kk.UserTimeoutMs}
+		if err != nil || lc.Keepalive == nil || *lc.Keepalive != want {
+			t.Fatalf("conid %d: list keepalive %+v, the kernel %+v (%v)", lc.ConnID, lc.Keepalive, kk, err)
+		}
+	}
 	raw := rawConn(t, d.Socket)
 	for _, tt := range []struct{ params, msg string }{
 		{`{"state":"sleeping"}`, `unknown state "sleeping"`},
