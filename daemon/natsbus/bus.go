@@ -62,6 +62,11 @@ type Bus struct {
 	pubDone chan struct{} // closed when the publisher has stored all it will
 	setup   chan struct{} // (re)connected: streams and registration to do
 	ready   chan struct{} // setup done; wakes a publisher waiting to retry
+	// ensured is closed once the streams exist: nothing is published
+	// before (a first event refused for want of a stream while the next
+	// one is stored would be out of order).
+	ensured     chan struct{}
+	ensuredOnce sync.Once
 	sem     chan struct{} // requests being served
 
 	// reqMu guards the field below and reqs.Add.
@@ -100,7 +105,8 @@ func Start(cfg Config) (*Bus, error) {
 		cfg.Replicas = 1
 	}
 	b := &Bus{cfg: cfg, log: cfg.Log.With("nats_host", cfg.Host), boot: strconv.FormatInt(time.Now().UnixMilli(), 10),
-		pubDone: make(chan struct{}), setup: make(chan struct{}, 1), ready: make(chan struct{}, 1), sem: make(chan struct{}, 32)}
+		pubDone: make(chan struct{}), setup: make(chan struct{}, 1), ready: make(chan struct{}, 1), sem: make(chan struct{}, 32),
+		ensured: make(chan struct{})}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.name()
 	b.sub = cfg.Events.Subscribe(cfg.Events.LastSeq())
@@ -224,6 +230,7 @@ func (b *Bus) setupLoop() {
 		for attempt := 0; ; attempt++ {
 			err := b.ensure()
 			if err == nil {
+				b.ensuredOnce.Do(func() { close(b.ensured) })
 				b.kick(b.ready)
 				break
 			}
@@ -243,7 +250,9 @@ func (b *Bus) setupLoop() {
 
 // ensure creates the streams if missing and registers the host.
 func (b *Bus) ensure() error {
-	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	// Not ended by Close: a registration cut short could still be stored
+	// after Close took it back. Close waits for this to end instead.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	events := jetstream.StreamConfig{
 		Name:        fleet.EventsStream,

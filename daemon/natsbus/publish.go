@@ -43,6 +43,11 @@ type item struct {
 // (Nats-Msg-Id, and the check of the last stored seq for outages longer
 // than the deduplication window).
 func (b *Bus) publish() {
+	select {
+	case <-b.ensured:
+	case <-b.ctx.Done():
+		return
+	}
 	in := make(chan *item)
 	b.wg.Go(func() { b.read(in) })
 	var pending []*item // published, in seq order, answers not all seen
