@@ -67,7 +67,7 @@ type Bus struct {
 	// one is stored would be out of order).
 	ensured     chan struct{}
 	ensuredOnce sync.Once
-	sem     chan struct{} // requests being served
+	sem         chan struct{} // requests being served
 
 	// reqMu guards the field below and reqs.Add.
 	reqMu    sync.Mutex
