@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The figures of BENCHMARKS.md: tcpops and HAProxy (Debian's haproxy, as a
 # TCP relay) side by side on this machine, against the same backend.
-#   bench/compare.sh [idle|relay|iperf|tls|all]   (default all)
-# Needs haproxy (and iperf3 for iperf); uses ports 7000-7300 and 7650-7651 on 127.0.0.1. Every load is bounded:
+#   bench/compare.sh [idle|relay|iperf|tls|all]   (default all; ROUNDS=5 for 5 relay rounds)
+# Needs haproxy (and iperf3 for iperf); uses ports 7000-7300 and 7650-7654 on 127.0.0.1. Every load is bounded:
 # N connections, 1 GiB, 20,000 messages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +40,9 @@ cat >> "$work/haproxy.cfg" <<CFG
 listen tls
     bind 127.0.0.1:7651 ssl crt $work/combined.pem ssl-min-ver TLSv1.3
     server backend 127.0.0.1:7100
+listen wss
+    bind 127.0.0.1:7654 ssl crt $work/combined.pem ssl-min-ver TLSv1.3
+    server backend 127.0.0.1:7653
 CFG
 
 start_tcpops() { # listen args...
@@ -78,7 +81,7 @@ fi
 if [ "$what" = relay ] || [ "$what" = all ]; then
 	start_tcpops --listen tcp://127.0.0.1:7000?backend=127.0.0.1:7100
 	start_haproxy
-	for round in 1 2 3; do
+	for round in $(seq "${ROUNDS:-3}"); do
 		echo "== round $round: direct"
 		"$work/load" relay -addr 127.0.0.1:7100
 		echo "== round $round: tcpops"
@@ -101,9 +104,16 @@ elif [ "$what" = iperf ] || [ "$what" = all ]; then
 		iperf3 -c 127.0.0.1 -p "$1" -t 10 -P "$2" -J |
 			python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8e6))'
 	}
+	ticks() { awk '{print $14+$15}' "/proc/$1/stat"; } # utime+stime, 100 a second
+	# MB/s and the relay's CPU ticks for those 10 s, and ticks per GB.
+	relayed() { # pid port streams
+		local t0 mb t1
+		t0=$(ticks "$1"); mb=$(mbps "$2" "$3"); t1=$(ticks "$1")
+		echo "$mb MB/s, CPU $((t1 - t0)) ticks = $(((t1 - t0) * 1000 / (mb * 10 + 1))) ticks/GB"
+	}
 	for round in 1 2 3; do
 		for p in 1 64; do
-			echo "iperf3 round $round, $p stream(s), MB/s: direct $(mbps 7300 $p) tcpops $(mbps 7001 $p) haproxy $(mbps 7201 $p)"
+			echo "iperf3 round $round, $p stream(s): direct $(mbps 7300 $p) MB/s; tcpops $(relayed $tp 7001 $p); haproxy $(relayed $hp 7201 $p)"
 		done
 	done
 	kill $tp $hp; wait $tp $hp || true
@@ -114,11 +124,20 @@ if [ "$what" = tls ] || [ "$what" = all ]; then
 	# resumption), a new connection each, 16 clients, 5 s; rounds
 	# alternated. tcpops answers as the TLS echo; HAProxy terminates TLS
 	# in front of the echo backend.
-	start_tcpops --listen tls://127.0.0.1:7650 --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
+	# Then wss echo throughput, 256 MiB in 16 KiB binary messages, 8 in
+	# flight: tcpops's wss echo against HAProxy terminating TLS in front of
+	# tcpops's plain ws echo (HAProxy's CPU figure leaves out the
+	# WebSocket framing, which its backend does).
+	start_tcpops --listen tls://127.0.0.1:7650 --listen wss://127.0.0.1:7652/ws --listen ws://127.0.0.1:7653/ws \
+		--tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
 	start_haproxy
 	for round in 1 2 3; do
 		echo "tls round $round: tcpops: $("$work/load" tlsrate -addr 127.0.0.1:7650 -pid $tp)"
 		echo "tls round $round: haproxy: $("$work/load" tlsrate -addr 127.0.0.1:7651 -pid $hp)"
+	done
+	for round in 1 2 3; do
+		echo "wss round $round: tcpops: $("$work/load" wsecho -url wss://127.0.0.1:7652/ws -pid $tp)"
+		echo "wss round $round: haproxy: $("$work/load" wsecho -url wss://127.0.0.1:7654/ws -pid $hp)"
 	done
 	kill $tp $hp; wait $tp $hp || true
 fi

@@ -10,6 +10,7 @@
 //	tcpops-load burst -addr A -socket S [-n 10000] [-nats URL -host H]
 //	tcpops-load bulk -addr 127.0.0.1:7001 -socket S [-n 9000] [-rate 1000]
 //	tcpops-load tlsrate -addr 127.0.0.1:7650 [-c 16] [-d 5s] [-pid PID]
+//	tcpops-load wsecho -url wss://127.0.0.1:7652/ [-bytes 256MiB] [-size 16384] [-pid PID]
 //	tcpops-load reconnect -addr 127.0.0.1:7000 [-n 9000]
 package main
 
@@ -58,6 +59,8 @@ func main() {
 		err = bulk(os.Args[2:])
 	case "tlsrate":
 		err = tlsRate(os.Args[2:])
+	case "wsecho":
+		err = wsEcho(os.Args[2:])
 	case "reconnect":
 		err = reconnect(os.Args[2:])
 	default:
@@ -78,6 +81,7 @@ func usage() {
   tcpops-load burst -addr ADDR -socket PATH [-n N] [-nats URL -host NAME]
   tcpops-load bulk  -addr ADDR -socket PATH [-n N] [-sources K] [-rate R]
   tcpops-load tlsrate -addr ADDR [-c K] [-d DUR] [-pid PID]
+  tcpops-load wsecho -url wss://ADDR/PATH [-bytes N] [-size N] [-pid PID]
   tcpops-load reconnect -addr ADDR [-n N] [-sources K] [-timeout DUR]`)
 	os.Exit(2)
 }
