@@ -193,8 +193,12 @@ func (p *Poller) Run() error {
 // Close ends Run. Sockets are not closed.
 func (p *Poller) Close() error {
 	p.mu.Lock()
-	p.slots, p.closed = nil, true
+	was := p.closed
+	p.slots, p.closed, p.watched = nil, true, 0
 	p.mu.Unlock()
+	if was {
+		return nil
+	}
 	// Not under mu: closing waits for Run's wait to end, and Run takes mu.
 	// No epoll_ctl uses the descriptor once closed is set.
 	return p.ep.Close()
