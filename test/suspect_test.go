@@ -110,13 +110,16 @@ func conidOf(t *testing.T, socket string, c net.Conn) (in, out uint64) {
 			Connections []struct {
 				ConnID    uint64 `json:"conid"`
 				Peer      uint64 `json:"peer"`
+				Local     string `json:"local"`
 				Remote    string `json:"remote"`
 				StateName string `json:"state_name"`
 			} `json:"connections"`
 		}
 		json.Unmarshal(ctl(t, socket, "-o", "json", "list", "--direction", "in"), &r)
 		for _, x := range r.Connections {
-			if x.Remote == c.LocalAddr().String() && x.Peer != 0 {
+			// Both addresses: a client port may be in use towards another
+			// listener at the same time.
+			if x.Remote == c.LocalAddr().String() && x.Local == c.RemoteAddr().String() && x.Peer != 0 {
 				in, out = x.ConnID, x.Peer
 				return true
 			}

@@ -458,10 +458,12 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 	before := listConns(t, socket)
 	var idleIn, idleIn2 rpc.Conn
 	for _, c := range before {
-		if c.Direction == "in" && c.Remote == idle[0].LocalAddr().String() {
+		// Both addresses: a client port may be in use towards another
+		// listener at the same time.
+		if c.Direction == "in" && c.Remote == idle[0].LocalAddr().String() && c.Local == idle[0].RemoteAddr().String() {
 			idleIn = c
 		}
-		if c.Direction == "in" && c.Remote == idle[1].LocalAddr().String() {
+		if c.Direction == "in" && c.Remote == idle[1].LocalAddr().String() && c.Local == idle[1].RemoteAddr().String() {
 			idleIn2 = c
 		}
 	}
@@ -512,14 +514,14 @@ func TestUpgradeKeepsEveryConnection(t *testing.T) {
 		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 			t.Fatalf("after a failed upgrade: %v", err)
 		}
-		gone := c.LocalAddr().String()
+		gone, to := c.LocalAddr().String(), c.RemoteAddr().String()
 		c.Close()
 		// Gone from the table before the picture below is taken: else it
 		// would be listed there and missed after the upgrade.
 		var left rpc.Conn
 		if !testutil.Until(func() bool {
 			for _, cn := range listConns(t, socket) {
-				if cn.Remote == gone {
+				if cn.Remote == gone && cn.Local == to {
 					left = cn
 					return false
 				}

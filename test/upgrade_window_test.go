@@ -109,7 +109,7 @@ func TestUpgradeChangesBetweenTheParts(t *testing.T) {
 	before := listConns(t, socket)
 	idOf := func(c net.Conn) (in, out uint64) {
 		for id, cn := range before {
-			if cn.Direction == "in" && cn.Remote == c.LocalAddr().String() {
+			if cn.Direction == "in" && cn.Remote == c.LocalAddr().String() && cn.Local == c.RemoteAddr().String() {
 				return id, cn.Peer
 			}
 		}
@@ -210,7 +210,7 @@ func TestUpgradeChangesBetweenTheParts(t *testing.T) {
 	// backend's counters go on through the new process until it closes.
 	var halfState string
 	for _, cn := range after {
-		if cn.Direction == "in" && cn.Remote == half.LocalAddr().String() {
+		if cn.Direction == "in" && cn.Remote == half.LocalAddr().String() && cn.Local == half.RemoteAddr().String() {
 			halfState = cn.StateName
 		}
 	}
