@@ -250,7 +250,11 @@ func (c *Conn) Peer() *Conn {
 // other. It pairs nothing and reports false if either is already closing
 // (its close has run without a partner to take along): the caller then
 // closes the other with ClosePeer.
-func Pair(a, b *Conn) bool {
+func Pair(a, b *Conn) bool { return pair(a, b, false) }
+
+// pair joins a and b under both locks (in conid order) unless either is
+// closing; held, a hold (closing without a reason) does not count.
+func pair(a, b *Conn, held bool) bool {
 	first, second := a, b
 	if b.ID < a.ID {
 		first, second = b, a
@@ -259,7 +263,7 @@ func Pair(a, b *Conn) bool {
 	defer first.mu.Unlock()
 	second.mu.Lock()
 	defer second.mu.Unlock()
-	if a.closing || b.closing {
+	if a.reason != "" || b.reason != "" || !held && (a.closing || b.closing) {
 		return false
 	}
 	a.peer, b.peer = b, a

@@ -151,21 +151,7 @@ func (t *Table) Release(cs ...*Conn) {
 
 // PairHeld joins two entries adopted held (Pair refuses them: a hold
 // counts as closing).
-func PairHeld(a, b *Conn) bool {
-	first, second := a, b
-	if b.ID < a.ID {
-		first, second = b, a
-	}
-	first.mu.Lock()
-	defer first.mu.Unlock()
-	second.mu.Lock()
-	defer second.mu.Unlock()
-	if a.reason != "" || b.reason != "" {
-		return false
-	}
-	a.peer, b.peer = b, a
-	return true
-}
+func PairHeld(a, b *Conn) bool { return pair(a, b, true) }
 
 // Readopt brings a held entry adopted from another process up to date
 // with what that process says of it now (a later ConnState of the same
@@ -173,13 +159,7 @@ func PairHeld(a, b *Conn) bool {
 // read back there, and its overrides, armed here. Release starts its
 // lifetime timer.
 func (c *Conn) Readopt(s ConnState) {
-	now, wall := c.t.clock(), time.Now()
-	clock := func(at time.Time) int64 {
-		if at.IsZero() {
-			return now
-		}
-		return now - int64(wall.Sub(at))
-	}
+	clock, _ := c.t.fromWall()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.state.Store(int32(s.State))
@@ -203,18 +183,9 @@ func (t *Table) Drop(c *Conn) {
 	c.mu.Lock()
 	ip := c.countedIP
 	c.mu.Unlock()
-	sh := t.shard(c.ID)
-	sh.mu.Lock()
-	_, ok := sh.m[c.ID]
-	delete(sh.m, c.ID)
-	sh.mu.Unlock()
-	if !ok {
-		return
+	if t.unlist(c, ip) {
+		t.open.Add(-1)
 	}
-	if c.Direction == DirIn {
-		t.release(ip, c.Listener)
-	}
-	t.open.Add(-1)
 }
 
 // Stamp is what of a connection can change while it is relayed, in a
@@ -254,6 +225,18 @@ func (c *Conn) Stamp() Stamp {
 		s.ov = *ov
 	}
 	return s
+}
+
+// fromWall returns a conversion of another process's wall-clock instants
+// to this table's clock (a zero instant is now), and now.
+func (t *Table) fromWall() (clock func(time.Time) int64, now int64) {
+	now, wall := t.clock(), time.Now()
+	return func(at time.Time) int64 {
+		if at.IsZero() {
+			return now
+		}
+		return now - int64(wall.Sub(at))
+	}, now
 }
 
 // Export describes c for another process.
@@ -338,13 +321,7 @@ func (t *Table) adopt(s ConnState, tcp syscall.Conn, closer Closer, held bool) (
 	if _, ok := t.Get(s.ID); ok {
 		return nil, fmt.Errorf("adopt: conid %d is in the table already", s.ID)
 	}
-	now, wall := t.clock(), time.Now()
-	clock := func(at time.Time) int64 {
-		if at.IsZero() {
-			return now
-		}
-		return now - int64(wall.Sub(at))
-	}
+	clock, now := t.fromWall()
 	c := &Conn{
 		ID: s.ID, Proto: s.Proto, Direction: s.Direction, Listener: s.Listener, created: noCreated,
 		t: t, handshake: s.Handshake, local: s.Local, remote: s.Remote,
@@ -449,13 +426,7 @@ func (t *Table) EndDraining(e Event) bool {
 		c.SetCounters(e.BytesIn, e.BytesOut)
 		c.state.Store(int32(e.Reason.teardown()))
 		t.remember(c.ID, e.Reason)
-		sh := t.shard(c.ID)
-		sh.mu.Lock()
-		delete(sh.m, c.ID)
-		sh.mu.Unlock()
-		if c.Direction == DirIn {
-			t.release(ip, c.Listener)
-		}
+		t.unlist(c, ip)
 		publish = publish && c.closedEvent.Load()
 		defer t.open.Add(-1)
 	} else {

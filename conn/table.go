@@ -286,6 +286,21 @@ func (t *Table) release(ip netip.Addr, listener string) {
 }
 
 // remove takes a closing connection out and publishes its event.
+// unlist takes c out of its shard and, for an inbound connection, out of
+// the limits' counts (ip is what it was counted under); false when it was
+// not in the table.
+func (t *Table) unlist(c *Conn, ip netip.Addr) bool {
+	sh := t.shard(c.ID)
+	sh.mu.Lock()
+	_, ok := sh.m[c.ID]
+	delete(sh.m, c.ID)
+	sh.mu.Unlock()
+	if ok && c.Direction == DirIn {
+		t.release(ip, c.Listener)
+	}
+	return ok
+}
+
 func (t *Table) remove(c *Conn) {
 	c.mu.Lock()
 	r, ip := c.reason, c.countedIP
@@ -293,13 +308,7 @@ func (t *Table) remove(c *Conn) {
 	// Remembered first: a conid is always either in the table or among
 	// the recently closed, never briefly in neither (State without reason).
 	t.remember(c.ID, r)
-	sh := t.shard(c.ID)
-	sh.mu.Lock()
-	delete(sh.m, c.ID)
-	sh.mu.Unlock()
-	if c.Direction == DirIn {
-		t.release(ip, c.Listener)
-	}
+	t.unlist(c, ip)
 	if t.cfg.Load().ClosedEvent != ModeOff && c.closedEvent.Load() {
 		e, a := c.event(time.Now())
 		t.events.publish(&e, a)

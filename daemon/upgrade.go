@@ -1106,7 +1106,7 @@ func (h *inherited) checkDoc(cfg *Config) error {
 		}
 	}
 	for _, l := range cfg.Listeners {
-		if err := relay.CheckListener(l, cfg.Relay); err != nil {
+		if err := relay.CheckTLS(l, cfg.Relay.TLSCert, cfg.Relay.TLSKey); err != nil {
 			return err
 		}
 	}

@@ -583,13 +583,8 @@ func (b *Bound) File() (*os.File, error) {
 // ListenFile is Listen for a listening socket handed over by another
 // process (or kept by systemd): f is a duplicate the Bound does not keep.
 func (s *Server) ListenFile(l Listener, f *os.File) (*Bound, error) {
-	if l.isTLS() {
-		c := s.conf.Load()
-		cfg, err := loadTLS(&l, c.TLSCert, c.TLSKey)
-		if err != nil {
-			return nil, err
-		}
-		l.tlsConfig = cfg
+	if err := s.loadTLS(&l); err != nil {
+		return nil, err
 	}
 	ln, err := net.FileListener(f)
 	if err != nil {
@@ -602,17 +597,6 @@ func (s *Server) ListenFile(l Listener, f *os.File) (*Bound, error) {
 		noDelay, _ = sock.NoDelay(sc)
 	}
 	return &Bound{s: s, l: l, ln: ln, noDelay: noDelay}, nil
-}
-
-// CheckListener loads what serving l needs besides its socket (the TLS
-// certificate and key), so that a new process can refuse a handover it
-// could not serve before it takes anything over.
-func CheckListener(l Listener, cfg Config) error {
-	if !l.isTLS() {
-		return nil
-	}
-	_, err := loadTLS(&l, cfg.TLSCert, cfg.TLSKey)
-	return err
 }
 
 // Plain reports whether the connections of l are plain TCP (handed over

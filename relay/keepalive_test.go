@@ -82,23 +82,43 @@ func TestKeepaliveKernelTruth(t *testing.T) {
 // soon as it accepts (a banner, a refusal) has both passed on, whether
 // they come with the connect's outcome or after it.
 func TestBackendSpeaksFirst(t *testing.T) {
-	// Held before its backend socket is watched, the relay finds the
-	// backend's line and FIN there with the connect's outcome.
-	testHookBeforePair = func(in, out *conn.Conn) { time.Sleep(20 * time.Millisecond) }
 	t.Cleanup(func() { testHookBeforePair = nil })
-	for _, delay := range []time.Duration{0, 50 * time.Millisecond} {
+	for _, after := range []bool{false, true} {
+		// Before: the relay is held before its backend socket is watched
+		// until the backend has sent its line and FIN, so it finds them
+		// with the connect's outcome. After: the backend sends them once
+		// the client's byte reached it through the relay.
+		sent := make(chan struct{}, 1)
+		testHookBeforePair = func(in, out *conn.Conn) {
+			if !after {
+				select {
+				case <-sent:
+				case <-time.After(5 * time.Second):
+				}
+			}
+		}
 		be := backend(t, func(c *net.TCPConn) {
-			time.Sleep(delay)
+			if after {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				c.Read(make([]byte, 1))
+			}
 			c.Write([]byte("554 go away\r\n"))
 			c.Close()
+			select {
+			case sent <- struct{}{}:
+			default:
+			}
 		})
 		e := start(t, conn.Config{}, Config{}, "tcp://127.0.0.1:0?backend="+be)
 		for range 20 {
 			c := e.dial()
+			if after {
+				c.Write([]byte("x"))
+			}
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			b, err := io.ReadAll(c)
 			if string(b) != "554 go away\r\n" || err != nil {
-				t.Fatalf("backend after %s: read %q, %v; want its line and EOF", delay, b, err)
+				t.Fatalf("backend speaking (after the client: %v): read %q, %v; want its line and EOF", after, b, err)
 			}
 			c.Close()
 		}

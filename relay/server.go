@@ -124,17 +124,26 @@ type Bound struct {
 	noDelay bool
 }
 
+// loadTLS loads the certificate of a tls:// or wss:// listener into l.
+func (s *Server) loadTLS(l *Listener) error {
+	if !l.isTLS() {
+		return nil
+	}
+	c := s.conf.Load()
+	cfg, err := loadTLS(l, c.TLSCert, c.TLSKey)
+	if err != nil {
+		return err
+	}
+	l.tlsConfig = cfg
+	return nil
+}
+
 // Listen opens the listening socket of l, loading its certificate for
 // tls:// and wss://. Go's own keepalive default is switched off here:
 // every accepted socket gets ours explicitly.
 func (s *Server) Listen(ctx context.Context, l Listener) (*Bound, error) {
-	if l.isTLS() {
-		c := s.conf.Load()
-		cfg, err := loadTLS(&l, c.TLSCert, c.TLSKey)
-		if err != nil {
-			return nil, err
-		}
-		l.tlsConfig = cfg
+	if err := s.loadTLS(&l); err != nil {
+		return nil, err
 	}
 	// TCP_NODELAY before listen(2): every connection accepted inherits it.
 	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {

@@ -32,27 +32,13 @@ import (
 // closed event; the others lose and repeat nothing. Metrics are the old
 // process's until the new one has taken over.
 func TestUpgradeChangesBetweenTheParts(t *testing.T) {
-	holdBin := buildVariant(t, "tcpops-hold", "github.com/tcpops/tcpops/rpc.BuildVersion=9.9.9-hold",
-		"github.com/tcpops/tcpops/daemon.handoverFault=hold")
-	dir, _ := os.MkdirTemp("", "tcpops")
-	defer os.RemoveAll(dir)
-	marker := filepath.Join(dir, "hold")
-	t.Setenv("TCPOPS_TEST_HOLD", marker)
-	backend := startUpgradeBackend(t)
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	relayAddr := "127.0.0.1:" + port
-	socket := filepath.Join(dir, "s")
-	evlog := filepath.Join(dir, "events.log")
 	mport, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	metricsURL := "http://127.0.0.1:" + mport + "/metrics"
-	d := startDaemon(t, socket, "--listen", "tcp://"+relayAddr+"?backend="+backend.ln.Addr().String()+"&name=relay",
-		"--lifetime", "10m", "--event-log", evlog, "--metrics", "127.0.0.1:"+mport)
+	h := startHeld(t, "hold", "--lifetime", "10m", "--metrics", "127.0.0.1:"+mport)
+	holdBin, marker, backend, relayAddr, socket, evlog := h.bin, h.marker, h.backend, h.relayAddr, h.socket, h.evlog
 	var newPID int
 	t.Cleanup(func() {
 		if newPID > 0 {
@@ -238,15 +224,7 @@ func TestUpgradeChangesBetweenTheParts(t *testing.T) {
 	testutil.WaitFor(t, "the table to empty", func() bool { return len(listConns(t, socket)) == 0 })
 
 	// One event per conid, gap-free, in the ring and in the event log.
-	var all rpc.EventsResult
-	callDaemon(t, socket, rpc.MethodEvents, nil, &all)
-	seen := map[uint64]int{}
-	for i, e := range all.Events {
-		if e.Seq != uint64(i+1) {
-			t.Fatalf("event %d has seq %d: the ring has a gap", i, e.Seq)
-		}
-		seen[e.ConnID]++
-	}
+	seen, _ := ringEvents(t, socket)
 	for id := range before {
 		if seen[id] != 1 {
 			t.Errorf("conid %d has %d closed events, want 1", id, seen[id])
@@ -258,7 +236,6 @@ func TestUpgradeChangesBetweenTheParts(t *testing.T) {
 			t.Errorf("event log has conid %d %d times, want 1", id, byConid[id])
 		}
 	}
-	_ = d
 }
 
 // TestSIGTERMDuringAnUpgrade: a stop that comes while an upgrade has not
@@ -273,22 +250,8 @@ func TestSIGTERMDuringAnUpgrade(t *testing.T) {
 }
 
 func testSIGTERMDuringAnUpgrade(t *testing.T, fault string) {
-	holdBin := buildVariant(t, "tcpops-"+fault, "github.com/tcpops/tcpops/rpc.BuildVersion=9.9.9-"+fault,
-		"github.com/tcpops/tcpops/daemon.handoverFault="+fault)
-	dir, _ := os.MkdirTemp("", "tcpops")
-	defer os.RemoveAll(dir)
-	marker := filepath.Join(dir, "hold")
-	t.Setenv("TCPOPS_TEST_HOLD", marker)
-	backend := startUpgradeBackend(t)
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	relayAddr := "127.0.0.1:" + port
-	socket := filepath.Join(dir, "s")
-	evlog := filepath.Join(dir, "events.log")
-	d := startDaemon(t, socket, "--listen", "tcp://"+relayAddr+"?backend="+backend.ln.Addr().String()+"&name=relay",
-		"--event-log", evlog)
+	h := startHeld(t, fault)
+	holdBin, marker, relayAddr, socket, evlog, d := h.bin, h.marker, h.relayAddr, h.socket, h.evlog, h.d
 	var clients []net.Conn
 	for range 5 {
 		c, err := net.Dial("tcp", relayAddr)
@@ -363,4 +326,52 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// held is a daemon relaying to an upgrade backend, with an event log, and
+// a build of tcpops made to hold (handoverFault) for upgrading it to.
+type held struct {
+	bin, marker, relayAddr, socket, evlog string
+	backend                               *upgradeBackend
+	d                                     *daemonProc
+}
+
+// startHeld builds the fault variant and starts the daemon (with args
+// besides its relay listener and event log); the new process's hold is
+// released by removing marker+".waiting".
+func startHeld(t *testing.T, fault string, args ...string) *held {
+	t.Helper()
+	h := &held{bin: buildVariant(t, "tcpops-"+fault, "github.com/tcpops/tcpops/rpc.BuildVersion=9.9.9-"+fault,
+		"github.com/tcpops/tcpops/daemon.handoverFault="+fault)}
+	dir, _ := os.MkdirTemp("", "tcpops")
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	h.marker = filepath.Join(dir, "hold")
+	t.Setenv("TCPOPS_TEST_HOLD", h.marker)
+	h.backend = startUpgradeBackend(t)
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.relayAddr = "127.0.0.1:" + port
+	h.socket, h.evlog = filepath.Join(dir, "s"), filepath.Join(dir, "events.log")
+	h.d = startDaemon(t, h.socket, append([]string{"--listen", "tcp://" + h.relayAddr + "?backend=" + h.backend.ln.Addr().String() + "&name=relay",
+		"--event-log", h.evlog}, args...)...)
+	return h
+}
+
+// ringEvents reads the daemon's event ring, fails the test on a gap in
+// seq from 1, and counts the events of each conid.
+func ringEvents(t *testing.T, socket string) (byConid map[uint64]int, last uint64) {
+	t.Helper()
+	var all rpc.EventsResult
+	callDaemon(t, socket, rpc.MethodEvents, nil, &all)
+	byConid = map[uint64]int{}
+	for i, e := range all.Events {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("event %d has seq %d: the ring has a gap", i, e.Seq)
+		}
+		byConid[e.ConnID]++
+		last = e.Seq
+	}
+	return byConid, last
 }

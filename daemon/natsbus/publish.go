@@ -54,6 +54,15 @@ func (b *Bus) publish() {
 	var redo []*item    // to publish again, before anything new
 	open := true
 	alone := false // after a failure: one at a time until one is stored
+	// restart settles every answer pending, puts what was not stored
+	// first in redo, waits until NATS stores the first of it, and goes on
+	// one at a time; false when the bus stops first.
+	restart := func() bool {
+		redo = append(b.settle(pending), redo...)
+		pending = nil
+		alone = true
+		return b.recover(&redo)
+	}
 	for {
 		limit := window
 		if alone {
@@ -87,12 +96,9 @@ func (b *Bus) publish() {
 				continue
 			}
 			// Not even sent: NATS is away.
-			redo = append(b.settle(pending), redo...)
-			pending = nil
-			if !b.recover(&redo) {
+			if !restart() {
 				return
 			}
-			alone = true
 			continue
 		}
 		if len(pending) == 0 {
@@ -126,12 +132,9 @@ func (b *Bus) publish() {
 			continue
 		}
 		// The oldest failed: settle every answer, then start again from it.
-		redo = append(b.settle(pending), redo...)
-		pending = nil
-		if !b.recover(&redo) {
+		if !restart() {
 			return
 		}
-		alone = true
 	}
 }
 
