@@ -289,9 +289,12 @@ func (cl *call) events() (any, error) {
 	if p.Follow && cl.st == nil {
 		return nil, badParam("param follow of %s: following needs the control socket (over NATS, events are in JetStream)", cl.m.name)
 	}
-	if p.Follow {
+	if p.Follow && !cl.s.addFollower() {
+		// Stopping: the ring is closed and the answer holds all it had;
+		// the connection ends after it, as a follower's does at the end.
+		cl.after = func() { cl.conn.Close() }
+	} else if p.Follow {
 		sub := cl.s.t.Events().Subscribe(max(last, p.Since))
-		cl.s.followers.Add(1)
 		cl.st.following.Store(true)
 		cl.after = func() { go cl.follow(sub, match) }
 	}

@@ -76,6 +76,8 @@ type Server struct {
 	refused       atomic.Uint64 // clients refused past MaxClients
 
 	followers sync.WaitGroup
+	followMu  sync.Mutex // orders followers.Add before Wait's followers.Wait
+	stopping  bool       // Wait has begun: no new follower
 	connCtx   context.Context // ends every client connection
 	endConns  context.CancelFunc
 }
@@ -193,9 +195,23 @@ func (s *Server) ServeConn(c *net.UnixConn) {
 // Clients is the number of control connections open.
 func (s *Server) Clients() int64 { return s.clients.Load() }
 
+// addFollower counts a new follower, unless Wait has begun.
+func (s *Server) addFollower() bool {
+	s.followMu.Lock()
+	defer s.followMu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.followers.Add(1)
+	return true
+}
+
 // Wait waits for events followers to deliver what is left in the ring (the
 // ring must be closed first), then closes every client connection.
 func (s *Server) Wait() {
+	s.followMu.Lock()
+	s.stopping = true
+	s.followMu.Unlock()
 	s.followers.Wait()
 	s.endConns()
 }
