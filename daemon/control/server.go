@@ -76,8 +76,8 @@ type Server struct {
 	refused       atomic.Uint64 // clients refused past MaxClients
 
 	followers sync.WaitGroup
-	followMu  sync.Mutex // orders followers.Add before Wait's followers.Wait
-	stopping  bool       // Wait has begun: no new follower
+	followMu  sync.Mutex      // orders followers.Add before Wait's followers.Wait
+	stopping  bool            // Wait has begun: no new follower
 	connCtx   context.Context // ends every client connection
 	endConns  context.CancelFunc
 }
