@@ -555,11 +555,11 @@ func (d *Daemon) buildDoc(p *paused, handed []*relay.Handed) (*handoverDoc, []in
 		return len(fds) - 1
 	}
 	for _, pl := range p.listeners {
-		doc.Listeners = append(doc.Listeners, handedSocket{URL: pl.r.URL, Addr: pl.r.Bound, FD: add(int(pl.f.Fd()))})
+		doc.Listeners = append(doc.Listeners, handedSocket{URL: pl.r.URL, Addr: pl.r.Bound, FD: add(rawFD(pl.f))})
 	}
-	doc.Control = &handedSocket{Addr: d.socket, FD: add(int(p.control.Fd()))}
+	doc.Control = &handedSocket{Addr: d.socket, FD: add(rawFD(p.control))}
 	if p.metrics != nil {
-		doc.Metrics = &handedSocket{Addr: d.MetricsAddr, FD: add(int(p.metrics.Fd()))}
+		doc.Metrics = &handedSocket{Addr: d.MetricsAddr, FD: add(rawFD(p.metrics))}
 	}
 	for _, h := range handed {
 		hc := handedConn{Handed: *h}
@@ -571,6 +571,18 @@ func (d *Daemon) buildDoc(p *paused, handed []*relay.Handed) (*handoverDoc, []in
 	}
 	doc.Counts.FDs, doc.Counts.Listeners, doc.Counts.Units = len(fds), len(doc.Listeners), len(doc.Conns)
 	return doc, fds
+}
+
+// rawFD is f's descriptor number, for sending. Not f.Fd(): that puts the
+// descriptor in blocking mode, and with it the open file this process
+// still serves on (the duplicate shares it), so that a metrics socket
+// kept after a failed upgrade blocked its accept and its close.
+func rawFD(f *os.File) int {
+	n := -1
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { n = int(fd) })
+	}
+	return n
 }
 
 // drainingStates describes the connections that stay with this process,

@@ -121,19 +121,7 @@ func TestUpgradeChangesBetweenTheParts(t *testing.T) {
 		_, err := os.Stat(marker + ".waiting")
 		return err == nil
 	})
-	// Scrapes while both processes hold the metrics socket: each answer
-	// is the old process's table, never an empty one.
-	for i := range 10 {
-		resp, err := http.Get(metricsURL)
-		if err != nil {
-			t.Fatalf("scrape %d during the upgrade: %v", i, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(body), "\ntcpops_connections_accepted_total 5\n") {
-			t.Fatalf("scrape %d during the upgrade: accepted total is not 5:\n%s", i, grepLines(string(body), "accepted_total"))
-		}
-	}
+	scrapeAccepted(t, metricsURL, 5)
 	closer.(*net.TCPConn).SetLinger(0)
 	closer.Close() // a reset
 	half.(*net.TCPConn).CloseWrite()
@@ -242,7 +230,8 @@ func TestUpgradeChangesBetweenTheParts(t *testing.T) {
 // sent go aborts it and stops as usual: every connection closes with
 // reason shutdown and one event, the peers get their FIN, and no new
 // process serves. Both while the new process checks the sockets (it holds
-// copies of them) and while the old one has them frozen.
+// copies of them) and while the old one has them frozen; metrics are the
+// old process's meanwhile.
 func TestSIGTERMDuringAnUpgrade(t *testing.T) {
 	for _, fault := range []string{"hold", "hold-final"} {
 		t.Run(fault, func(t *testing.T) { testSIGTERMDuringAnUpgrade(t, fault) })
@@ -250,7 +239,11 @@ func TestSIGTERMDuringAnUpgrade(t *testing.T) {
 }
 
 func testSIGTERMDuringAnUpgrade(t *testing.T, fault string) {
-	h := startHeld(t, fault)
+	mport, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startHeld(t, fault, "--metrics", "127.0.0.1:"+mport)
 	holdBin, marker, relayAddr, socket, evlog, d := h.bin, h.marker, h.relayAddr, h.socket, h.evlog, h.d
 	var clients []net.Conn
 	for range 5 {
@@ -274,6 +267,9 @@ func testSIGTERMDuringAnUpgrade(t *testing.T, fault string) {
 		_, err := os.Stat(marker + ".waiting")
 		return err == nil
 	})
+	// With hold-final the new process has built all it serves but for
+	// the handed state: it must not answer metrics yet.
+	scrapeAccepted(t, "http://127.0.0.1:"+mport+"/metrics", 5)
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	os.Remove(marker + ".waiting")
 	exited := make(chan error, 1)
@@ -313,6 +309,25 @@ func testSIGTERMDuringAnUpgrade(t *testing.T, fault string) {
 	for id := range before {
 		if byConid[id] != 1 {
 			t.Errorf("event log has conid %d %d times, want 1", id, byConid[id])
+		}
+	}
+}
+
+// scrapeAccepted scrapes url 10 times while both processes of an upgrade
+// hold the metrics socket: each answer must be the old process's table
+// (want connections accepted), never the new one's, empty before go.
+func scrapeAccepted(t *testing.T, url string, want int) {
+	t.Helper()
+	line := fmt.Sprintf("\ntcpops_connections_accepted_total %d\n", want)
+	for i := range 10 {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatalf("scrape %d during the upgrade: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), line) {
+			t.Fatalf("scrape %d during the upgrade: accepted total is not %d:\n%s", i, want, grepLines(string(body), "accepted_total"))
 		}
 	}
 }
