@@ -3,6 +3,7 @@ package relay
 import (
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,6 +83,17 @@ func TestKeepaliveKernelTruth(t *testing.T) {
 // soon as it accepts (a banner, a refusal) has both passed on, whether
 // they come with the connect's outcome or after it.
 func TestBackendSpeaksFirst(t *testing.T) {
+	// The hook is set once (relay goroutines read it); what it waits for
+	// is per case: nil, nothing.
+	var waitFor atomic.Pointer[chan struct{}]
+	testHookBeforePair = func(in, out *conn.Conn) {
+		if ch := waitFor.Load(); ch != nil {
+			select {
+			case <-*ch:
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
 	t.Cleanup(func() { testHookBeforePair = nil })
 	for _, after := range []bool{false, true} {
 		// Before: the relay is held before its backend socket is watched
@@ -89,13 +101,10 @@ func TestBackendSpeaksFirst(t *testing.T) {
 		// with the connect's outcome. After: the backend sends them once
 		// the client's byte reached it through the relay.
 		sent := make(chan struct{}, 1)
-		testHookBeforePair = func(in, out *conn.Conn) {
-			if !after {
-				select {
-				case <-sent:
-				case <-time.After(5 * time.Second):
-				}
-			}
+		if after {
+			waitFor.Store(nil)
+		} else {
+			waitFor.Store(&sent)
 		}
 		be := backend(t, func(c *net.TCPConn) {
 			if after {
